@@ -1,0 +1,292 @@
+//! The [`Coordinator`]: knows the executors, places every task of a query, launches them
+//! all at once (tasks stream into each other, so downstream stages start while upstream
+//! ones still run), streams the final stage to the caller and releases the query on
+//! every executor when it ends, fails or is dropped.
+
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock};
+
+use arrow::array::RecordBatch;
+use bytes::Bytes;
+use datafusion::common::config::ConfigOptions;
+use datafusion::common::runtime::SpawnedTask;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use fletch_executor::protocol::{ConfigEntry, StageLocations, TaskDefinition};
+use fletch_executor::{ClientPool, ExecutorClient, FailureReason, FlightExchangeSource, TaskFailure};
+use fletch_planner::{DistributedPlan, ExchangeSourceExt};
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
+use parking_lot::RwLock;
+use tokio::sync::mpsc;
+
+/// Schedules distributed plans onto executors. Shared by every session of a cluster.
+pub struct Coordinator {
+    executors: Arc<RwLock<Vec<ExecutorClient>>>,
+    clients: ClientPool,
+    releases: mpsc::UnboundedSender<String>,
+    /// Releases queries whose result stream was dropped before it ended.
+    _janitor: SpawnedTask<()>,
+}
+
+impl std::fmt::Debug for Coordinator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Coordinator")
+            .field("executors", &self.executor_urls())
+            .finish()
+    }
+}
+
+impl Coordinator {
+    /// A coordinator for the executors at `urls`. Must be called inside a tokio runtime.
+    pub fn new(urls: &[String]) -> std::result::Result<Arc<Self>, TaskFailure> {
+        let clients = ClientPool::default();
+        let executors = urls
+            .iter()
+            .map(|u| clients.get(u))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let executors = Arc::new(RwLock::new(executors));
+        let (releases, mut pending) = mpsc::unbounded_channel::<String>();
+        let janitor_executors = Arc::clone(&executors);
+        let janitor = SpawnedTask::spawn(async move {
+            while let Some(query_id) = pending.recv().await {
+                let executors = janitor_executors.read().clone();
+                release_everywhere(&executors, &query_id).await;
+            }
+        });
+        Ok(Arc::new(Self {
+            executors,
+            clients,
+            releases,
+            _janitor: janitor,
+        }))
+    }
+
+    pub fn executor_urls(&self) -> Vec<String> {
+        self.executors.read().iter().map(|e| e.url().to_string()).collect()
+    }
+
+    pub(crate) fn run(
+        self: Arc<Self>,
+        plan: Arc<DistributedPlan>,
+        encoded: Arc<Vec<Bytes>>,
+        ctx: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let executors = self.executors.read().clone();
+        if executors.is_empty() {
+            return Err(DataFusionError::Execution(
+                "the cluster has no executors: cannot run the query".to_string(),
+            ));
+        }
+        let query_id = uuid::Uuid::new_v4().to_string();
+        let placed = |stage: usize, task: usize| &executors[(stage + task) % executors.len()];
+        let locations: HashMap<u64, Vec<String>> = plan
+            .stages
+            .iter()
+            .map(|s| {
+                let urls = (0..s.task_count).map(|t| placed(s.id, t).url().to_string());
+                (s.id as u64, urls.collect())
+            })
+            .collect();
+        let config = shipped_config(ctx.session_config().options());
+
+        let tasks = FuturesUnordered::new();
+        for (stage, bytes) in plan.stages.iter().zip(encoded.iter()) {
+            let inputs: Vec<StageLocations> = stage
+                .inputs
+                .iter()
+                .map(|s| StageLocations {
+                    stage: *s as u64,
+                    task_urls: locations.get(&(*s as u64)).cloned().unwrap_or_default(),
+                })
+                .collect();
+            for task in 0..stage.task_count {
+                let def = TaskDefinition {
+                    query_id: query_id.clone(),
+                    stage: stage.id as u64,
+                    task: task as u64,
+                    plan: bytes.clone(),
+                    inputs: inputs.clone(),
+                    config: config.clone(),
+                };
+                let client = placed(stage.id, task).clone();
+                tasks.push(async move { client.run_task(&def).await }.boxed());
+            }
+        }
+
+        let final_stage = plan.stages.len() as u64;
+        let final_locations = locations
+            .get(&final_stage)
+            .cloned()
+            .map(|urls| HashMap::from([(final_stage, urls)]))
+            .unwrap_or_default();
+        let source = FlightExchangeSource::new(query_id.clone(), final_locations, self.clients.clone());
+        let root_ctx = with_extension(&ctx, ExchangeSourceExt(Arc::new(source)));
+        let results = plan.root.execute(0, root_ctx)?;
+        let schema = results.schema();
+
+        let run = QueryRun {
+            query_id: query_id.clone(),
+            executors,
+            tasks,
+            results,
+            done: false,
+            guard: ReleaseGuard {
+                query_id,
+                releases: Some(self.releases.clone()),
+            },
+        };
+        let stream = futures::stream::unfold(run, |mut run| async move {
+            let item = run.next().await?;
+            Some((item, run))
+        });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
+    }
+}
+
+type TaskFuture = BoxFuture<'static, std::result::Result<(), TaskFailure>>;
+
+/// One running query as seen by the caller's stream.
+struct QueryRun {
+    query_id: String,
+    executors: Vec<ExecutorClient>,
+    tasks: FuturesUnordered<TaskFuture>,
+    results: SendableRecordBatchStream,
+    done: bool,
+    guard: ReleaseGuard,
+}
+
+fn is_root_cause(failure: &TaskFailure) -> bool {
+    !matches!(
+        failure.reason,
+        FailureReason::UpstreamFailed | FailureReason::Cancelled
+    )
+}
+
+impl QueryRun {
+    async fn next(&mut self) -> Option<Result<RecordBatch>> {
+        if self.done {
+            return None;
+        }
+        loop {
+            tokio::select! {
+                biased;
+                Some(outcome) = self.tasks.next(), if !self.tasks.is_empty() => {
+                    if let Err(failure) = outcome
+                        && is_root_cause(&failure)
+                    {
+                        return Some(Err(self.fail(failure).await));
+                    }
+                }
+                item = self.results.next() => match item {
+                    Some(Ok(batch)) => return Some(Ok(batch)),
+                    Some(Err(e)) => {
+                        let failure = self.root_cause(e).await;
+                        return Some(Err(failure));
+                    }
+                    None => {
+                        self.finish().await;
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The error to report for `err`, which surfaced in the result stream: a failure of
+    /// an upstream task is reported as that task's own failure, not as its echo.
+    async fn root_cause(&mut self, err: DataFusionError) -> DataFusionError {
+        if let Some(failure) = fletch_executor::find_failure(&err)
+            && is_root_cause(failure)
+        {
+            let failure = failure.clone();
+            return self.fail(failure).await;
+        }
+        while let Some(outcome) = self.tasks.next().await {
+            if let Err(failure) = outcome
+                && is_root_cause(&failure)
+            {
+                return self.fail(failure).await;
+            }
+        }
+        self.finish().await;
+        err
+    }
+
+    async fn fail(&mut self, failure: TaskFailure) -> DataFusionError {
+        self.finish().await;
+        failure.into_datafusion()
+    }
+
+    /// Stops waiting for tasks and frees the query on every executor.
+    async fn finish(&mut self) {
+        self.done = true;
+        self.tasks = FuturesUnordered::new();
+        release_everywhere(&self.executors, &self.query_id).await;
+        self.guard.releases = None;
+    }
+}
+
+/// Sends a query's release to the janitor if its stream is dropped before it ended.
+struct ReleaseGuard {
+    query_id: String,
+    releases: Option<mpsc::UnboundedSender<String>>,
+}
+
+impl Drop for ReleaseGuard {
+    fn drop(&mut self) {
+        if let Some(releases) = self.releases.take() {
+            // The janitor lives as long as the coordinator; if both are gone, so are the
+            // executors' reasons to keep anything.
+            let _ = releases.send(std::mem::take(&mut self.query_id));
+        }
+    }
+}
+
+async fn release_everywhere(executors: &[ExecutorClient], query_id: &str) {
+    let releases = executors.iter().map(|e| async move {
+        if let Err(failure) = e.release(query_id).await {
+            tracing::warn!("releasing query {query_id}: {failure}");
+        }
+    });
+    futures::future::join_all(releases).await;
+}
+
+/// Settings that differ from DataFusion's defaults travel with every task.
+fn shipped_config(options: &ConfigOptions) -> Vec<ConfigEntry> {
+    static DEFAULTS: LazyLock<HashMap<String, Option<String>>> = LazyLock::new(|| {
+        ConfigOptions::default()
+            .entries()
+            .into_iter()
+            .map(|e| (e.key, e.value))
+            .collect()
+    });
+    options
+        .entries()
+        .into_iter()
+        .filter_map(|e| {
+            let value = e.value?;
+            let default = DEFAULTS.get(&e.key).cloned().flatten();
+            (default.as_deref() != Some(value.as_str())).then_some(ConfigEntry {
+                key: e.key,
+                value,
+            })
+        })
+        .collect()
+}
+
+fn with_extension<T: Send + Sync + 'static>(ctx: &TaskContext, ext: T) -> Arc<TaskContext> {
+    let config = ctx.session_config().clone().with_extension(Arc::new(ext));
+    Arc::new(TaskContext::new(
+        ctx.task_id(),
+        ctx.session_id(),
+        config,
+        ctx.scalar_functions().clone(),
+        ctx.higher_order_functions().clone(),
+        ctx.aggregate_functions().clone(),
+        ctx.window_functions().clone(),
+        ctx.runtime_env(),
+    ))
+}

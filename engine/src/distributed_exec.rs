@@ -1,0 +1,120 @@
+//! [`DistributedExec`]: the root of every distributed plan. It holds the stages, each
+//! encoded once at planning time, and on `execute` hands them to the [`Coordinator`],
+//! which launches the tasks and streams the final stage back.
+
+use std::fmt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::error::Result;
+use datafusion::common::{exec_err, internal_err};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_plan::{
+    ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties,
+    ReplaceChildrenOptions,
+};
+use fletch_planner::{DistributedPlan, distribute, encode_stage_plan};
+
+use crate::coordinator::Coordinator;
+
+/// A query cut into stages, ready to run on the cluster.
+#[derive(Debug)]
+pub struct DistributedExec {
+    plan: Arc<DistributedPlan>,
+    /// `encoded[i]` is stage `i + 1`'s plan.
+    encoded: Arc<Vec<Bytes>>,
+}
+
+impl DistributedExec {
+    /// Cuts `plan` into stages and encodes each; fails if a stage cannot be encoded.
+    pub fn try_new(plan: Arc<dyn ExecutionPlan>) -> Result<Self> {
+        let plan = distribute(plan)?;
+        let encoded = plan
+            .stages
+            .iter()
+            .map(|s| encode_stage_plan(&s.plan))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            plan: Arc::new(plan),
+            encoded: Arc::new(encoded),
+        })
+    }
+
+    pub fn distributed_plan(&self) -> &DistributedPlan {
+        &self.plan
+    }
+
+    /// Encoded size of each stage's plan, in bytes.
+    pub fn stage_plan_sizes(&self) -> Vec<usize> {
+        self.encoded.iter().map(|b| b.len()).collect()
+    }
+}
+
+impl DisplayAs for DistributedExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        let tasks: usize = self.plan.stages.iter().map(|s| s.task_count).sum();
+        write!(
+            f,
+            "DistributedExec: stages={}, tasks={tasks}",
+            self.plan.stages.len()
+        )
+    }
+}
+
+impl ExecutionPlan for DistributedExec {
+    fn name(&self) -> &str {
+        "DistributedExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        self.plan.root.properties()
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.plan.root]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn replace_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+        _options: ReplaceChildrenOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        match children.as_slice() {
+            [child] if Arc::ptr_eq(child, &self.plan.root) => Ok(self),
+            _ => internal_err!("a distributed plan's stages cannot be replaced after planning"),
+        }
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        self.replace_children(
+            children,
+            ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
+        )
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        if partition != 0 {
+            return internal_err!("DistributedExec has one partition, asked for {partition}");
+        }
+        let Some(coordinator) = context.session_config().get_extension::<Coordinator>() else {
+            return exec_err!("a distributed plan needs a Fletch session (no coordinator)");
+        };
+        coordinator.run(Arc::clone(&self.plan), Arc::clone(&self.encoded), context)
+    }
+}

@@ -1,0 +1,74 @@
+//! [`LocalCluster`]: a coordinator and N executors in this process, each executor its own
+//! Flight server on 127.0.0.1 with an OS-picked port, so every exchange really crosses
+//! Flight. The shell's embedded default and the test fixture.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+
+use datafusion::error::{DataFusionError, Result};
+use datafusion::prelude::{SessionConfig, SessionContext};
+use fletch_executor::{ExecutorHandle, StoreStats, start_executor};
+
+use crate::coordinator::Coordinator;
+use crate::session::{default_session_config, fletch_session};
+
+/// Executors the embedded cluster starts when nobody says otherwise.
+pub const DEFAULT_EXECUTORS: usize = 2;
+
+pub struct LocalCluster {
+    coordinator: Arc<Coordinator>,
+    executors: Vec<ExecutorHandle>,
+}
+
+impl LocalCluster {
+    /// Starts `executors` executors on loopback and a coordinator over them.
+    pub async fn start(executors: usize) -> Result<Self> {
+        if executors == 0 {
+            return Err(DataFusionError::Configuration(
+                "a cluster needs at least one executor".to_string(),
+            ));
+        }
+        let mut handles = Vec::with_capacity(executors);
+        for _ in 0..executors {
+            let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+            handles.push(start_executor(addr).await?);
+        }
+        let urls: Vec<String> = handles.iter().map(|h| h.url().to_string()).collect();
+        let coordinator =
+            Coordinator::new(&urls).map_err(|e| DataFusionError::External(Box::new(e)))?;
+        Ok(Self {
+            coordinator,
+            executors: handles,
+        })
+    }
+
+    /// A new session with Fletch's default settings.
+    pub fn session(&self) -> SessionContext {
+        self.session_with_config(default_session_config())
+    }
+
+    /// A new session with `config`.
+    pub fn session_with_config(&self, config: SessionConfig) -> SessionContext {
+        fletch_session(Arc::clone(&self.coordinator), config)
+    }
+
+    pub fn coordinator(&self) -> &Arc<Coordinator> {
+        &self.coordinator
+    }
+
+    pub fn executor_urls(&self) -> Vec<String> {
+        self.executors.iter().map(|e| e.url().to_string()).collect()
+    }
+
+    /// What each executor holds right now.
+    pub fn executor_stats(&self) -> Vec<StoreStats> {
+        self.executors.iter().map(ExecutorHandle::stats).collect()
+    }
+
+    /// Stops every executor and waits for their servers to end.
+    pub async fn shutdown(self) {
+        for executor in self.executors {
+            executor.shutdown().await;
+        }
+    }
+}

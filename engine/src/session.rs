@@ -1,0 +1,28 @@
+//! Building a Fletch session.
+
+use std::sync::Arc;
+
+use datafusion::execution::SessionStateBuilder;
+use datafusion::prelude::{SessionConfig, SessionContext};
+
+use crate::coordinator::Coordinator;
+use crate::rule::DistributeRule;
+
+/// DataFusion's defaults, adjusted for distribution: round-robin repartitions only add a
+/// network hop between executors, so they are off; file scans still split across tasks.
+pub fn default_session_config() -> SessionConfig {
+    let mut config = SessionConfig::new().with_information_schema(true);
+    config.options_mut().optimizer.enable_round_robin_repartition = false;
+    config
+}
+
+/// A `SessionContext` whose queries run on `coordinator`'s executors.
+pub fn fletch_session(coordinator: Arc<Coordinator>, config: SessionConfig) -> SessionContext {
+    let config = config.with_extension(coordinator);
+    let state = SessionStateBuilder::new()
+        .with_default_features()
+        .with_config(config)
+        .with_physical_optimizer_rule(Arc::new(DistributeRule))
+        .build();
+    SessionContext::new_with_state(state)
+}

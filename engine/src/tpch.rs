@@ -1,0 +1,88 @@
+//! TPC-H data: generated in-process with tpchgen-arrow into parquet files (once per
+//! directory; later runs reuse them), and registered as tables.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use arrow::array::RecordBatchReader;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::parquet::arrow::ArrowWriter;
+use datafusion::parquet::basic::Compression;
+use datafusion::parquet::file::properties::WriterProperties;
+use datafusion::prelude::{ParquetReadOptions, SessionContext};
+use tpchgen::generators::{
+    CustomerGenerator, LineItemGenerator, NationGenerator, OrderGenerator, PartGenerator,
+    PartSuppGenerator, RegionGenerator, SupplierGenerator,
+};
+use tpchgen_arrow::{
+    CustomerArrow, LineItemArrow, NationArrow, OrderArrow, PartArrow, PartSuppArrow, RegionArrow,
+    SupplierArrow,
+};
+
+/// The eight TPC-H tables.
+pub const TABLES: [&str; 8] = [
+    "customer", "lineitem", "nation", "orders", "part", "partsupp", "region", "supplier",
+];
+
+/// The directory `fletch --tpch SF` uses under `cache_root`.
+pub fn data_dir(cache_root: &Path, scale_factor: f64) -> PathBuf {
+    cache_root.join(format!("tpch-sf{scale_factor}"))
+}
+
+/// Writes every table of scale factor `scale_factor` as `dir/<table>.parquet`, skipping
+/// tables already there. A table is written to a temporary name and renamed, so an
+/// interrupted run never leaves a half-written file behind.
+pub fn generate(dir: &Path, scale_factor: f64) -> Result<()> {
+    if !(scale_factor > 0.0 && scale_factor.is_finite()) {
+        return Err(DataFusionError::Plan(format!(
+            "TPC-H scale factor must be a positive number, got {scale_factor}"
+        )));
+    }
+    std::fs::create_dir_all(dir)?;
+    for table in TABLES {
+        let path = dir.join(format!("{table}.parquet"));
+        if path.exists() {
+            continue;
+        }
+        let sf = scale_factor;
+        let reader: Box<dyn RecordBatchReader + Send> = match table {
+            "customer" => Box::new(CustomerArrow::new(CustomerGenerator::new(sf, 1, 1))),
+            "lineitem" => Box::new(LineItemArrow::new(LineItemGenerator::new(sf, 1, 1))),
+            "nation" => Box::new(NationArrow::new(NationGenerator::new(sf, 1, 1))),
+            "orders" => Box::new(OrderArrow::new(OrderGenerator::new(sf, 1, 1))),
+            "part" => Box::new(PartArrow::new(PartGenerator::new(sf, 1, 1))),
+            "partsupp" => Box::new(PartSuppArrow::new(PartSuppGenerator::new(sf, 1, 1))),
+            "region" => Box::new(RegionArrow::new(RegionGenerator::new(sf, 1, 1))),
+            _ => Box::new(SupplierArrow::new(SupplierGenerator::new(sf, 1, 1))),
+        };
+        write_parquet(&path, reader)?;
+    }
+    Ok(())
+}
+
+fn write_parquet(path: &Path, reader: Box<dyn RecordBatchReader + Send>) -> Result<()> {
+    let partial = path.with_extension("parquet.partial");
+    let props = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .build();
+    let mut writer = ArrowWriter::try_new(File::create(&partial)?, reader.schema(), Some(props))?;
+    for batch in reader {
+        writer.write(&batch?)?;
+    }
+    writer.close()?;
+    std::fs::rename(&partial, path)?;
+    Ok(())
+}
+
+/// Registers the eight tables of `dir` (as written by [`generate`]) in `ctx`.
+pub async fn register(ctx: &SessionContext, dir: &Path) -> Result<()> {
+    for table in TABLES {
+        let path = dir.join(format!("{table}.parquet"));
+        let path = path.to_str().ok_or_else(|| {
+            DataFusionError::Plan(format!("TPC-H path is not UTF-8: {}", path.display()))
+        })?;
+        ctx.register_parquet(table, path, ParquetReadOptions::default())
+            .await?;
+    }
+    Ok(())
+}

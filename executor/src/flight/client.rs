@@ -1,0 +1,188 @@
+//! Clients of executors: task launch, release, and partition fetches. Every channel is
+//! built by [`connect`], so limits and frame sizes are set in exactly one place.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::datatypes::SchemaRef;
+use arrow_flight::flight_service_client::FlightServiceClient;
+use arrow_flight::{Action, FlightClient, Ticket, error::FlightError};
+use datafusion::common::{Result, exec_datafusion_err};
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use fletch_planner::ExchangeSource;
+use futures::{StreamExt, TryStreamExt};
+use parking_lot::Mutex;
+use prost::Message;
+use tonic::transport::{Channel, Endpoint};
+
+use super::{MAX_FRAME_BYTES, MAX_MESSAGE_BYTES};
+use crate::protocol::{self, PartitionTicket, ReleaseQuery, TaskDefinition};
+use crate::status::{FailureReason, TaskFailure};
+
+/// A lazily connecting channel to `url` with Fletch's transport settings.
+pub fn connect(url: &str) -> Result<Channel, TaskFailure> {
+    let endpoint = Endpoint::from_shared(url.to_string()).map_err(|e| {
+        TaskFailure::new(
+            FailureReason::BadRequest,
+            format!("invalid executor URL {url}: {e}"),
+            0,
+            0,
+            url,
+        )
+    })?;
+    Ok(endpoint
+        .max_frame_size(MAX_FRAME_BYTES)
+        .tcp_nodelay(true)
+        .connect_lazy())
+}
+
+/// Calls one executor.
+#[derive(Debug, Clone)]
+pub struct ExecutorClient {
+    url: String,
+    channel: Channel,
+}
+
+impl ExecutorClient {
+    pub fn new(url: &str) -> Result<Self, TaskFailure> {
+        Ok(Self {
+            url: url.to_string(),
+            channel: connect(url)?,
+        })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    fn flight(&self) -> FlightClient {
+        FlightClient::new_from_inner(
+            FlightServiceClient::new(self.channel.clone())
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+    }
+
+    fn failure(&self, e: FlightError) -> TaskFailure {
+        match e {
+            FlightError::Tonic(status) => TaskFailure::from_status(&status, &self.url),
+            other => TaskFailure::new(
+                FailureReason::FetchFailed,
+                format!("executor {}: {other}", self.url),
+                usize::MAX,
+                usize::MAX,
+                &self.url,
+            ),
+        }
+    }
+
+    /// Runs a task; returns when it has finished writing all its output.
+    pub async fn run_task(&self, task: &TaskDefinition) -> Result<(), TaskFailure> {
+        let action = Action::new(protocol::RUN_TASK, task.encode_to_vec());
+        let mut replies = self.flight().do_action(action).await.map_err(|e| self.failure(e))?;
+        while let Some(reply) = replies.next().await {
+            reply.map_err(|e| self.failure(e))?;
+        }
+        Ok(())
+    }
+
+    /// Frees a query's buffers and aborts its tasks on this executor.
+    pub async fn release(&self, query_id: &str) -> Result<(), TaskFailure> {
+        let body = ReleaseQuery {
+            query_id: query_id.to_string(),
+        };
+        let action = Action::new(protocol::RELEASE_QUERY, body.encode_to_vec());
+        let mut replies = self.flight().do_action(action).await.map_err(|e| self.failure(e))?;
+        while let Some(reply) = replies.next().await {
+            reply.map_err(|e| self.failure(e))?;
+        }
+        Ok(())
+    }
+
+    /// Streams one task output partition.
+    pub fn fetch(&self, ticket: PartitionTicket, schema: SchemaRef) -> SendableRecordBatchStream {
+        let client = self.clone();
+        let stream = futures::stream::once(async move {
+            let ticket = Ticket::new(ticket.encode_to_vec());
+            let batches = client
+                .flight()
+                .do_get(ticket)
+                .await
+                .map_err(|e| client.failure(e).into_datafusion())?;
+            let client2 = client.clone();
+            Ok::<_, datafusion::error::DataFusionError>(
+                batches.map_err(move |e| client2.failure(e).into_datafusion()),
+            )
+        })
+        .try_flatten();
+        Box::pin(RecordBatchStreamAdapter::new(schema, stream.boxed()))
+    }
+}
+
+/// Reads exchanges of one query over Flight, wherever the upstream tasks ran.
+#[derive(Debug)]
+pub struct FlightExchangeSource {
+    query_id: String,
+    /// Stage id -> executor URL of each of its tasks.
+    locations: HashMap<u64, Vec<String>>,
+    clients: ClientPool,
+}
+
+impl FlightExchangeSource {
+    pub fn new(
+        query_id: String,
+        locations: HashMap<u64, Vec<String>>,
+        clients: ClientPool,
+    ) -> Self {
+        Self {
+            query_id,
+            locations,
+            clients,
+        }
+    }
+}
+
+impl ExchangeSource for FlightExchangeSource {
+    fn fetch(
+        &self,
+        stage: usize,
+        task: usize,
+        output_partition: usize,
+        schema: SchemaRef,
+    ) -> Result<SendableRecordBatchStream> {
+        let url = self
+            .locations
+            .get(&(stage as u64))
+            .and_then(|tasks| tasks.get(task))
+            .ok_or_else(|| {
+                exec_datafusion_err!("no location for stage {stage} task {task} in this task")
+            })?;
+        let client = self.clients.get(url).map_err(TaskFailure::into_datafusion)?;
+        let ticket = PartitionTicket {
+            query_id: self.query_id.clone(),
+            stage: stage as u64,
+            task: task as u64,
+            partition: output_partition as u64,
+        };
+        Ok(client.fetch(ticket, schema))
+    }
+}
+
+/// One client per executor URL, shared by every task on this process.
+#[derive(Debug, Clone, Default)]
+pub struct ClientPool {
+    clients: Arc<Mutex<HashMap<String, ExecutorClient>>>,
+}
+
+impl ClientPool {
+    pub fn get(&self, url: &str) -> Result<ExecutorClient, TaskFailure> {
+        let mut clients = self.clients.lock();
+        if let Some(c) = clients.get(url) {
+            return Ok(c.clone());
+        }
+        let client = ExecutorClient::new(url)?;
+        clients.insert(url.to_string(), client.clone());
+        Ok(client)
+    }
+}

@@ -1,0 +1,170 @@
+//! Failures with a machine-readable reason, kept intact across Flight: an executor puts a
+//! [`crate::protocol::ErrorDetail`] into every error status, the caller decodes it, and
+//! inside DataFusion streams it travels as `DataFusionError::External(TaskFailure)`.
+
+use std::fmt;
+
+use datafusion::error::DataFusionError;
+use prost::Message;
+use tonic::{Code, Status};
+
+use crate::protocol::ErrorDetail;
+
+/// Why a task, a fetch or a request failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(i32)]
+pub enum FailureReason {
+    /// The task's own plan failed (bad cast, division by zero, missing file...).
+    TaskFailed = 1,
+    /// An input this task reads failed; the root cause is reported by that input's task.
+    UpstreamFailed = 2,
+    /// The query was released (finished, failed or cancelled) while this ran.
+    Cancelled = 3,
+    /// The request itself was malformed.
+    BadRequest = 4,
+    /// The executor could not be reached or the stream broke.
+    FetchFailed = 5,
+}
+
+impl FailureReason {
+    fn from_i32(v: i32) -> Self {
+        match v {
+            1 => Self::TaskFailed,
+            2 => Self::UpstreamFailed,
+            3 => Self::Cancelled,
+            4 => Self::BadRequest,
+            _ => Self::FetchFailed,
+        }
+    }
+
+    fn code(self) -> Code {
+        match self {
+            Self::TaskFailed | Self::UpstreamFailed => Code::Aborted,
+            Self::Cancelled => Code::Cancelled,
+            Self::BadRequest => Code::InvalidArgument,
+            Self::FetchFailed => Code::Unavailable,
+        }
+    }
+}
+
+/// A failure with its reason and where it happened.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct TaskFailure {
+    pub reason: FailureReason,
+    pub message: String,
+    pub stage: usize,
+    pub task: usize,
+    pub executor: String,
+}
+
+impl fmt::Display for TaskFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} (stage {}, task {}, executor {})",
+            self.message, self.stage, self.task, self.executor
+        )
+    }
+}
+
+impl TaskFailure {
+    pub fn new(
+        reason: FailureReason,
+        message: impl Into<String>,
+        stage: usize,
+        task: usize,
+        executor: impl Into<String>,
+    ) -> Self {
+        Self {
+            reason,
+            message: message.into(),
+            stage,
+            task,
+            executor: executor.into(),
+        }
+    }
+
+    /// Classifies a task's DataFusion error: a failure that came through an exchange
+    /// keeps the upstream's reason, anything else is this task's own failure.
+    pub fn from_task_error(
+        err: &DataFusionError,
+        stage: usize,
+        task: usize,
+        executor: &str,
+    ) -> Self {
+        if let Some(upstream) = find_failure(err) {
+            let reason = match upstream.reason {
+                FailureReason::Cancelled => FailureReason::Cancelled,
+                _ => FailureReason::UpstreamFailed,
+            };
+            return Self::new(reason, upstream.message.clone(), stage, task, executor);
+        }
+        Self::new(
+            FailureReason::TaskFailed,
+            err.strip_backtrace(),
+            stage,
+            task,
+            executor,
+        )
+    }
+
+    pub fn to_status(&self) -> Status {
+        let detail = ErrorDetail {
+            reason: self.reason as i32,
+            message: self.message.clone(),
+            stage: self.stage as u64,
+            task: self.task as u64,
+            executor: self.executor.clone(),
+        };
+        Status::with_details(
+            self.reason.code(),
+            self.to_string(),
+            detail.encode_to_vec().into(),
+        )
+    }
+
+    /// Decodes an executor's status; a status without Fletch detail (transport errors)
+    /// becomes a fetch failure naming `executor`.
+    pub fn from_status(status: &Status, executor: &str) -> Self {
+        match ErrorDetail::decode(status.details()) {
+            Ok(d) if d.reason != 0 => Self {
+                reason: FailureReason::from_i32(d.reason),
+                message: d.message,
+                stage: usize::try_from(d.stage).unwrap_or(usize::MAX),
+                task: usize::try_from(d.task).unwrap_or(usize::MAX),
+                executor: d.executor,
+            },
+            _ => Self::new(
+                FailureReason::FetchFailed,
+                format!("executor {executor} unreachable: {}", status.message()),
+                usize::MAX,
+                usize::MAX,
+                executor,
+            ),
+        }
+    }
+
+    pub fn into_datafusion(self) -> DataFusionError {
+        DataFusionError::External(Box::new(self))
+    }
+}
+
+/// The first [`TaskFailure`] in an error's chain, if any.
+pub fn find_failure(err: &DataFusionError) -> Option<&TaskFailure> {
+    let mut current: &dyn std::error::Error = err;
+    loop {
+        if let Some(f) = current.downcast_ref::<TaskFailure>() {
+            return Some(f);
+        }
+        if let Some(DataFusionError::External(inner)) = current.downcast_ref::<DataFusionError>()
+            && let Some(f) = inner.downcast_ref::<TaskFailure>()
+        {
+            return Some(f);
+        }
+        current = current.source()?;
+    }
+}
+
+pub(crate) fn bad_request(message: impl Into<String>) -> Status {
+    TaskFailure::new(FailureReason::BadRequest, message, 0, 0, "").to_status()
+}

@@ -1,0 +1,244 @@
+//! The executor's in-memory partition store: every task output partition of every
+//! running query, readable any number of times while it is still being written, and
+//! freed as a whole when the coordinator releases the query.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use arrow::array::RecordBatch;
+use datafusion::common::runtime::SpawnedTask;
+use datafusion::physical_plan::ExecutionPlan;
+use futures::Stream;
+use parking_lot::Mutex;
+use tokio::sync::watch;
+
+use crate::status::{FailureReason, TaskFailure};
+
+/// How many released query ids an executor remembers, so a late fetch of a released
+/// query fails instead of re-creating its buffers.
+const RELEASED_MEMORY: usize = 4096;
+
+/// A point-in-time view of what the store holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StoreStats {
+    /// Bytes of Arrow data held in exchange buffers.
+    pub buffered_bytes: usize,
+    /// Queries with buffers or tasks on this executor.
+    pub queries: usize,
+    /// Tasks still running.
+    pub running_tasks: usize,
+}
+
+#[derive(Default)]
+pub(crate) struct PartitionStore {
+    bytes: Arc<AtomicUsize>,
+    state: Mutex<StoreState>,
+}
+
+#[derive(Default)]
+struct StoreState {
+    queries: HashMap<String, Arc<QueryState>>,
+    released: HashSet<String>,
+    released_order: VecDeque<String>,
+}
+
+/// One query's buffers, decoded stage plans and running tasks on this executor.
+#[derive(Default)]
+pub(crate) struct QueryState {
+    buffers: Mutex<HashMap<(u64, u64, u64), Arc<PartitionBuffer>>>,
+    pub(crate) plans: Mutex<HashMap<u64, Arc<dyn ExecutionPlan>>>,
+    tasks: Mutex<Vec<SpawnedTask<()>>>,
+    running: AtomicUsize,
+}
+
+impl PartitionStore {
+    /// The query's state, created on first use; `Err` once the query was released.
+    pub(crate) fn query(&self, query_id: &str) -> Result<Arc<QueryState>, TaskFailure> {
+        let mut state = self.state.lock();
+        if state.released.contains(query_id) {
+            return Err(TaskFailure::new(
+                FailureReason::Cancelled,
+                format!("query {query_id} was released"),
+                0,
+                0,
+                "",
+            ));
+        }
+        Ok(Arc::clone(state.queries.entry(query_id.to_string()).or_default()))
+    }
+
+    pub(crate) fn buffer(
+        &self,
+        query: &QueryState,
+        stage: u64,
+        task: u64,
+        partition: u64,
+    ) -> Arc<PartitionBuffer> {
+        let mut buffers = query.buffers.lock();
+        Arc::clone(
+            buffers
+                .entry((stage, task, partition))
+                .or_insert_with(|| Arc::new(PartitionBuffer::new(Arc::clone(&self.bytes)))),
+        )
+    }
+
+    /// Aborts the query's tasks and frees its buffers. Readers still attached see a
+    /// cancellation error.
+    pub(crate) fn release(&self, query_id: &str) {
+        let query = {
+            let mut state = self.state.lock();
+            if state.released.insert(query_id.to_string()) {
+                state.released_order.push_back(query_id.to_string());
+                if state.released_order.len() > RELEASED_MEMORY
+                    && let Some(old) = state.released_order.pop_front()
+                {
+                    state.released.remove(&old);
+                }
+            }
+            state.queries.remove(query_id)
+        };
+        if let Some(query) = query {
+            // Dropping a SpawnedTask aborts it.
+            query.tasks.lock().clear();
+            query.plans.lock().clear();
+            for (_, buffer) in query.buffers.lock().drain() {
+                buffer.release();
+            }
+        }
+    }
+
+    pub(crate) fn stats(&self) -> StoreStats {
+        let state = self.state.lock();
+        StoreStats {
+            buffered_bytes: self.bytes.load(Ordering::Acquire),
+            queries: state.queries.len(),
+            running_tasks: state
+                .queries
+                .values()
+                .map(|q| q.running.load(Ordering::Acquire))
+                .sum(),
+        }
+    }
+}
+
+impl QueryState {
+    /// Keeps `task` owned by the query so releasing the query aborts it.
+    pub(crate) fn own_task(&self, task: SpawnedTask<()>) {
+        self.tasks.lock().push(task);
+    }
+
+    pub(crate) fn task_started(self: &Arc<Self>) -> RunningGuard {
+        self.running.fetch_add(1, Ordering::AcqRel);
+        RunningGuard(Arc::clone(self))
+    }
+}
+
+pub(crate) struct RunningGuard(Arc<QueryState>);
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// One output partition: an append-only list of batches with a completion state.
+pub(crate) struct PartitionBuffer {
+    inner: Mutex<BufferState>,
+    changed: watch::Sender<()>,
+    store_bytes: Arc<AtomicUsize>,
+}
+
+#[derive(Default)]
+struct BufferState {
+    batches: Vec<RecordBatch>,
+    bytes: usize,
+    end: Option<Result<(), TaskFailure>>,
+}
+
+impl PartitionBuffer {
+    fn new(store_bytes: Arc<AtomicUsize>) -> Self {
+        Self {
+            inner: Mutex::new(BufferState::default()),
+            changed: watch::Sender::new(()),
+            store_bytes,
+        }
+    }
+
+    pub(crate) fn push(&self, batch: RecordBatch) {
+        let size = batch.get_array_memory_size();
+        {
+            let mut inner = self.inner.lock();
+            if inner.end.is_some() {
+                return;
+            }
+            inner.bytes += size;
+            inner.batches.push(batch);
+        }
+        self.store_bytes.fetch_add(size, Ordering::AcqRel);
+        self.changed.send_replace(());
+    }
+
+    /// Marks the partition complete (or failed); the first end wins.
+    pub(crate) fn finish(&self, end: Result<(), TaskFailure>) {
+        {
+            let mut inner = self.inner.lock();
+            if inner.end.is_none() {
+                inner.end = Some(end);
+            }
+        }
+        self.changed.send_replace(());
+    }
+
+    fn release(&self) {
+        let freed = {
+            let mut inner = self.inner.lock();
+            inner.batches = Vec::new();
+            if inner.end.is_none() {
+                inner.end = Some(Err(TaskFailure::new(
+                    FailureReason::Cancelled,
+                    "query released",
+                    0,
+                    0,
+                    "",
+                )));
+            }
+            std::mem::take(&mut inner.bytes)
+        };
+        self.store_bytes.fetch_sub(freed, Ordering::AcqRel);
+        self.changed.send_replace(());
+    }
+
+    /// Streams the partition from its first batch, following the writer until it ends.
+    pub(crate) fn read(self: Arc<Self>) -> impl Stream<Item = Result<RecordBatch, TaskFailure>> {
+        futures::stream::unfold((self, 0usize, false), |(buffer, next, done)| async move {
+            if done {
+                return None;
+            }
+            let mut changed = buffer.changed.subscribe();
+            loop {
+                changed.mark_unchanged();
+                {
+                    let inner = buffer.inner.lock();
+                    if let Some(batch) = inner.batches.get(next) {
+                        let batch = batch.clone();
+                        drop(inner);
+                        return Some((Ok(batch), (buffer, next + 1, false)));
+                    }
+                    match &inner.end {
+                        Some(Ok(())) => return None,
+                        Some(Err(e)) => {
+                            let e = e.clone();
+                            drop(inner);
+                            return Some((Err(e), (buffer, next, true)));
+                        }
+                        None => {}
+                    }
+                }
+                if changed.changed().await.is_err() {
+                    return None;
+                }
+            }
+        })
+    }
+}

@@ -1,0 +1,166 @@
+//! Runs one stage task: decode the stage's plan (once per stage on this executor), plug
+//! in the task's exchange sink and source, execute its partition, and record how it
+//! ended on every output partition so readers see completion or the failure.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::common::runtime::SpawnedTask;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::TaskContext;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use fletch_planner::{
+    ExchangeSink, ExchangeSinkExt, ExchangeSourceExt, ShuffleWriterExec, decode_stage_plan,
+};
+use futures::StreamExt;
+use tokio::sync::oneshot;
+
+use crate::flight::client::{ClientPool, FlightExchangeSource};
+use crate::protocol::TaskDefinition;
+use crate::status::{FailureReason, TaskFailure};
+use crate::store::{PartitionBuffer, PartitionStore, QueryState};
+
+pub(crate) struct TaskRunner {
+    pub(crate) url: String,
+    pub(crate) store: Arc<PartitionStore>,
+    pub(crate) session: SessionContext,
+    pub(crate) clients: ClientPool,
+}
+
+struct TaskSink {
+    outputs: Vec<Arc<PartitionBuffer>>,
+}
+
+impl std::fmt::Debug for TaskSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TaskSink({} outputs)", self.outputs.len())
+    }
+}
+
+impl ExchangeSink for TaskSink {
+    fn write(&self, output_partition: usize, batch: arrow::array::RecordBatch) -> Result<()> {
+        let Some(out) = self.outputs.get(output_partition) else {
+            return Err(DataFusionError::Internal(format!(
+                "output partition {output_partition} out of {}",
+                self.outputs.len()
+            )));
+        };
+        out.push(batch);
+        Ok(())
+    }
+}
+
+impl TaskRunner {
+    pub(crate) async fn run(&self, def: TaskDefinition) -> Result<(), TaskFailure> {
+        let stage = usize::try_from(def.stage).unwrap_or(usize::MAX);
+        let task = usize::try_from(def.task).unwrap_or(usize::MAX);
+        let fail = |reason, message: String| TaskFailure::new(reason, message, stage, task, &self.url);
+
+        let query = self.store.query(&def.query_id).map_err(|mut e| {
+            e.stage = stage;
+            e.task = task;
+            e.executor = self.url.clone();
+            e
+        })?;
+        let mut config = SessionConfig::new();
+        for entry in &def.config {
+            config
+                .options_mut()
+                .set(&entry.key, &entry.value)
+                .map_err(|e| fail(FailureReason::BadRequest, format!("setting {}: {e}", entry.key)))?;
+        }
+        let locations: HashMap<u64, Vec<String>> = def
+            .inputs
+            .iter()
+            .map(|l| (l.stage, l.task_urls.clone()))
+            .collect();
+        let source = FlightExchangeSource::new(def.query_id.clone(), locations, self.clients.clone());
+        let config = config.with_extension(Arc::new(ExchangeSourceExt(Arc::new(source))));
+
+        let plan = self
+            .stage_plan(&query, &def, &config)
+            .map_err(|e| fail(FailureReason::BadRequest, format!("stage plan: {e}")))?;
+        let Some(writer) = plan.downcast_ref::<ShuffleWriterExec>() else {
+            return Err(fail(
+                FailureReason::BadRequest,
+                format!("a stage plan must start with ShuffleWriterExec, got {}", plan.name()),
+            ));
+        };
+        if task >= writer.task_count() {
+            return Err(fail(
+                FailureReason::BadRequest,
+                format!("stage {stage} has {} tasks, asked for task {task}", writer.task_count()),
+            ));
+        }
+        let outputs: Vec<_> = (0..writer.output_partition_count() as u64)
+            .map(|p| self.store.buffer(&query, def.stage, def.task, p))
+            .collect();
+        let sink = TaskSink {
+            outputs: outputs.clone(),
+        };
+        let config = config.with_extension(Arc::new(ExchangeSinkExt(Arc::new(sink))));
+        let ctx = Arc::new(self.task_context(config, &def));
+
+        let (done_tx, done_rx) = oneshot::channel();
+        let running = query.task_started();
+        let url = self.url.clone();
+        let work = async move {
+            let _running = running;
+            let result = drive(plan, task, ctx).await;
+            let end = result
+                .map_err(|e| TaskFailure::from_task_error(&e, stage, task, &url));
+            for output in &outputs {
+                output.finish(end.clone());
+            }
+            // The coordinator may have stopped waiting; the outputs carry the end anyway.
+            let _ = done_tx.send(end);
+        };
+        // Owned by the query: releasing the query aborts the task.
+        query.own_task(SpawnedTask::spawn(work));
+        match done_rx.await {
+            Ok(end) => end,
+            Err(_) => Err(fail(FailureReason::Cancelled, "query released".to_string())),
+        }
+    }
+
+    fn stage_plan(
+        &self,
+        query: &QueryState,
+        def: &TaskDefinition,
+        config: &SessionConfig,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        if let Some(plan) = query.plans.lock().get(&def.stage) {
+            return Ok(Arc::clone(plan));
+        }
+        let decode_ctx = self.task_context(config.clone(), def);
+        let plan = decode_stage_plan(&def.plan, &decode_ctx)?;
+        // Tasks of one stage share one plan instance, so a broadcast build side or a
+        // scalar subquery is computed once per executor, not once per task.
+        Ok(Arc::clone(
+            query.plans.lock().entry(def.stage).or_insert(plan),
+        ))
+    }
+
+    fn task_context(&self, config: SessionConfig, def: &TaskDefinition) -> TaskContext {
+        let state = self.session.state();
+        TaskContext::new(
+            Some(format!("{}/{}/{}", def.query_id, def.stage, def.task)),
+            def.query_id.clone(),
+            config,
+            state.scalar_functions().clone(),
+            state.higher_order_functions().clone(),
+            state.aggregate_functions().clone(),
+            state.window_functions().clone(),
+            state.runtime_env().clone(),
+        )
+    }
+}
+
+async fn drive(plan: Arc<dyn ExecutionPlan>, task: usize, ctx: Arc<TaskContext>) -> Result<()> {
+    let mut stream = plan.execute(task, ctx)?;
+    while let Some(item) = stream.next().await {
+        item?;
+    }
+    Ok(())
+}

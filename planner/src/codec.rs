@@ -1,0 +1,213 @@
+//! [`FletchCodec`]: how Fletch's own plan nodes cross the wire inside datafusion-proto
+//! plans. Messages are prost-derived (no protoc); readers travel as leaves, so a stage's
+//! bytes never contain another stage, and scans travel as file references.
+
+use std::sync::Arc;
+
+use arrow::datatypes::Schema;
+use bytes::Bytes;
+use datafusion::common::{Result, internal_err, plan_datafusion_err};
+use datafusion::execution::TaskContext;
+use datafusion::physical_expr::{EquivalenceProperties, LexOrdering};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::{ExecutionPlan, PlanProperties};
+use datafusion_proto::bytes::{
+    physical_plan_from_bytes_with_extension_codec, physical_plan_to_bytes_with_extension_codec,
+};
+use datafusion_proto::physical_plan::from_proto::{
+    parse_physical_sort_exprs, parse_protobuf_partitioning,
+};
+use datafusion_proto::physical_plan::to_proto::{
+    serialize_partitioning, serialize_physical_sort_exprs,
+};
+use datafusion_proto::physical_plan::{
+    PhysicalExtensionCodec, PhysicalPlanDecodeContext, PhysicalProtoConverterExtension,
+};
+use datafusion_proto::protobuf;
+use prost::Message;
+
+use crate::exchange::{ExchangeMode, ExchangeReaderExec, ShuffleWriterExec};
+
+/// Encodes and decodes [`ShuffleWriterExec`] and [`ExchangeReaderExec`].
+#[derive(Debug, Default)]
+pub struct FletchCodec;
+
+/// Serializes a stage's plan (as in [`crate::Stage::plan`]) once, for all its tasks.
+pub fn encode_stage_plan(plan: &Arc<dyn ExecutionPlan>) -> Result<Bytes> {
+    physical_plan_to_bytes_with_extension_codec(Arc::clone(plan), &FletchCodec)
+}
+
+/// Rebuilds a stage's plan from [`encode_stage_plan`]'s bytes.
+pub fn decode_stage_plan(bytes: &[u8], ctx: &TaskContext) -> Result<Arc<dyn ExecutionPlan>> {
+    physical_plan_from_bytes_with_extension_codec(bytes, ctx, &FletchCodec)
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct FletchNode {
+    #[prost(oneof = "fletch_node::Kind", tags = "1, 2")]
+    kind: Option<fletch_node::Kind>,
+}
+
+mod fletch_node {
+    #[derive(Clone, PartialEq, prost::Oneof)]
+    pub(super) enum Kind {
+        #[prost(message, tag = "1")]
+        Writer(super::WriterNode),
+        #[prost(message, tag = "2")]
+        Reader(super::ReaderNode),
+    }
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct WriterNode {
+    #[prost(uint64, tag = "1")]
+    stage_id: u64,
+    /// Absent: forward.
+    #[prost(message, optional, tag = "2")]
+    output: Option<protobuf::Partitioning>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct ReaderNode {
+    #[prost(uint64, tag = "1")]
+    stage_id: u64,
+    /// Zero: forward; otherwise a shuffle from this many upstream tasks.
+    #[prost(uint64, tag = "2")]
+    shuffle_upstream_tasks: u64,
+    #[prost(message, optional, tag = "3")]
+    schema: Option<protobuf::Schema>,
+    #[prost(message, optional, tag = "4")]
+    partitioning: Option<protobuf::Partitioning>,
+    #[prost(message, repeated, tag = "5")]
+    ordering: Vec<protobuf::PhysicalSortExprNode>,
+}
+
+impl PhysicalExtensionCodec for FletchCodec {
+    fn try_decode(
+        &self,
+        buf: &[u8],
+        inputs: &[Arc<dyn ExecutionPlan>],
+        ctx: &TaskContext,
+        proto_converter: &dyn PhysicalProtoConverterExtension,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let node = FletchNode::decode(buf)
+            .map_err(|e| plan_datafusion_err!("malformed Fletch plan node: {e}"))?;
+        let decode_ctx = PhysicalPlanDecodeContext::new(ctx, self);
+        match node.kind {
+            Some(fletch_node::Kind::Writer(w)) => {
+                let [input] = inputs else {
+                    return internal_err!("ShuffleWriterExec needs one input, got {}", inputs.len());
+                };
+                let output = parse_protobuf_partitioning(
+                    w.output.as_ref(),
+                    &decode_ctx,
+                    &input.schema(),
+                    proto_converter,
+                )?;
+                let stage_id = to_usize(w.stage_id)?;
+                Ok(Arc::new(ShuffleWriterExec::try_new(stage_id, Arc::clone(input), output)?))
+            }
+            Some(fletch_node::Kind::Reader(r)) => {
+                let schema: Schema = r
+                    .schema
+                    .as_ref()
+                    .ok_or_else(|| plan_datafusion_err!("exchange reader without a schema"))?
+                    .try_into()
+                    .map_err(|e| plan_datafusion_err!("exchange reader schema: {e}"))?;
+                let schema = Arc::new(schema);
+                let partitioning = parse_protobuf_partitioning(
+                    r.partitioning.as_ref(),
+                    &decode_ctx,
+                    &schema,
+                    proto_converter,
+                )?
+                .ok_or_else(|| plan_datafusion_err!("exchange reader without partitioning"))?;
+                let ordering = parse_physical_sort_exprs(
+                    &r.ordering,
+                    &decode_ctx,
+                    &schema,
+                    proto_converter,
+                )?;
+                let eq = match LexOrdering::new(ordering) {
+                    Some(o) => EquivalenceProperties::new_with_orderings(Arc::clone(&schema), [o]),
+                    None => EquivalenceProperties::new(Arc::clone(&schema)),
+                };
+                let properties = PlanProperties::new(
+                    eq,
+                    partitioning,
+                    EmissionType::Incremental,
+                    Boundedness::Bounded,
+                );
+                let mode = match r.shuffle_upstream_tasks {
+                    0 => ExchangeMode::Forward,
+                    n => ExchangeMode::Shuffle {
+                        upstream_tasks: to_usize(n)?,
+                    },
+                };
+                Ok(Arc::new(ExchangeReaderExec::new(
+                    to_usize(r.stage_id)?,
+                    mode,
+                    Arc::new(properties),
+                    None,
+                )))
+            }
+            None => internal_err!("empty Fletch plan node"),
+        }
+    }
+
+    fn try_encode(
+        &self,
+        node: Arc<dyn ExecutionPlan>,
+        buf: &mut Vec<u8>,
+        proto_converter: &dyn PhysicalProtoConverterExtension,
+    ) -> Result<()> {
+        let kind = if let Some(w) = node.downcast_ref::<ShuffleWriterExec>() {
+            let output = w
+                .output()
+                .map(|p| serialize_partitioning(p, self, proto_converter))
+                .transpose()?;
+            fletch_node::Kind::Writer(WriterNode {
+                stage_id: w.stage_id() as u64,
+                output,
+            })
+        } else if let Some(r) = node.downcast_ref::<ExchangeReaderExec>() {
+            if !r.children().is_empty() {
+                return internal_err!(
+                    "exchange reader of stage {} still holds its upstream stage",
+                    r.stage_id()
+                );
+            }
+            let props = r.properties();
+            let schema = protobuf::Schema::try_from(r.schema().as_ref())
+                .map_err(|e| plan_datafusion_err!("exchange reader schema: {e}"))?;
+            let ordering = props
+                .output_ordering()
+                .map(|o| serialize_physical_sort_exprs(o.iter().cloned(), self, proto_converter))
+                .transpose()?
+                .unwrap_or_default();
+            fletch_node::Kind::Reader(ReaderNode {
+                stage_id: r.stage_id() as u64,
+                shuffle_upstream_tasks: match r.mode() {
+                    ExchangeMode::Forward => 0,
+                    ExchangeMode::Shuffle { upstream_tasks } => upstream_tasks as u64,
+                },
+                schema: Some(schema),
+                partitioning: Some(serialize_partitioning(
+                    &props.partitioning,
+                    self,
+                    proto_converter,
+                )?),
+                ordering,
+            })
+        } else {
+            return internal_err!("Fletch codec cannot encode {}", node.name());
+        };
+        FletchNode { kind: Some(kind) }
+            .encode(buf)
+            .map_err(|e| plan_datafusion_err!("encoding Fletch plan node: {e}"))
+    }
+}
+
+fn to_usize(v: u64) -> Result<usize> {
+    usize::try_from(v).map_err(|_| plan_datafusion_err!("{v} does not fit in usize"))
+}

@@ -1,0 +1,177 @@
+//! [`ExchangeReaderExec`]: the consumer half of an exchange. It pulls upstream task
+//! outputs through the task's [`super::ExchangeSource`] and presents them as ordinary
+//! DataFusion partitions with the properties the replaced subtree had, so the operators
+//! above it (final aggregates, partitioned joins, merges) run unchanged.
+
+use std::fmt;
+use std::sync::Arc;
+
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{Result, exec_err, internal_err, plan_err};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties,
+    ReplaceChildrenOptions,
+};
+use futures::StreamExt;
+
+use super::{ExchangeSourceExt, ShuffleWriterExec};
+
+/// How reader partitions map onto upstream task outputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExchangeMode {
+    /// Reader partition `p` is output partition `p` of every upstream task.
+    Shuffle { upstream_tasks: usize },
+    /// Reader partition `p` is the single output of upstream task `p`.
+    Forward,
+}
+
+/// Reads one exchange. On the coordinator it keeps the upstream stage as its child (for
+/// `EXPLAIN` and for finding stages); the copy shipped to executors is a leaf.
+#[derive(Debug)]
+pub struct ExchangeReaderExec {
+    stage_id: usize,
+    mode: ExchangeMode,
+    properties: Arc<PlanProperties>,
+    upstream: Option<Arc<dyn ExecutionPlan>>,
+}
+
+impl ExchangeReaderExec {
+    pub fn new(
+        stage_id: usize,
+        mode: ExchangeMode,
+        properties: Arc<PlanProperties>,
+        upstream: Option<Arc<dyn ExecutionPlan>>,
+    ) -> Self {
+        Self {
+            stage_id,
+            mode,
+            properties,
+            upstream,
+        }
+    }
+
+    pub fn stage_id(&self) -> usize {
+        self.stage_id
+    }
+
+    pub fn mode(&self) -> ExchangeMode {
+        self.mode
+    }
+
+    /// The upstream stage's writer, present on the coordinator only.
+    pub fn upstream(&self) -> Option<&ShuffleWriterExec> {
+        self.upstream.as_ref().and_then(|u| u.downcast_ref())
+    }
+
+    /// The same reader without its upstream subtree: what travels inside a task.
+    pub fn detached(&self) -> Self {
+        Self::new(self.stage_id, self.mode, Arc::clone(&self.properties), None)
+    }
+}
+
+impl DisplayAs for ExchangeReaderExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        let partitions = self.properties.partitioning.partition_count();
+        match self.mode {
+            ExchangeMode::Shuffle { upstream_tasks } => write!(
+                f,
+                "ExchangeReaderExec: shuffle from stage {}, {upstream_tasks} tasks -> {partitions} partitions, {}",
+                self.stage_id, self.properties.partitioning
+            ),
+            ExchangeMode::Forward => write!(
+                f,
+                "ExchangeReaderExec: forward from stage {}, {partitions} partitions",
+                self.stage_id
+            ),
+        }
+    }
+}
+
+impl ExecutionPlan for ExchangeReaderExec {
+    fn name(&self) -> &str {
+        "ExchangeReaderExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        self.upstream.iter().collect()
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn replace_children(
+        self: Arc<Self>,
+        mut children: Vec<Arc<dyn ExecutionPlan>>,
+        _options: ReplaceChildrenOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let upstream = match children.len() {
+            0 => None,
+            1 => Some(children.swap_remove(0)),
+            n => return plan_err!("ExchangeReaderExec takes at most one child, got {n}"),
+        };
+        Ok(Arc::new(Self::new(
+            self.stage_id,
+            self.mode,
+            Arc::clone(&self.properties),
+            upstream,
+        )))
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        self.replace_children(
+            children,
+            ReplaceChildrenOptions::new(ChildrenPropertiesMode::Keep),
+        )
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let partitions = self.properties.partitioning.partition_count();
+        if partition >= partitions {
+            return internal_err!(
+                "stage {} reader has {partitions} partitions, asked for {partition}",
+                self.stage_id
+            );
+        }
+        let Some(source) = context.session_config().get_extension::<ExchangeSourceExt>() else {
+            return exec_err!(
+                "exchange from stage {} needs a Fletch exchange source",
+                self.stage_id
+            );
+        };
+        let schema = self.schema();
+        match self.mode {
+            ExchangeMode::Forward => source.0.fetch(self.stage_id, partition, 0, schema),
+            ExchangeMode::Shuffle { upstream_tasks } => {
+                let streams = (0..upstream_tasks)
+                    .map(|task| {
+                        source
+                            .0
+                            .fetch(self.stage_id, task, partition, Arc::clone(&schema))
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                // Interleave upstream tasks as their batches arrive: no task waits for
+                // a slower sibling.
+                let merged = futures::stream::select_all(streams);
+                Ok(Box::pin(RecordBatchStreamAdapter::new(schema, merged.boxed())))
+            }
+        }
+    }
+}

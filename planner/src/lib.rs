@@ -1,0 +1,21 @@
+//! Turns DataFusion's optimized physical plan into a distributed plan: a DAG of stages cut
+//! at data exchanges, with Fletch's own exchange operators and the codec that ships a
+//! stage's plan to executors as bytes (file references, never table data).
+//!
+//! Inside:
+//! - [`distribute`]: the stage cutter (hash shuffles, gathers, broadcast build sides).
+//! - [`ShuffleWriterExec`] / [`ExchangeReaderExec`]: the two halves of every exchange.
+//! - [`FletchCodec`]: the `PhysicalExtensionCodec` for those nodes.
+//! - [`ExchangeSink`] / [`ExchangeSource`]: what an executor plugs into a task so the
+//!   exchange nodes can move data, carried as `SessionConfig` extensions.
+
+mod codec;
+mod exchange;
+mod stage;
+
+pub use codec::{FletchCodec, decode_stage_plan, encode_stage_plan};
+pub use exchange::{
+    ExchangeMode, ExchangeReaderExec, ExchangeSink, ExchangeSinkExt, ExchangeSource,
+    ExchangeSourceExt, ShuffleWriterExec,
+};
+pub use stage::{DistributedPlan, Stage, StageId, distribute};

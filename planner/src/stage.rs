@@ -1,0 +1,283 @@
+//! The stage cutter: DataFusion's optimized physical plan in, a DAG of stages out.
+//!
+//! Passes, bottom up over the plan:
+//! 1. every `RepartitionExec` (hash or round robin) becomes a shuffle: its input is a new
+//!    stage whose writer partitions rows exactly as the repartition would, and a shuffle
+//!    reader takes its place;
+//! 2. below every gather (`CoalescePartitionsExec`, `SortPreservingMergeExec`) the child
+//!    becomes a stage read back partition by partition (forward), the gather stays;
+//! 3. the build side of a `CollectLeft` hash join becomes a stage that every probe task
+//!    reads whole (broadcast);
+//! 4. the rest is the final stage, read by the coordinator through one forward reader.
+//!
+//! A stage whose expressions read uncorrelated scalar subqueries carries its own copy of
+//! the `ScalarSubqueryExec` that computes them, since the original may sit in another stage.
+
+use std::sync::Arc;
+
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::common::{Result, not_impl_err};
+use datafusion::logical_expr::physical_planning_context::ScalarSubqueryResults;
+use datafusion::physical_expr::scalar_subquery::ScalarSubqueryExpr;
+use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
+use datafusion::physical_plan::joins::{HashJoinExec, PartitionMode};
+use datafusion::physical_plan::repartition::RepartitionExec;
+use datafusion::physical_plan::scalar_subquery::{ScalarSubqueryExec, ScalarSubqueryLink};
+use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
+use datafusion::physical_plan::execution_plan::replace_children_if_necessary;
+use datafusion::physical_plan::{ExecutionPlan, Partitioning};
+
+use crate::exchange::{ExchangeMode, ExchangeReaderExec, ShuffleWriterExec};
+
+/// Identifies a stage within one query; upstream stages have smaller ids.
+pub type StageId = usize;
+
+/// One stage: a plan rooted at a [`ShuffleWriterExec`], run as one task per partition.
+#[derive(Debug, Clone)]
+pub struct Stage {
+    pub id: StageId,
+    /// The plan as executors receive it: readers are leaves.
+    pub plan: Arc<dyn ExecutionPlan>,
+    pub task_count: usize,
+    /// Stages whose outputs this stage reads.
+    pub inputs: Vec<StageId>,
+}
+
+/// A query cut into stages.
+#[derive(Debug, Clone)]
+pub struct DistributedPlan {
+    /// What the coordinator executes: a forward reader of the final stage, with every
+    /// upstream stage attached beneath it for display.
+    pub root: Arc<dyn ExecutionPlan>,
+    /// Every stage, upstream before downstream; the final stage is last.
+    pub stages: Vec<Stage>,
+}
+
+/// Cuts `plan` into stages.
+pub fn distribute(plan: Arc<dyn ExecutionPlan>) -> Result<DistributedPlan> {
+    let mut cutter = Cutter::default();
+    let plan = if plan.properties().partitioning.partition_count() > 1 {
+        Arc::new(CoalescePartitionsExec::new(plan)) as Arc<dyn ExecutionPlan>
+    } else {
+        plan
+    };
+    let cut = cutter.cut(plan, &[])?;
+    let properties = Arc::clone(cut.properties());
+    let writer = cutter.new_stage(cut, None, &[])?;
+    let final_id = cutter.stages.len();
+    let root = Arc::new(ExchangeReaderExec::new(
+        final_id,
+        ExchangeMode::Forward,
+        properties,
+        Some(writer),
+    ));
+    Ok(DistributedPlan {
+        root,
+        stages: cutter.stages,
+    })
+}
+
+/// The scalar subqueries in force where the cutter stands.
+#[derive(Clone)]
+struct SubqueryScope {
+    subqueries: Vec<ScalarSubqueryLink>,
+    results: ScalarSubqueryResults,
+}
+
+#[derive(Default)]
+struct Cutter {
+    stages: Vec<Stage>,
+}
+
+impl Cutter {
+    fn cut(
+        &mut self,
+        plan: Arc<dyn ExecutionPlan>,
+        scopes: &[SubqueryScope],
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        if let Some(sq) = plan.downcast_ref::<ScalarSubqueryExec>() {
+            let subqueries = sq
+                .subqueries()
+                .iter()
+                .map(|link| {
+                    Ok(ScalarSubqueryLink {
+                        plan: self.cut(Arc::clone(&link.plan), scopes)?,
+                        index: link.index,
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let mut inner = scopes.to_vec();
+            inner.push(SubqueryScope {
+                subqueries: subqueries.clone(),
+                results: sq.results().clone(),
+            });
+            let input = self.cut(Arc::clone(sq.input()), &inner)?;
+            return Ok(Arc::new(ScalarSubqueryExec::new(
+                input,
+                subqueries,
+                sq.results().clone(),
+            )));
+        }
+
+        let children = plan
+            .children()
+            .into_iter()
+            .map(|c| self.cut(Arc::clone(c), scopes))
+            .collect::<Result<Vec<_>>>()?;
+
+        if let Some(repartition) = plan.downcast_ref::<RepartitionExec>() {
+            if repartition.preserve_order() {
+                return not_impl_err!(
+                    "order-preserving repartition across executors: {}",
+                    repartition.partitioning()
+                );
+            }
+            let input = children.into_iter().next().expect("repartition has an input");
+            let upstream_tasks = input.properties().partitioning.partition_count();
+            let output = match repartition.partitioning() {
+                p @ (Partitioning::Hash(_, _) | Partitioning::RoundRobinBatch(_)) => p.clone(),
+                other => return not_impl_err!("exchange by {other}"),
+            };
+            let writer = self.new_stage(input, Some(output), scopes)?;
+            return Ok(Arc::new(ExchangeReaderExec::new(
+                self.stages.len(),
+                ExchangeMode::Shuffle { upstream_tasks },
+                Arc::clone(plan.properties()),
+                Some(writer),
+            )));
+        }
+
+        let is_gather =
+            plan.is::<CoalescePartitionsExec>() || plan.is::<SortPreservingMergeExec>();
+        let broadcast_build_side = plan
+            .downcast_ref::<HashJoinExec>()
+            .is_some_and(|j| j.mode == PartitionMode::CollectLeft);
+        let mut children = children;
+        if is_gather || broadcast_build_side {
+            let first = children.remove(0);
+            let reader = if already_exchanged(&first) {
+                first
+            } else {
+                self.forward_stage(first, scopes)?
+            };
+            children.insert(0, reader);
+        }
+        if children.is_empty() {
+            return Ok(plan);
+        }
+        replace_children_if_necessary(plan, children)
+    }
+
+    fn forward_stage(
+        &mut self,
+        input: Arc<dyn ExecutionPlan>,
+        scopes: &[SubqueryScope],
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let properties = Arc::clone(input.properties());
+        let writer = self.new_stage(input, None, scopes)?;
+        Ok(Arc::new(ExchangeReaderExec::new(
+            self.stages.len(),
+            ExchangeMode::Forward,
+            properties,
+            Some(writer),
+        )))
+    }
+
+    /// Registers `input` as the next stage; returns its writer, readers still attached.
+    fn new_stage(
+        &mut self,
+        input: Arc<dyn ExecutionPlan>,
+        output: Option<Partitioning>,
+        scopes: &[SubqueryScope],
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let id = self.stages.len() + 1;
+        let mut input = input;
+        for scope in scopes {
+            if reads_subquery_results(&input, &scope.results)? {
+                input = Arc::new(ScalarSubqueryExec::new(
+                    input,
+                    scope.subqueries.clone(),
+                    scope.results.clone(),
+                ));
+            }
+        }
+        let writer: Arc<dyn ExecutionPlan> =
+            Arc::new(ShuffleWriterExec::try_new(id, input, output)?);
+        let mut inputs = Vec::new();
+        let shipped = detach_readers(&writer, &mut inputs)?;
+        let task_count = writer
+            .downcast_ref::<ShuffleWriterExec>()
+            .map_or(1, ShuffleWriterExec::task_count);
+        self.stages.push(Stage {
+            id,
+            plan: shipped,
+            task_count,
+            inputs,
+        });
+        Ok(writer)
+    }
+}
+
+/// A reader, or a gather straight over one: cutting again would only add a hop.
+fn already_exchanged(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    plan.is::<ExchangeReaderExec>()
+        || ((plan.is::<CoalescePartitionsExec>() || plan.is::<SortPreservingMergeExec>())
+            && plan.children().first().is_some_and(|c| c.is::<ExchangeReaderExec>()))
+}
+
+/// Copies a stage's plan with every reader detached from its upstream stage.
+fn detach_readers(
+    plan: &Arc<dyn ExecutionPlan>,
+    inputs: &mut Vec<StageId>,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    if let Some(reader) = plan.downcast_ref::<ExchangeReaderExec>() {
+        inputs.push(reader.stage_id());
+        return Ok(Arc::new(reader.detached()));
+    }
+    let children = plan.children();
+    if children.is_empty() {
+        return Ok(Arc::clone(plan));
+    }
+    let children = children
+        .into_iter()
+        .map(|c| detach_readers(c, inputs))
+        .collect::<Result<Vec<_>>>()?;
+    replace_children_if_necessary(Arc::clone(plan), children)
+}
+
+/// Whether any expression in this stage (not crossing exchanges) reads `results`.
+fn reads_subquery_results(
+    plan: &Arc<dyn ExecutionPlan>,
+    results: &ScalarSubqueryResults,
+) -> Result<bool> {
+    if plan.is::<ExchangeReaderExec>() {
+        return Ok(false);
+    }
+    if let Some(sq) = plan.downcast_ref::<ScalarSubqueryExec>()
+        && ScalarSubqueryResults::ptr_eq(sq.results(), results)
+    {
+        // Already computed inside this stage.
+        return Ok(false);
+    }
+    let mut found = false;
+    plan.apply_expressions(&mut |expr| {
+        expr.apply(|e| {
+            if let Some(sq) = e.downcast_ref::<ScalarSubqueryExpr>()
+                && ScalarSubqueryResults::ptr_eq(sq.results(), results)
+            {
+                found = true;
+                return Ok(TreeNodeRecursion::Stop);
+            }
+            Ok(TreeNodeRecursion::Continue)
+        })
+    })?;
+    if found {
+        return Ok(true);
+    }
+    for child in plan.children() {
+        if reads_subquery_results(child, results)? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
