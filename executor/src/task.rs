@@ -70,6 +70,10 @@ impl TaskRunner {
                 .set(&entry.key, &entry.value)
                 .map_err(|e| fail(FailureReason::BadRequest, format!("setting {}: {e}", entry.key)))?;
         }
+        // Sibling scan partitions steal files from one queue inside a plan instance; a
+        // stage's partitions run on several executors, each with its own instance, so
+        // stealing would read every file once per executor. Never let it on.
+        config.options_mut().execution.enable_file_stream_work_stealing = false;
         let locations: HashMap<u64, Vec<String>> = def
             .inputs
             .iter()

@@ -8,7 +8,10 @@
 //!    becomes a stage read back partition by partition (forward), the gather stays;
 //! 3. the build side of a `CollectLeft` hash join becomes a stage that every probe task
 //!    reads whole (broadcast);
-//! 4. the rest is the final stage, read by the coordinator through one forward reader.
+//! 4. a join that emits build-side rows after its last probe partition (left, semi,
+//!    anti, mark and full joins collecting the left side) gets its probe side gathered,
+//!    so that "last" means the same thing as on one node;
+//! 5. the rest is the final stage, read by the coordinator through one forward reader.
 //!
 //! A stage whose expressions read uncorrelated scalar subqueries carries its own copy of
 //! the `ScalarSubqueryExec` that computes them, since the original may sit in another stage.
@@ -20,7 +23,8 @@ use datafusion::common::{Result, not_impl_err};
 use datafusion::logical_expr::physical_planning_context::ScalarSubqueryResults;
 use datafusion::physical_expr::scalar_subquery::ScalarSubqueryExpr;
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
-use datafusion::physical_plan::joins::{HashJoinExec, PartitionMode};
+use datafusion::common::JoinType;
+use datafusion::physical_plan::joins::{HashJoinExec, NestedLoopJoinExec, PartitionMode};
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::scalar_subquery::{ScalarSubqueryExec, ScalarSubqueryLink};
 use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
@@ -147,25 +151,46 @@ impl Cutter {
             )));
         }
 
+        let mut children = children;
+        if emits_build_side_at_end(&plan) && children[1].properties().partitioning.partition_count() > 1 {
+            // The build side's unmatched (or matched, for semi/anti) rows are emitted by
+            // whichever probe partition finishes last within one plan instance. Probe
+            // partitions spread over executors never see each other, so the probe side
+            // is gathered into one task.
+            let probe = children.remove(1);
+            let gathered: Arc<dyn ExecutionPlan> = Arc::new(CoalescePartitionsExec::new(
+                self.exchanged(probe, scopes)?,
+            ));
+            children.insert(1, gathered);
+        }
+
         let is_gather =
             plan.is::<CoalescePartitionsExec>() || plan.is::<SortPreservingMergeExec>();
         let broadcast_build_side = plan
             .downcast_ref::<HashJoinExec>()
             .is_some_and(|j| j.mode == PartitionMode::CollectLeft);
-        let mut children = children;
         if is_gather || broadcast_build_side {
             let first = children.remove(0);
-            let reader = if already_exchanged(&first) {
-                first
-            } else {
-                self.forward_stage(first, scopes)?
-            };
-            children.insert(0, reader);
+            children.insert(0, self.exchanged(first, scopes)?);
         }
         if children.is_empty() {
             return Ok(plan);
         }
         replace_children_if_necessary(plan, children)
+    }
+
+    /// `input` as the output of an exchange: itself if it already is one, otherwise a
+    /// forward reader of a new stage running it.
+    fn exchanged(
+        &mut self,
+        input: Arc<dyn ExecutionPlan>,
+        scopes: &[SubqueryScope],
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        if already_exchanged(&input) {
+            Ok(input)
+        } else {
+            self.forward_stage(input, scopes)
+        }
     }
 
     fn forward_stage(
@@ -216,6 +241,25 @@ impl Cutter {
         });
         Ok(writer)
     }
+}
+
+/// Whether `plan` is a join that collects its left (build) side once per plan instance
+/// and emits build-side rows after the last probe partition ends.
+fn emits_build_side_at_end(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    let join_type = if let Some(j) = plan.downcast_ref::<HashJoinExec>() {
+        if j.mode != PartitionMode::CollectLeft {
+            return false;
+        }
+        *j.join_type()
+    } else if let Some(j) = plan.downcast_ref::<NestedLoopJoinExec>() {
+        *j.join_type()
+    } else {
+        return false;
+    };
+    matches!(
+        join_type,
+        JoinType::Left | JoinType::LeftAnti | JoinType::LeftSemi | JoinType::LeftMark | JoinType::Full
+    )
 }
 
 /// A reader, or a gather straight over one: cutting again would only add a hop.

@@ -1,1 +1,135 @@
-fn main() {}
+//! `fletch`: the Fletch SQL shell on an embedded cluster, and one-shot `-c` / `-f` modes.
+
+mod exec;
+mod shell;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, ValueEnum};
+use fletch_engine::{DEFAULT_EXECUTORS, LocalCluster, tpch};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Fletch: distributed SQL on Apache DataFusion and Arrow Flight.
+///
+/// With no -c or -f, opens an interactive shell on an embedded cluster of executors,
+/// each a Flight server on 127.0.0.1.
+#[derive(Debug, Parser)]
+#[command(name = "fletch", version)]
+pub struct Args {
+    /// Executors in the embedded cluster.
+    #[arg(long, env = "FLETCH_EXECUTORS", default_value_t = DEFAULT_EXECUTORS)]
+    executors: usize,
+
+    /// Generate TPC-H at this scale factor (once, cached) and register its eight tables.
+    #[arg(long, value_name = "SF")]
+    tpch: Option<f64>,
+
+    /// Where generated data and the shell history live.
+    #[arg(long, env = "FLETCH_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+
+    /// Run these SQL statements (`;`-separated) and exit.
+    #[arg(short = 'c', long = "command", value_name = "SQL")]
+    commands: Vec<String>,
+
+    /// Run the SQL statements in these files and exit.
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    files: Vec<PathBuf>,
+
+    /// How results are printed on stdout.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    format: Format,
+
+    /// No banners or timings on stderr.
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Table,
+    Csv,
+    Json,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("FLETCH_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match main_inner() {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn main_inner() -> Result<ExitCode> {
+    let args = Args::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let data_dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
+    let cluster = runtime
+        .block_on(LocalCluster::start(args.executors))
+        .context("starting the embedded cluster")?;
+    let ctx = cluster.session();
+    if !args.quiet {
+        eprintln!(
+            "Fletch {}: embedded cluster with {} executors ({})",
+            env!("CARGO_PKG_VERSION"),
+            args.executors,
+            cluster.executor_urls().join(", ")
+        );
+    }
+    if let Some(sf) = args.tpch {
+        let dir = tpch::data_dir(&data_dir, sf);
+        if !args.quiet {
+            eprintln!("TPC-H SF{sf}: {} (generated once, then reused)", dir.display());
+        }
+        tpch::generate(&dir, sf).context("generating TPC-H data")?;
+        runtime
+            .block_on(tpch::register(&ctx, &dir))
+            .context("registering TPC-H tables")?;
+    }
+
+    let printer = exec::Printer {
+        format: args.format,
+        quiet: args.quiet,
+    };
+    let code = if args.commands.is_empty() && args.files.is_empty() {
+        shell::run(&runtime, &ctx, &printer, &data_dir)?;
+        ExitCode::SUCCESS
+    } else {
+        let mut ok = true;
+        for sql in &args.commands {
+            ok &= runtime.block_on(exec::run_script(&ctx, sql, &printer));
+        }
+        for file in &args.files {
+            let sql = std::fs::read_to_string(file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            ok &= runtime.block_on(exec::run_script(&ctx, &sql, &printer));
+        }
+        if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    };
+    runtime.block_on(cluster.shutdown());
+    Ok(code)
+}
+
+fn default_data_dir() -> PathBuf {
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir)
+        .join(".cache")
+        .join("fletch")
+}

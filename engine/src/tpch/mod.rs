@@ -19,6 +19,44 @@ use tpchgen_arrow::{
     SupplierArrow,
 };
 
+/// The 22 TPC-H queries as Apache DataFusion's benchmarks run them (Apache-2.0); q15
+/// holds three statements (CREATE VIEW, SELECT, DROP VIEW) whose answer is the SELECT's.
+pub const QUERIES: [&str; 22] = [
+    include_str!("queries/q1.sql"),
+    include_str!("queries/q2.sql"),
+    include_str!("queries/q3.sql"),
+    include_str!("queries/q4.sql"),
+    include_str!("queries/q5.sql"),
+    include_str!("queries/q6.sql"),
+    include_str!("queries/q7.sql"),
+    include_str!("queries/q8.sql"),
+    include_str!("queries/q9.sql"),
+    include_str!("queries/q10.sql"),
+    include_str!("queries/q11.sql"),
+    include_str!("queries/q12.sql"),
+    include_str!("queries/q13.sql"),
+    include_str!("queries/q14.sql"),
+    include_str!("queries/q15.sql"),
+    include_str!("queries/q16.sql"),
+    include_str!("queries/q17.sql"),
+    include_str!("queries/q18.sql"),
+    include_str!("queries/q19.sql"),
+    include_str!("queries/q20.sql"),
+    include_str!("queries/q21.sql"),
+    include_str!("queries/q22.sql"),
+];
+
+/// Query `n` (1-based) split into its statements.
+pub fn query_statements(n: usize) -> Option<Vec<&'static str>> {
+    let text = QUERIES.get(n.checked_sub(1)?)?;
+    Some(
+        text.split(';')
+            .map(str::trim)
+            .filter(|s| s.lines().any(|l| !l.trim().is_empty() && !l.trim().starts_with("--")))
+            .collect(),
+    )
+}
+
 /// The eight TPC-H tables.
 pub const TABLES: [&str; 8] = [
     "customer", "lineitem", "nation", "orders", "part", "partsupp", "region", "supplier",
@@ -61,7 +99,8 @@ pub fn generate(dir: &Path, scale_factor: f64) -> Result<()> {
 }
 
 fn write_parquet(path: &Path, reader: Box<dyn RecordBatchReader + Send>) -> Result<()> {
-    let partial = path.with_extension("parquet.partial");
+    // Unique per process, so two processes generating at once never share a file.
+    let partial = path.with_extension(format!("parquet.{}.partial", std::process::id()));
     let props = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
         .build();

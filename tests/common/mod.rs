@@ -1,0 +1,71 @@
+//! Helpers shared by the integration tests: the single-node oracle, result comparison
+//! and the TPC-H fixture.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+use datafusion::error::Result;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use tokio::sync::OnceCell;
+
+/// Each row of `batches` rendered as one string, cells separated by `|`.
+pub fn rows(batches: &[RecordBatch]) -> Vec<String> {
+    let options = FormatOptions::default().with_null("NULL");
+    let mut out = Vec::new();
+    for batch in batches {
+        let formatters: Vec<_> = batch
+            .columns()
+            .iter()
+            .map(|c| ArrayFormatter::try_new(c.as_ref(), &options).expect("formattable column"))
+            .collect();
+        for row in 0..batch.num_rows() {
+            let cells: Vec<String> = formatters.iter().map(|f| f.value(row).to_string()).collect();
+            out.push(cells.join("|"));
+        }
+    }
+    out
+}
+
+pub fn sorted(mut rows: Vec<String>) -> Vec<String> {
+    rows.sort();
+    rows
+}
+
+/// Runs every statement of `sql` and returns the rows of the last one that produced a
+/// result set.
+pub async fn run_statements(ctx: &SessionContext, statements: &[&str]) -> Result<Vec<RecordBatch>> {
+    let mut answer = Vec::new();
+    for statement in statements {
+        let batches = ctx.sql(statement).await?.collect().await?;
+        if batches.iter().any(|b| b.num_columns() > 0) {
+            answer = batches;
+        }
+    }
+    Ok(answer)
+}
+
+/// A plain single-node DataFusion session: the oracle.
+pub fn oracle() -> SessionContext {
+    SessionContext::new_with_config(SessionConfig::new().with_information_schema(true))
+}
+
+/// TPC-H at scale factor 0.1, generated once per test process into a shared directory.
+pub async fn tpch_sf01() -> &'static PathBuf {
+    static DIR: OnceCell<PathBuf> = OnceCell::const_new();
+    DIR.get_or_init(|| async {
+        let dir = std::env::var_os("FLETCH_TEST_DATA")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| std::env::temp_dir().join("fletch-test-data"))
+            .join("tpch-sf0.1");
+        let target = dir.clone();
+        tokio::task::spawn_blocking(move || fletch::tpch::generate(&target, 0.1))
+            .await
+            .expect("generation task")
+            .expect("TPC-H generation");
+        dir
+    })
+    .await
+}
