@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use datafusion::prelude::{SessionConfig, SessionContext};
-use datafusion_sqllogictest::{DataFusion, df_value_validator, read_dir_recursive, value_normalizer};
+use datafusion_sqllogictest::{
+    DataFusion, df_value_validator, read_dir_recursive, value_normalizer,
+};
 use fletch::LocalCluster;
 use indicatif::ProgressBar;
 use sqllogictest::strict_column_validator;
@@ -44,9 +46,9 @@ fn test_files() -> Vec<PathBuf> {
 async fn run_file(engine: Engine, cluster: &LocalCluster, path: &Path) -> Result<(), String> {
     let make_ctx = || match engine {
         Engine::Fletch => cluster.session(),
-        Engine::DataFusion => SessionContext::new_with_config(
-            SessionConfig::new().with_information_schema(true),
-        ),
+        Engine::DataFusion => {
+            SessionContext::new_with_config(SessionConfig::new().with_information_schema(true))
+        }
     };
     let relative = path
         .strip_prefix(env!("CARGO_MANIFEST_DIR"))
@@ -111,5 +113,9 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     println!("sqllogictests: {passed} passed, {failed} failed");
-    if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }

@@ -10,9 +10,8 @@ use fletch::{LocalCluster, default_session_config, tpch};
 async fn check_all_queries(target_partitions: usize) {
     let dir = tpch_sf01().await;
     let cluster = LocalCluster::start(2).await.expect("cluster");
-    let ctx = cluster.session_with_config(
-        default_session_config().with_target_partitions(target_partitions),
-    );
+    let ctx = cluster
+        .session_with_config(default_session_config().with_target_partitions(target_partitions));
     tpch::register(&ctx, dir).await.expect("register");
     let single = oracle();
     tpch::register(&single, dir).await.expect("register oracle");
@@ -42,11 +41,18 @@ async fn check_all_queries(target_partitions: usize) {
         }
     }
     for stats in cluster.executor_stats() {
-        assert_eq!(stats.buffered_bytes, 0, "exchange memory left behind: {stats:?}");
+        assert_eq!(
+            stats.buffered_bytes, 0,
+            "exchange memory left behind: {stats:?}"
+        );
         assert_eq!(stats.queries, 0, "query state left behind: {stats:?}");
     }
     cluster.shutdown().await;
-    assert!(failures.is_empty(), "target_partitions={target_partitions}:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "target_partitions={target_partitions}:\n{}",
+        failures.join("\n")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,7 +14,9 @@ use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use fletch_executor::protocol::{ConfigEntry, StageLocations, TaskDefinition};
-use fletch_executor::{ClientPool, ExecutorClient, FailureReason, FlightExchangeSource, TaskFailure};
+use fletch_executor::{
+    ClientPool, ExecutorClient, FailureReason, FlightExchangeSource, TaskFailure,
+};
 use fletch_planner::{DistributedPlan, ExchangeSourceExt};
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
@@ -65,7 +67,11 @@ impl Coordinator {
     }
 
     pub fn executor_urls(&self) -> Vec<String> {
-        self.executors.read().iter().map(|e| e.url().to_string()).collect()
+        self.executors
+            .read()
+            .iter()
+            .map(|e| e.url().to_string())
+            .collect()
     }
 
     pub(crate) fn run(
@@ -122,7 +128,8 @@ impl Coordinator {
             .cloned()
             .map(|urls| HashMap::from([(final_stage, urls)]))
             .unwrap_or_default();
-        let source = FlightExchangeSource::new(query_id.clone(), final_locations, self.clients.clone());
+        let source =
+            FlightExchangeSource::new(query_id.clone(), final_locations, self.clients.clone());
         let root_ctx = with_extension(&ctx, ExchangeSourceExt(Arc::new(source)));
         let results = plan.root.execute(0, root_ctx)?;
         let schema = results.schema();
@@ -269,10 +276,8 @@ fn shipped_config(options: &ConfigOptions) -> Vec<ConfigEntry> {
         .filter_map(|e| {
             let value = e.value?;
             let default = DEFAULTS.get(&e.key).cloned().flatten();
-            (default.as_deref() != Some(value.as_str())).then_some(ConfigEntry {
-                key: e.key,
-                value,
-            })
+            (default.as_deref() != Some(value.as_str()))
+                .then_some(ConfigEntry { key: e.key, value })
         })
         .collect()
 }

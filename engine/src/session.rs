@@ -21,7 +21,10 @@ pub fn default_session_config() -> SessionConfig {
     let optimizer = &mut config.options_mut().optimizer;
     optimizer.enable_round_robin_repartition = false;
     optimizer.enable_join_dynamic_filter_pushdown = false;
-    config.options_mut().execution.enable_file_stream_work_stealing = false;
+    config
+        .options_mut()
+        .execution
+        .enable_file_stream_work_stealing = false;
     config
 }
 

@@ -27,7 +27,9 @@ pub struct ExecutorHandle {
 
 impl std::fmt::Debug for ExecutorHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ExecutorHandle").field("url", &self.url).finish()
+        f.debug_struct("ExecutorHandle")
+            .field("url", &self.url)
+            .finish()
     }
 }
 

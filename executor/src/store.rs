@@ -65,7 +65,9 @@ impl PartitionStore {
                 "",
             ));
         }
-        Ok(Arc::clone(state.queries.entry(query_id.to_string()).or_default()))
+        Ok(Arc::clone(
+            state.queries.entry(query_id.to_string()).or_default(),
+        ))
     }
 
     pub(crate) fn buffer(

@@ -55,7 +55,8 @@ impl TaskRunner {
     pub(crate) async fn run(&self, def: TaskDefinition) -> Result<(), TaskFailure> {
         let stage = usize::try_from(def.stage).unwrap_or(usize::MAX);
         let task = usize::try_from(def.task).unwrap_or(usize::MAX);
-        let fail = |reason, message: String| TaskFailure::new(reason, message, stage, task, &self.url);
+        let fail =
+            |reason, message: String| TaskFailure::new(reason, message, stage, task, &self.url);
 
         let query = self.store.query(&def.query_id).map_err(|mut e| {
             e.stage = stage;
@@ -68,18 +69,27 @@ impl TaskRunner {
             config
                 .options_mut()
                 .set(&entry.key, &entry.value)
-                .map_err(|e| fail(FailureReason::BadRequest, format!("setting {}: {e}", entry.key)))?;
+                .map_err(|e| {
+                    fail(
+                        FailureReason::BadRequest,
+                        format!("setting {}: {e}", entry.key),
+                    )
+                })?;
         }
         // Sibling scan partitions steal files from one queue inside a plan instance; a
         // stage's partitions run on several executors, each with its own instance, so
         // stealing would read every file once per executor. Never let it on.
-        config.options_mut().execution.enable_file_stream_work_stealing = false;
+        config
+            .options_mut()
+            .execution
+            .enable_file_stream_work_stealing = false;
         let locations: HashMap<u64, Vec<String>> = def
             .inputs
             .iter()
             .map(|l| (l.stage, l.task_urls.clone()))
             .collect();
-        let source = FlightExchangeSource::new(def.query_id.clone(), locations, self.clients.clone());
+        let source =
+            FlightExchangeSource::new(def.query_id.clone(), locations, self.clients.clone());
         let config = config.with_extension(Arc::new(ExchangeSourceExt(Arc::new(source))));
 
         let plan = self
@@ -88,13 +98,19 @@ impl TaskRunner {
         let Some(writer) = plan.downcast_ref::<ShuffleWriterExec>() else {
             return Err(fail(
                 FailureReason::BadRequest,
-                format!("a stage plan must start with ShuffleWriterExec, got {}", plan.name()),
+                format!(
+                    "a stage plan must start with ShuffleWriterExec, got {}",
+                    plan.name()
+                ),
             ));
         };
         if task >= writer.task_count() {
             return Err(fail(
                 FailureReason::BadRequest,
-                format!("stage {stage} has {} tasks, asked for task {task}", writer.task_count()),
+                format!(
+                    "stage {stage} has {} tasks, asked for task {task}",
+                    writer.task_count()
+                ),
             ));
         }
         let outputs: Vec<_> = (0..writer.output_partition_count() as u64)
@@ -112,8 +128,7 @@ impl TaskRunner {
         let work = async move {
             let _running = running;
             let result = drive(plan, task, ctx).await;
-            let end = result
-                .map_err(|e| TaskFailure::from_task_error(&e, stage, task, &url));
+            let end = result.map_err(|e| TaskFailure::from_task_error(&e, stage, task, &url));
             for output in &outputs {
                 output.finish(end.clone());
             }

@@ -96,7 +96,10 @@ impl PhysicalExtensionCodec for FletchCodec {
         match node.kind {
             Some(fletch_node::Kind::Writer(w)) => {
                 let [input] = inputs else {
-                    return internal_err!("ShuffleWriterExec needs one input, got {}", inputs.len());
+                    return internal_err!(
+                        "ShuffleWriterExec needs one input, got {}",
+                        inputs.len()
+                    );
                 };
                 let output = parse_protobuf_partitioning(
                     w.output.as_ref(),
@@ -105,7 +108,11 @@ impl PhysicalExtensionCodec for FletchCodec {
                     proto_converter,
                 )?;
                 let stage_id = to_usize(w.stage_id)?;
-                Ok(Arc::new(ShuffleWriterExec::try_new(stage_id, Arc::clone(input), output)?))
+                Ok(Arc::new(ShuffleWriterExec::try_new(
+                    stage_id,
+                    Arc::clone(input),
+                    output,
+                )?))
             }
             Some(fletch_node::Kind::Reader(r)) => {
                 let schema: Schema = r
@@ -122,12 +129,8 @@ impl PhysicalExtensionCodec for FletchCodec {
                     proto_converter,
                 )?
                 .ok_or_else(|| plan_datafusion_err!("exchange reader without partitioning"))?;
-                let ordering = parse_physical_sort_exprs(
-                    &r.ordering,
-                    &decode_ctx,
-                    &schema,
-                    proto_converter,
-                )?;
+                let ordering =
+                    parse_physical_sort_exprs(&r.ordering, &decode_ctx, &schema, proto_converter)?;
                 let eq = match LexOrdering::new(ordering) {
                     Some(o) => EquivalenceProperties::new_with_orderings(Arc::clone(&schema), [o]),
                     None => EquivalenceProperties::new(Arc::clone(&schema)),

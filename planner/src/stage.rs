@@ -18,17 +18,17 @@
 
 use std::sync::Arc;
 
+use datafusion::common::JoinType;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::{Result, not_impl_err};
 use datafusion::logical_expr::physical_planning_context::ScalarSubqueryResults;
 use datafusion::physical_expr::scalar_subquery::ScalarSubqueryExpr;
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
-use datafusion::common::JoinType;
+use datafusion::physical_plan::execution_plan::replace_children_if_necessary;
 use datafusion::physical_plan::joins::{HashJoinExec, NestedLoopJoinExec, PartitionMode};
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::scalar_subquery::{ScalarSubqueryExec, ScalarSubqueryLink};
 use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
-use datafusion::physical_plan::execution_plan::replace_children_if_necessary;
 use datafusion::physical_plan::{ExecutionPlan, Partitioning};
 
 use crate::exchange::{ExchangeMode, ExchangeReaderExec, ShuffleWriterExec};
@@ -136,7 +136,10 @@ impl Cutter {
                     repartition.partitioning()
                 );
             }
-            let input = children.into_iter().next().expect("repartition has an input");
+            let input = children
+                .into_iter()
+                .next()
+                .expect("repartition has an input");
             let upstream_tasks = input.properties().partitioning.partition_count();
             let output = match repartition.partitioning() {
                 p @ (Partitioning::Hash(_, _) | Partitioning::RoundRobinBatch(_)) => p.clone(),
@@ -152,20 +155,20 @@ impl Cutter {
         }
 
         let mut children = children;
-        if emits_build_side_at_end(&plan) && children[1].properties().partitioning.partition_count() > 1 {
+        if emits_build_side_at_end(&plan)
+            && children[1].properties().partitioning.partition_count() > 1
+        {
             // The build side's unmatched (or matched, for semi/anti) rows are emitted by
             // whichever probe partition finishes last within one plan instance. Probe
             // partitions spread over executors never see each other, so the probe side
             // is gathered into one task.
             let probe = children.remove(1);
-            let gathered: Arc<dyn ExecutionPlan> = Arc::new(CoalescePartitionsExec::new(
-                self.exchanged(probe, scopes)?,
-            ));
+            let gathered: Arc<dyn ExecutionPlan> =
+                Arc::new(CoalescePartitionsExec::new(self.exchanged(probe, scopes)?));
             children.insert(1, gathered);
         }
 
-        let is_gather =
-            plan.is::<CoalescePartitionsExec>() || plan.is::<SortPreservingMergeExec>();
+        let is_gather = plan.is::<CoalescePartitionsExec>() || plan.is::<SortPreservingMergeExec>();
         let broadcast_build_side = plan
             .downcast_ref::<HashJoinExec>()
             .is_some_and(|j| j.mode == PartitionMode::CollectLeft);
@@ -258,7 +261,11 @@ fn emits_build_side_at_end(plan: &Arc<dyn ExecutionPlan>) -> bool {
     };
     matches!(
         join_type,
-        JoinType::Left | JoinType::LeftAnti | JoinType::LeftSemi | JoinType::LeftMark | JoinType::Full
+        JoinType::Left
+            | JoinType::LeftAnti
+            | JoinType::LeftSemi
+            | JoinType::LeftMark
+            | JoinType::Full
     )
 }
 
@@ -266,7 +273,10 @@ fn emits_build_side_at_end(plan: &Arc<dyn ExecutionPlan>) -> bool {
 fn already_exchanged(plan: &Arc<dyn ExecutionPlan>) -> bool {
     plan.is::<ExchangeReaderExec>()
         || ((plan.is::<CoalescePartitionsExec>() || plan.is::<SortPreservingMergeExec>())
-            && plan.children().first().is_some_and(|c| c.is::<ExchangeReaderExec>()))
+            && plan
+                .children()
+                .first()
+                .is_some_and(|c| c.is::<ExchangeReaderExec>()))
 }
 
 /// Copies a stage's plan with every reader detached from its upstream stage.

@@ -95,10 +95,7 @@ impl Printer {
         }
         out.flush()?;
         if !self.quiet {
-            eprintln!(
-                "{rows} row(s) in {:.3}s",
-                started.elapsed().as_secs_f64()
-            );
+            eprintln!("{rows} row(s) in {:.3}s", started.elapsed().as_secs_f64());
         }
         Ok(())
     }

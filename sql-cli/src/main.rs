@@ -95,7 +95,10 @@ fn main_inner() -> Result<ExitCode> {
     if let Some(sf) = args.tpch {
         let dir = tpch::data_dir(&data_dir, sf);
         if !args.quiet {
-            eprintln!("TPC-H SF{sf}: {} (generated once, then reused)", dir.display());
+            eprintln!(
+                "TPC-H SF{sf}: {} (generated once, then reused)",
+                dir.display()
+            );
         }
         tpch::generate(&dir, sf).context("generating TPC-H data")?;
         runtime
@@ -120,7 +123,11 @@ fn main_inner() -> Result<ExitCode> {
                 .with_context(|| format!("reading {}", file.display()))?;
             ok &= runtime.block_on(exec::run_script(&ctx, &sql, &printer));
         }
-        if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+        if ok {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        }
     };
     runtime.block_on(cluster.shutdown());
     Ok(code)

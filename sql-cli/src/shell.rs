@@ -13,7 +13,12 @@ use crate::exec::{Printer, run_script};
 const HELP: &str = "Statements end with ';'. \\q quits, \\? shows this help.
 Try: CREATE EXTERNAL TABLE t STORED AS PARQUET LOCATION 'path'; EXPLAIN SELECT ...;";
 
-pub fn run(runtime: &Runtime, ctx: &SessionContext, printer: &Printer, data_dir: &Path) -> Result<()> {
+pub fn run(
+    runtime: &Runtime,
+    ctx: &SessionContext,
+    printer: &Printer,
+    data_dir: &Path,
+) -> Result<()> {
     let mut editor = DefaultEditor::new()?;
     let history = data_dir.join("history.txt");
     // A missing history file is normal on the first run.
@@ -23,7 +28,11 @@ pub fn run(runtime: &Runtime, ctx: &SessionContext, printer: &Printer, data_dir:
     }
     let mut pending = String::new();
     loop {
-        let prompt = if pending.is_empty() { "fletch> " } else { "     -> " };
+        let prompt = if pending.is_empty() {
+            "fletch> "
+        } else {
+            "     -> "
+        };
         match editor.readline(prompt) {
             Ok(line) => {
                 let trimmed = line.trim();

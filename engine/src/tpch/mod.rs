@@ -52,7 +52,10 @@ pub fn query_statements(n: usize) -> Option<Vec<&'static str>> {
     Some(
         text.split(';')
             .map(str::trim)
-            .filter(|s| s.lines().any(|l| !l.trim().is_empty() && !l.trim().starts_with("--")))
+            .filter(|s| {
+                s.lines()
+                    .any(|l| !l.trim().is_empty() && !l.trim().starts_with("--"))
+            })
             .collect(),
     )
 }

@@ -80,7 +80,11 @@ impl ExecutorClient {
     /// Runs a task; returns when it has finished writing all its output.
     pub async fn run_task(&self, task: &TaskDefinition) -> Result<(), TaskFailure> {
         let action = Action::new(protocol::RUN_TASK, task.encode_to_vec());
-        let mut replies = self.flight().do_action(action).await.map_err(|e| self.failure(e))?;
+        let mut replies = self
+            .flight()
+            .do_action(action)
+            .await
+            .map_err(|e| self.failure(e))?;
         while let Some(reply) = replies.next().await {
             reply.map_err(|e| self.failure(e))?;
         }
@@ -93,7 +97,11 @@ impl ExecutorClient {
             query_id: query_id.to_string(),
         };
         let action = Action::new(protocol::RELEASE_QUERY, body.encode_to_vec());
-        let mut replies = self.flight().do_action(action).await.map_err(|e| self.failure(e))?;
+        let mut replies = self
+            .flight()
+            .do_action(action)
+            .await
+            .map_err(|e| self.failure(e))?;
         while let Some(reply) = replies.next().await {
             reply.map_err(|e| self.failure(e))?;
         }
@@ -158,7 +166,10 @@ impl ExchangeSource for FlightExchangeSource {
             .ok_or_else(|| {
                 exec_datafusion_err!("no location for stage {stage} task {task} in this task")
             })?;
-        let client = self.clients.get(url).map_err(TaskFailure::into_datafusion)?;
+        let client = self
+            .clients
+            .get(url)
+            .map_err(TaskFailure::into_datafusion)?;
         let ticket = PartitionTicket {
             query_id: self.query_id.clone(),
             stage: stage as u64,

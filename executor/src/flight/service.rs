@@ -141,8 +141,14 @@ impl FlightService for ExecutorService {
         _request: Request<Empty>,
     ) -> Result<Response<Self::ListActionsStream>, Status> {
         let actions = [
-            (protocol::RUN_TASK, "run one stage task; replies when it has finished"),
-            (protocol::RELEASE_QUERY, "free a query's buffers and abort its tasks"),
+            (
+                protocol::RUN_TASK,
+                "run one stage task; replies when it has finished",
+            ),
+            (
+                protocol::RELEASE_QUERY,
+                "free a query's buffers and abort its tasks",
+            ),
         ]
         .map(|(r#type, description)| {
             Ok(ActionType {

@@ -150,7 +150,10 @@ impl ExecutionPlan for ExchangeReaderExec {
                 self.stage_id
             );
         }
-        let Some(source) = context.session_config().get_extension::<ExchangeSourceExt>() else {
+        let Some(source) = context
+            .session_config()
+            .get_extension::<ExchangeSourceExt>()
+        else {
             return exec_err!(
                 "exchange from stage {} needs a Fletch exchange source",
                 self.stage_id
@@ -170,7 +173,10 @@ impl ExecutionPlan for ExchangeReaderExec {
                 // Interleave upstream tasks as their batches arrive: no task waits for
                 // a slower sibling.
                 let merged = futures::stream::select_all(streams);
-                Ok(Box::pin(RecordBatchStreamAdapter::new(schema, merged.boxed())))
+                Ok(Box::pin(RecordBatchStreamAdapter::new(
+                    schema,
+                    merged.boxed(),
+                )))
             }
         }
     }

@@ -68,7 +68,9 @@ impl ShuffleWriterExec {
 
     /// Number of output partitions each task produces.
     pub fn output_partition_count(&self) -> usize {
-        self.output.as_ref().map_or(1, Partitioning::partition_count)
+        self.output
+            .as_ref()
+            .map_or(1, Partitioning::partition_count)
     }
 }
 
@@ -173,9 +175,7 @@ impl ExecutionPlan for ShuffleWriterExec {
                 }
                 match partitioner.as_mut() {
                     None => sink.write(0, batch)?,
-                    Some(partitioner) => {
-                        partitioner.partition(batch, |p, b| sink.write(p, b))?
-                    }
+                    Some(partitioner) => partitioner.partition(batch, |p, b| sink.write(p, b))?,
                 }
             }
             Ok(())
