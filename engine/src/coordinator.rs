@@ -22,13 +22,13 @@ use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use parking_lot::RwLock;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 /// Schedules distributed plans onto executors. Shared by every session of a cluster.
 pub struct Coordinator {
     executors: Arc<RwLock<Vec<ExecutorClient>>>,
     clients: ClientPool,
-    releases: mpsc::UnboundedSender<String>,
+    releases: mpsc::UnboundedSender<JanitorJob>,
     /// Releases queries whose result stream was dropped before it ended.
     _janitor: SpawnedTask<()>,
 }
@@ -50,12 +50,19 @@ impl Coordinator {
             .map(|u| clients.get(u))
             .collect::<std::result::Result<Vec<_>, _>>()?;
         let executors = Arc::new(RwLock::new(executors));
-        let (releases, mut pending) = mpsc::unbounded_channel::<String>();
+        let (releases, mut pending) = mpsc::unbounded_channel::<JanitorJob>();
         let janitor_executors = Arc::clone(&executors);
         let janitor = SpawnedTask::spawn(async move {
-            while let Some(query_id) = pending.recv().await {
-                let executors = janitor_executors.read().clone();
-                release_everywhere(&executors, &query_id).await;
+            while let Some(job) = pending.recv().await {
+                match job {
+                    JanitorJob::Release(query_id) => {
+                        let executors = janitor_executors.read().clone();
+                        release_everywhere(&executors, &query_id).await;
+                    }
+                    JanitorJob::Sync(done) => {
+                        let _ = done.send(());
+                    }
+                }
             }
         });
         Ok(Arc::new(Self {
@@ -64,6 +71,15 @@ impl Coordinator {
             releases,
             _janitor: janitor,
         }))
+    }
+
+    /// Returns once every query dropped before this call has been released on every
+    /// executor (releases of dropped queries run in the background, in order).
+    pub async fn wait_for_releases(&self) {
+        let (done, finished) = oneshot::channel();
+        if self.releases.send(JanitorJob::Sync(done)).is_ok() {
+            let _ = finished.await;
+        }
     }
 
     pub fn executor_urls(&self) -> Vec<String> {
@@ -236,10 +252,15 @@ impl QueryRun {
     }
 }
 
+enum JanitorJob {
+    Release(String),
+    Sync(oneshot::Sender<()>),
+}
+
 /// Sends a query's release to the janitor if its stream is dropped before it ended.
 struct ReleaseGuard {
     query_id: String,
-    releases: Option<mpsc::UnboundedSender<String>>,
+    releases: Option<mpsc::UnboundedSender<JanitorJob>>,
 }
 
 impl Drop for ReleaseGuard {
@@ -247,7 +268,7 @@ impl Drop for ReleaseGuard {
         if let Some(releases) = self.releases.take() {
             // The janitor lives as long as the coordinator; if both are gone, so are the
             // executors' reasons to keep anything.
-            let _ = releases.send(std::mem::take(&mut self.query_id));
+            let _ = releases.send(JanitorJob::Release(std::mem::take(&mut self.query_id)));
         }
     }
 }

@@ -1,0 +1,84 @@
+//! When a query ends — finished, stopped early by LIMIT, failed, or dropped by its
+//! caller — every executor frees the exchange memory and task state it held for it.
+
+mod common;
+
+use fletch::{LocalCluster, StoreStats};
+use futures::StreamExt;
+
+fn assert_all_free(cluster: &LocalCluster, when: &str) {
+    for stats in cluster.executor_stats() {
+        assert_eq!(
+            stats,
+            StoreStats::default(),
+            "executor still holds something after {when}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exchange_memory_returns_to_zero() {
+    let cluster = LocalCluster::start(2).await.expect("cluster");
+    let ctx = cluster.session();
+    ctx.sql(
+        "CREATE TABLE big AS SELECT value AS n, value % 100 AS k FROM generate_series(1, 200000)",
+    )
+    .await
+    .expect("plan")
+    .collect()
+    .await
+    .expect("create");
+    let join = "SELECT a.n, b.k FROM big a JOIN big b ON a.n = b.n";
+
+    let rows: usize = ctx
+        .sql(join)
+        .await
+        .expect("plan")
+        .collect()
+        .await
+        .expect("join")
+        .iter()
+        .map(|b| b.num_rows())
+        .sum();
+    assert_eq!(rows, 200_000);
+    assert_all_free(&cluster, "a finished query");
+
+    let limited = ctx
+        .sql(&format!("{join} LIMIT 5"))
+        .await
+        .expect("plan")
+        .collect()
+        .await
+        .expect("limit");
+    assert_eq!(common::rows(&limited).len(), 5);
+    assert_all_free(&cluster, "a query stopped early by LIMIT");
+
+    let err = ctx
+        .sql("SELECT n / (k - k) FROM big")
+        .await
+        .expect("plan")
+        .collect()
+        .await;
+    assert!(err.is_err());
+    assert_all_free(&cluster, "a failed query");
+
+    // The caller reads one batch, then drops the stream mid-query.
+    let mut stream = ctx
+        .sql(join)
+        .await
+        .expect("plan")
+        .execute_stream()
+        .await
+        .expect("stream");
+    let first = stream.next().await.expect("a batch").expect("no error");
+    assert!(first.num_rows() > 0);
+    let during = cluster.executor_stats();
+    assert!(
+        during.iter().any(|s| s.queries > 0),
+        "the running query should hold state: {during:?}"
+    );
+    drop(stream);
+    cluster.coordinator().wait_for_releases().await;
+    assert_all_free(&cluster, "a dropped query");
+    cluster.shutdown().await;
+}

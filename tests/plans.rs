@@ -1,0 +1,58 @@
+//! Plan shapes of a few TPC-H queries, pinned with insta snapshots: where the stages are
+//! cut, how many tasks each has, which exchanges connect them.
+
+mod common;
+
+use datafusion::physical_plan::displayable;
+use fletch::{LocalCluster, default_session_config, tpch};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tpch_plan_shapes() {
+    let dir = common::tpch_sf01().await;
+    let cluster = LocalCluster::start(2).await.expect("cluster");
+    let ctx = cluster.session_with_config(default_session_config().with_target_partitions(2));
+    tpch::register(&ctx, dir).await.expect("register");
+    let dir_text = dir.to_string_lossy().trim_start_matches('/').to_string();
+    let byte_ranges = regex_lite_ranges();
+
+    for n in [1, 3, 12, 18] {
+        let statements = tpch::query_statements(n).expect("query text");
+        let plan = ctx
+            .sql(statements[0])
+            .await
+            .expect("plan")
+            .create_physical_plan()
+            .await
+            .expect("physical plan");
+        let text = displayable(plan.as_ref()).indent(true).to_string();
+        let text = byte_ranges(&text.replace(&dir_text, "[TPCH]"));
+        insta::assert_snapshot!(format!("tpch_q{n}"), text);
+    }
+    cluster.shutdown().await;
+}
+
+/// Replaces `:123..456` byte ranges (they shift with the data files) by `:<range>`.
+fn regex_lite_ranges() -> impl Fn(&str) -> String {
+    |text: &str| {
+        let mut out = String::with_capacity(text.len());
+        let mut rest = text;
+        while let Some(i) = rest.find(':') {
+            out.push_str(&rest[..i]);
+            let after = &rest[i + 1..];
+            let digits = after.chars().take_while(char::is_ascii_digit).count();
+            if digits > 0 && after[digits..].starts_with("..") {
+                let tail = &after[digits + 2..];
+                let digits2 = tail.chars().take_while(char::is_ascii_digit).count();
+                if digits2 > 0 {
+                    out.push_str(":<range>");
+                    rest = &tail[digits2..];
+                    continue;
+                }
+            }
+            out.push(':');
+            rest = after;
+        }
+        out.push_str(rest);
+        out
+    }
+}
