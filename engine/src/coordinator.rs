@@ -104,12 +104,17 @@ impl Coordinator {
         }
         let query_id = uuid::Uuid::new_v4().to_string();
         let placed = |stage: usize, task: usize| &executors[(stage + task) % executors.len()];
-        let locations: HashMap<u64, Vec<String>> = plan
+        let locations: HashMap<u64, StageLocations> = plan
             .stages
             .iter()
             .map(|s| {
                 let urls = (0..s.task_count).map(|t| placed(s.id, t).url().to_string());
-                (s.id as u64, urls.collect())
+                let location = StageLocations {
+                    stage: s.id as u64,
+                    task_urls: urls.collect(),
+                    retain: s.retain_outputs,
+                };
+                (s.id as u64, location)
             })
             .collect();
         let config = shipped_config(ctx.session_config().options());
@@ -119,10 +124,7 @@ impl Coordinator {
             let inputs: Vec<StageLocations> = stage
                 .inputs
                 .iter()
-                .map(|s| StageLocations {
-                    stage: *s as u64,
-                    task_urls: locations.get(&(*s as u64)).cloned().unwrap_or_default(),
-                })
+                .filter_map(|s| locations.get(&(*s as u64)).cloned())
                 .collect();
             for task in 0..stage.task_count {
                 let def = TaskDefinition {
@@ -132,6 +134,7 @@ impl Coordinator {
                     plan: bytes.clone(),
                     inputs: inputs.clone(),
                     config: config.clone(),
+                    retain_outputs: stage.retain_outputs,
                 };
                 let client = placed(stage.id, task).clone();
                 tasks.push(async move { client.run_task(&def).await }.boxed());
@@ -142,7 +145,7 @@ impl Coordinator {
         let final_locations = locations
             .get(&final_stage)
             .cloned()
-            .map(|urls| HashMap::from([(final_stage, urls)]))
+            .map(|location| HashMap::from([(final_stage, location)]))
             .unwrap_or_default();
         let source =
             FlightExchangeSource::new(query_id.clone(), final_locations, self.clients.clone());

@@ -18,6 +18,9 @@ pub struct PartitionTicket {
     pub task: u64,
     #[prost(uint64, tag = "4")]
     pub partition: u64,
+    /// The partition stays readable after this read (see `Stage::retain_outputs`).
+    #[prost(bool, tag = "5")]
+    pub retain: bool,
 }
 
 /// Body of [`RUN_TASK`].
@@ -38,6 +41,9 @@ pub struct TaskDefinition {
     /// Session settings that differ from DataFusion's defaults.
     #[prost(message, repeated, tag = "6")]
     pub config: Vec<ConfigEntry>,
+    /// Keep this task's outputs readable until the query ends (`Stage::retain_outputs`).
+    #[prost(bool, tag = "7")]
+    pub retain_outputs: bool,
 }
 
 /// The executor URL of every task of one stage, indexed by task.
@@ -47,6 +53,9 @@ pub struct StageLocations {
     pub stage: u64,
     #[prost(string, repeated, tag = "2")]
     pub task_urls: Vec<String>,
+    /// The stage's outputs stay readable after a read (`Stage::retain_outputs`).
+    #[prost(bool, tag = "3")]
+    pub retain: bool,
 }
 
 #[derive(Clone, PartialEq, Message)]

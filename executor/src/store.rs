@@ -28,11 +28,14 @@ pub struct StoreStats {
     pub queries: usize,
     /// Tasks still running.
     pub running_tasks: usize,
+    /// Writers waiting for a slow reader to make room.
+    pub waiting_writers: usize,
 }
 
 #[derive(Default)]
 pub(crate) struct PartitionStore {
     bytes: Arc<AtomicUsize>,
+    waiting_writers: Arc<AtomicUsize>,
     state: Mutex<StoreState>,
 }
 
@@ -70,19 +73,26 @@ impl PartitionStore {
         ))
     }
 
+    /// The buffer of one task output partition, created by whichever of its writer or
+    /// reader comes first; both derive `retain` from the same plan decision.
     pub(crate) fn buffer(
         &self,
         query: &QueryState,
         stage: u64,
         task: u64,
         partition: u64,
+        retain: bool,
     ) -> Arc<PartitionBuffer> {
         let mut buffers = query.buffers.lock();
-        Arc::clone(
-            buffers
-                .entry((stage, task, partition))
-                .or_insert_with(|| Arc::new(PartitionBuffer::new(Arc::clone(&self.bytes)))),
-        )
+        Arc::clone(buffers.entry((stage, task, partition)).or_insert_with(|| {
+            Arc::new(PartitionBuffer {
+                retain,
+                inner: Mutex::new(BufferState::default()),
+                changed: watch::Sender::new(()),
+                store_bytes: Arc::clone(&self.bytes),
+                waiting_writers: Arc::clone(&self.waiting_writers),
+            })
+        }))
     }
 
     /// Aborts the query's tasks and frees its buffers. Readers still attached see a
@@ -114,6 +124,7 @@ impl PartitionStore {
         let state = self.state.lock();
         StoreStats {
             buffered_bytes: self.bytes.load(Ordering::Acquire),
+            waiting_writers: self.waiting_writers.load(Ordering::Acquire),
             queries: state.queries.len(),
             running_tasks: state
                 .queries
@@ -144,40 +155,59 @@ impl Drop for RunningGuard {
     }
 }
 
-/// One output partition: an append-only list of batches with a completion state.
+/// Unread bytes a consumed-on-read partition may hold before its writer waits. One batch
+/// is always accepted, so a batch larger than this still moves.
+const UNREAD_LIMIT_BYTES: usize = 4 << 20;
+
+/// One output partition with its completion state. A retained partition keeps every
+/// batch until the query is released, for any number of readers; a consumed partition
+/// hands each batch to its single reader and holds its writer back while
+/// [`UNREAD_LIMIT_BYTES`] are unread.
 pub(crate) struct PartitionBuffer {
+    retain: bool,
     inner: Mutex<BufferState>,
     changed: watch::Sender<()>,
     store_bytes: Arc<AtomicUsize>,
+    waiting_writers: Arc<AtomicUsize>,
 }
 
 #[derive(Default)]
 struct BufferState {
-    batches: Vec<RecordBatch>,
+    batches: VecDeque<RecordBatch>,
     bytes: usize,
     end: Option<Result<(), TaskFailure>>,
+    reader_attached: bool,
 }
 
 impl PartitionBuffer {
-    fn new(store_bytes: Arc<AtomicUsize>) -> Self {
-        Self {
-            inner: Mutex::new(BufferState::default()),
-            changed: watch::Sender::new(()),
-            store_bytes,
-        }
-    }
-
-    pub(crate) fn push(&self, batch: RecordBatch) {
+    /// Appends a batch, first waiting for room if the partition is consumed on read.
+    pub(crate) async fn push(&self, batch: RecordBatch) {
         let size = batch.get_array_memory_size();
-        {
-            let mut inner = self.inner.lock();
-            if inner.end.is_some() {
+        let mut changed = self.changed.subscribe();
+        loop {
+            changed.mark_unchanged();
+            {
+                let mut inner = self.inner.lock();
+                if inner.end.is_some() {
+                    return;
+                }
+                let has_room = self.retain
+                    || inner.batches.is_empty()
+                    || inner.bytes + size <= UNREAD_LIMIT_BYTES;
+                if has_room {
+                    inner.bytes += size;
+                    inner.batches.push_back(batch);
+                    self.store_bytes.fetch_add(size, Ordering::AcqRel);
+                    break;
+                }
+            }
+            self.waiting_writers.fetch_add(1, Ordering::AcqRel);
+            let woken = changed.changed().await;
+            self.waiting_writers.fetch_sub(1, Ordering::AcqRel);
+            if woken.is_err() {
                 return;
             }
-            inner.bytes += size;
-            inner.batches.push(batch);
         }
-        self.store_bytes.fetch_add(size, Ordering::AcqRel);
         self.changed.send_replace(());
     }
 
@@ -195,7 +225,7 @@ impl PartitionBuffer {
     fn release(&self) {
         let freed = {
             let mut inner = self.inner.lock();
-            inner.batches = Vec::new();
+            inner.batches = VecDeque::new();
             if inner.end.is_none() {
                 inner.end = Some(Err(TaskFailure::new(
                     FailureReason::Cancelled,
@@ -212,35 +242,80 @@ impl PartitionBuffer {
     }
 
     /// Streams the partition from its first batch, following the writer until it ends.
+    /// A consumed partition accepts one reader; a second one gets an error, never a
+    /// silently partial answer.
     pub(crate) fn read(self: Arc<Self>) -> impl Stream<Item = Result<RecordBatch, TaskFailure>> {
-        futures::stream::unfold((self, 0usize, false), |(buffer, next, done)| async move {
-            if done {
-                return None;
-            }
-            let mut changed = buffer.changed.subscribe();
-            loop {
-                changed.mark_unchanged();
-                {
-                    let inner = buffer.inner.lock();
-                    if let Some(batch) = inner.batches.get(next) {
-                        let batch = batch.clone();
-                        drop(inner);
-                        return Some((Ok(batch), (buffer, next + 1, false)));
+        let second_reader = {
+            let mut inner = self.inner.lock();
+            let second = !self.retain && inner.reader_attached;
+            inner.reader_attached = true;
+            second
+        };
+        futures::stream::unfold(
+            (self, 0usize, second_reader),
+            |(buffer, next, done)| async move {
+                if done {
+                    if next == 0 && !buffer.retain {
+                        let failure = TaskFailure::new(
+                            FailureReason::BadRequest,
+                            "this output partition is consumed on read and already has a reader",
+                            0,
+                            0,
+                            "",
+                        );
+                        return Some((Err(failure), (buffer, 1, true)));
                     }
-                    match &inner.end {
-                        Some(Ok(())) => return None,
-                        Some(Err(e)) => {
-                            let e = e.clone();
-                            drop(inner);
-                            return Some((Err(e), (buffer, next, true)));
-                        }
-                        None => {}
-                    }
-                }
-                if changed.changed().await.is_err() {
                     return None;
                 }
-            }
-        })
+                let mut changed = buffer.changed.subscribe();
+                loop {
+                    changed.mark_unchanged();
+                    match buffer.next_batch(next) {
+                        Next::Batch(batch) => return Some((Ok(batch), (buffer, next + 1, false))),
+                        Next::Failed(e) => return Some((Err(e), (buffer, next + 1, true))),
+                        Next::Done => return None,
+                        Next::Pending => {}
+                    }
+                    if changed.changed().await.is_err() {
+                        return None;
+                    }
+                }
+            },
+        )
     }
+
+    /// The batch at `index` (retained) or the oldest unread one (consumed); else how the
+    /// partition ended, or `Pending` — decided under one lock, so a batch written just
+    /// before the end is never skipped.
+    fn next_batch(&self, index: usize) -> Next {
+        let mut inner = self.inner.lock();
+        let batch = if self.retain {
+            inner.batches.get(index).cloned()
+        } else {
+            inner.batches.pop_front()
+        };
+        if let Some(batch) = batch {
+            if !self.retain {
+                let size = batch.get_array_memory_size();
+                inner.bytes -= size;
+                drop(inner);
+                self.store_bytes.fetch_sub(size, Ordering::AcqRel);
+                // Wake a writer waiting for room.
+                self.changed.send_replace(());
+            }
+            return Next::Batch(batch);
+        }
+        match &inner.end {
+            Some(Ok(())) => Next::Done,
+            Some(Err(e)) => Next::Failed(e.clone()),
+            None => Next::Pending,
+        }
+    }
+}
+
+enum Next {
+    Batch(RecordBatch),
+    Failed(TaskFailure),
+    Done,
+    Pending,
 }

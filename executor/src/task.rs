@@ -14,10 +14,11 @@ use fletch_planner::{
     ExchangeSink, ExchangeSinkExt, ExchangeSourceExt, ShuffleWriterExec, decode_stage_plan,
 };
 use futures::StreamExt;
+use futures::future::BoxFuture;
 use tokio::sync::oneshot;
 
 use crate::flight::client::{ClientPool, FlightExchangeSource};
-use crate::protocol::TaskDefinition;
+use crate::protocol::{StageLocations, TaskDefinition};
 use crate::status::{FailureReason, TaskFailure};
 use crate::store::{PartitionBuffer, PartitionStore, QueryState};
 
@@ -39,15 +40,21 @@ impl std::fmt::Debug for TaskSink {
 }
 
 impl ExchangeSink for TaskSink {
-    fn write(&self, output_partition: usize, batch: arrow::array::RecordBatch) -> Result<()> {
-        let Some(out) = self.outputs.get(output_partition) else {
-            return Err(DataFusionError::Internal(format!(
-                "output partition {output_partition} out of {}",
-                self.outputs.len()
-            )));
-        };
-        out.push(batch);
-        Ok(())
+    fn write(
+        &self,
+        output_partition: usize,
+        batch: arrow::array::RecordBatch,
+    ) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            let Some(out) = self.outputs.get(output_partition) else {
+                return Err(DataFusionError::Internal(format!(
+                    "output partition {output_partition} out of {}",
+                    self.outputs.len()
+                )));
+            };
+            out.push(batch).await;
+            Ok(())
+        })
     }
 }
 
@@ -83,11 +90,8 @@ impl TaskRunner {
             .options_mut()
             .execution
             .enable_file_stream_work_stealing = false;
-        let locations: HashMap<u64, Vec<String>> = def
-            .inputs
-            .iter()
-            .map(|l| (l.stage, l.task_urls.clone()))
-            .collect();
+        let locations: HashMap<u64, StageLocations> =
+            def.inputs.iter().map(|l| (l.stage, l.clone())).collect();
         let source =
             FlightExchangeSource::new(def.query_id.clone(), locations, self.clients.clone());
         let config = config.with_extension(Arc::new(ExchangeSourceExt(Arc::new(source))));
@@ -114,7 +118,10 @@ impl TaskRunner {
             ));
         }
         let outputs: Vec<_> = (0..writer.output_partition_count() as u64)
-            .map(|p| self.store.buffer(&query, def.stage, def.task, p))
+            .map(|p| {
+                self.store
+                    .buffer(&query, def.stage, def.task, p, def.retain_outputs)
+            })
             .collect();
         let sink = TaskSink {
             outputs: outputs.clone(),

@@ -16,6 +16,7 @@
 //! A stage whose expressions read uncorrelated scalar subqueries carries its own copy of
 //! the `ScalarSubqueryExec` that computes them, since the original may sit in another stage.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::common::JoinType;
@@ -25,7 +26,10 @@ use datafusion::logical_expr::physical_planning_context::ScalarSubqueryResults;
 use datafusion::physical_expr::scalar_subquery::ScalarSubqueryExpr;
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::execution_plan::replace_children_if_necessary;
-use datafusion::physical_plan::joins::{HashJoinExec, NestedLoopJoinExec, PartitionMode};
+use datafusion::physical_plan::joins::{
+    CrossJoinExec, HashJoinExec, NestedLoopJoinExec, PartitionMode, PiecewiseMergeJoinExec,
+};
+use datafusion::physical_plan::recursive_query::RecursiveQueryExec;
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::scalar_subquery::{ScalarSubqueryExec, ScalarSubqueryLink};
 use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
@@ -45,6 +49,11 @@ pub struct Stage {
     pub task_count: usize,
     /// Stages whose outputs this stage reads.
     pub inputs: Vec<StageId>,
+    /// Whether this stage's outputs must stay readable until the query ends: true when
+    /// some partition may be read more than once (broadcast build sides, subqueries
+    /// computed in several stages). Otherwise every output partition has exactly one
+    /// reader, which consumes it as it goes, and a slow reader holds its writer back.
+    pub retain_outputs: bool,
 }
 
 /// A query cut into stages.
@@ -69,6 +78,7 @@ pub fn distribute(plan: Arc<dyn ExecutionPlan>) -> Result<DistributedPlan> {
     let properties = Arc::clone(cut.properties());
     let writer = cutter.new_stage(cut, None, &[])?;
     let final_id = cutter.stages.len();
+    mark_retained_outputs(&mut cutter.stages);
     let root = Arc::new(ExchangeReaderExec::new(
         final_id,
         ExchangeMode::Forward,
@@ -241,9 +251,60 @@ impl Cutter {
             plan: shipped,
             task_count,
             inputs,
+            retain_outputs: true,
         });
         Ok(writer)
     }
+}
+
+/// Decides [`Stage::retain_outputs`]: a stage's outputs are consumed on read only when
+/// exactly one reader in the whole query reads them, from a position where each of its
+/// partitions is executed once. The final stage is read once, by the coordinator.
+fn mark_retained_outputs(stages: &mut [Stage]) {
+    let mut reads: HashMap<StageId, (usize, bool)> = HashMap::new();
+    for stage in stages.iter() {
+        record_reads(&stage.plan, true, &mut reads);
+    }
+    let final_id = stages.len();
+    for stage in stages.iter_mut() {
+        stage.retain_outputs = if stage.id == final_id {
+            false
+        } else {
+            !matches!(reads.get(&stage.id), Some((1, true)))
+        };
+    }
+}
+
+fn record_reads(
+    plan: &Arc<dyn ExecutionPlan>,
+    once: bool,
+    reads: &mut HashMap<StageId, (usize, bool)>,
+) {
+    if let Some(reader) = plan.downcast_ref::<ExchangeReaderExec>() {
+        let entry = reads.entry(reader.stage_id()).or_insert((0, true));
+        entry.0 += 1;
+        entry.1 &= once;
+        return;
+    }
+    for (i, child) in plan.children().into_iter().enumerate() {
+        record_reads(child, once && child_partitions_run_once(plan, i), reads);
+    }
+}
+
+/// Whether `plan` executes each partition of its child `i` at most once per query when
+/// each of its own partitions runs once. Nodes that collect a child once per plan
+/// instance (and executors each hold an instance) or re-run it do not.
+fn child_partitions_run_once(plan: &Arc<dyn ExecutionPlan>, i: usize) -> bool {
+    if let Some(j) = plan.downcast_ref::<HashJoinExec>() {
+        return !(j.mode == PartitionMode::CollectLeft && i == 0);
+    }
+    if plan.is::<CrossJoinExec>() || plan.is::<NestedLoopJoinExec>() {
+        return i != 0;
+    }
+    if plan.is::<ScalarSubqueryExec>() {
+        return i == 0;
+    }
+    !(plan.is::<RecursiveQueryExec>() || plan.is::<PiecewiseMergeJoinExec>())
 }
 
 /// Whether `plan` is a join that collects its left (build) side once per plan instance

@@ -17,7 +17,7 @@ use prost::Message;
 use tonic::transport::{Channel, Endpoint};
 
 use super::{MAX_FRAME_BYTES, MAX_MESSAGE_BYTES};
-use crate::protocol::{self, PartitionTicket, ReleaseQuery, TaskDefinition};
+use crate::protocol::{self, PartitionTicket, ReleaseQuery, StageLocations, TaskDefinition};
 use crate::status::{FailureReason, TaskFailure};
 
 /// A lazily connecting channel to `url` with Fletch's transport settings.
@@ -132,15 +132,15 @@ impl ExecutorClient {
 #[derive(Debug)]
 pub struct FlightExchangeSource {
     query_id: String,
-    /// Stage id -> executor URL of each of its tasks.
-    locations: HashMap<u64, Vec<String>>,
+    /// Stage id -> where each of its tasks runs, and whether its outputs are retained.
+    locations: HashMap<u64, StageLocations>,
     clients: ClientPool,
 }
 
 impl FlightExchangeSource {
     pub fn new(
         query_id: String,
-        locations: HashMap<u64, Vec<String>>,
+        locations: HashMap<u64, StageLocations>,
         clients: ClientPool,
     ) -> Self {
         Self {
@@ -159,10 +159,9 @@ impl ExchangeSource for FlightExchangeSource {
         output_partition: usize,
         schema: SchemaRef,
     ) -> Result<SendableRecordBatchStream> {
-        let url = self
-            .locations
-            .get(&(stage as u64))
-            .and_then(|tasks| tasks.get(task))
+        let location = self.locations.get(&(stage as u64));
+        let url = location
+            .and_then(|l| l.task_urls.get(task))
             .ok_or_else(|| {
                 exec_datafusion_err!("no location for stage {stage} task {task} in this task")
             })?;
@@ -175,6 +174,7 @@ impl ExchangeSource for FlightExchangeSource {
             stage: stage as u64,
             task: task as u64,
             partition: output_partition as u64,
+            retain: location.is_some_and(|l| l.retain),
         };
         Ok(client.fetch(ticket, schema))
     }

@@ -86,7 +86,13 @@ impl FlightService for ExecutorService {
         }
         let store = &self.runner.store;
         let query = store.query(&ticket.query_id).map_err(|e| e.to_status())?;
-        let buffer = store.buffer(&query, ticket.stage, ticket.task, ticket.partition);
+        let buffer = store.buffer(
+            &query,
+            ticket.stage,
+            ticket.task,
+            ticket.partition,
+            ticket.retain,
+        );
         let batches = buffer
             .read()
             .map_err(|failure| FlightError::ExternalError(Box::new(failure)));

@@ -17,6 +17,7 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use datafusion::common::Result;
 use datafusion::execution::SendableRecordBatchStream;
+use futures::future::BoxFuture;
 
 pub use reader::{ExchangeMode, ExchangeReaderExec};
 pub use writer::ShuffleWriterExec;
@@ -27,8 +28,9 @@ pub type StageIdRef = usize;
 /// Where a running task's writer puts its output partitions. The executor provides one
 /// per task; the writer never knows whether the bytes stay in memory or travel.
 pub trait ExchangeSink: Debug + Send + Sync {
-    /// Appends `batch` to output partition `output_partition` of this task.
-    fn write(&self, output_partition: usize, batch: RecordBatch) -> Result<()>;
+    /// Appends `batch` to output partition `output_partition` of this task. The future
+    /// completes when the partition has room: a slow reader holds the writer back.
+    fn write(&self, output_partition: usize, batch: RecordBatch) -> BoxFuture<'_, Result<()>>;
 }
 
 /// Where readers pull upstream output partitions from.

@@ -174,8 +174,15 @@ impl ExecutionPlan for ShuffleWriterExec {
                     continue;
                 }
                 match partitioner.as_mut() {
-                    None => sink.write(0, batch)?,
-                    Some(partitioner) => partitioner.partition(batch, |p, b| sink.write(p, b))?,
+                    None => sink.write(0, batch).await?,
+                    Some(partitioner) => {
+                        let parts = partitioner
+                            .partition_iter(batch)?
+                            .collect::<Result<Vec<_>>>()?;
+                        for (p, part) in parts {
+                            sink.write(p, part).await?;
+                        }
+                    }
                 }
             }
             Ok(())
