@@ -5,7 +5,7 @@
 mod common;
 
 use common::{oracle, rows, run_statements, sorted, tpch_sf01};
-use fletch::{LocalCluster, default_session_config, tpch};
+use fletch::{DistributedExec, LocalCluster, default_session_config, tpch};
 
 async fn check_all_queries(target_partitions: usize) {
     let dir = tpch_sf01().await;
@@ -27,6 +27,21 @@ async fn check_all_queries(target_partitions: usize) {
                 continue;
             }
         };
+        if statements.len() == 1 {
+            let plan = ctx.sql(statements[0]).await.expect("plan");
+            let plan = plan.create_physical_plan().await.expect("physical plan");
+            let distributed = plan
+                .downcast_ref::<DistributedExec>()
+                .expect("TPC-H queries run distributed");
+            for (stage, size) in distributed.stage_plan_sizes().into_iter().enumerate() {
+                // Plans carry file references, never data: far below gRPC's limits.
+                assert!(
+                    size < 256 * 1024,
+                    "q{n} stage {} plan is {size} bytes",
+                    stage + 1
+                );
+            }
+        }
         // Every TPC-H ORDER BY here leaves ties possible (or there is none), so rows are
         // compared as multisets; ordering is checked by the sqllogictest files.
         let (expected, actual) = (sorted(rows(&expected)), sorted(rows(&actual)));
