@@ -6,53 +6,20 @@
 
 use std::time::{Duration, Instant};
 
-use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
-use datafusion::prelude::{SessionConfig, SessionContext};
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use datafusion::prelude::SessionContext;
 use fletch::{LocalCluster, tpch};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn rows(batches: &[RecordBatch]) -> Vec<String> {
-    let options = FormatOptions::default().with_null("NULL");
-    let mut out = Vec::new();
-    for batch in batches {
-        let formatters: Vec<_> = batch
-            .columns()
-            .iter()
-            .map(|c| ArrayFormatter::try_new(c.as_ref(), &options).expect("formattable"))
-            .collect();
-        for row in 0..batch.num_rows() {
-            out.push(
-                formatters
-                    .iter()
-                    .map(|f| f.value(row).to_string())
-                    .collect::<Vec<_>>()
-                    .join("|"),
-            );
-        }
-    }
-    out.sort();
-    out
-}
-
 async fn run(ctx: &SessionContext, n: usize) -> (Duration, Vec<String>) {
+    let statements = tpch::query_statements(n).expect("query");
     let started = Instant::now();
-    let mut answer = Vec::new();
-    for statement in tpch::query_statements(n).expect("query") {
-        let batches = ctx
-            .sql(statement)
-            .await
-            .expect("plan")
-            .collect()
-            .await
-            .expect("run");
-        if batches.iter().any(|b| b.num_columns() > 0) {
-            answer = batches;
-        }
-    }
-    (started.elapsed(), rows(&answer))
+    let answer = common::run_statements(ctx, &statements).await.expect("run");
+    (started.elapsed(), common::sorted(common::rows(&answer)))
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -73,7 +40,7 @@ async fn main() {
     let dir = tpch::data_dir(&root.join(".cache").join("fletch"), sf);
     tpch::generate(&dir, sf).expect("generate");
 
-    let single = SessionContext::new_with_config(SessionConfig::new());
+    let single = common::oracle();
     tpch::register(&single, &dir).await.expect("register");
     let cluster = LocalCluster::start(2).await.expect("cluster");
     let fletch = cluster.session();

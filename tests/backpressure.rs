@@ -56,13 +56,7 @@ async fn unread_results_hold_producers_back() {
     }
     let expected = common::oracle();
     tpch::register(&expected, dir).await.expect("register");
-    let count = expected
-        .sql("SELECT count(*) FROM lineitem")
-        .await
-        .expect("plan")
-        .collect()
-        .await
-        .expect("count");
+    let count = common::query(&expected, "SELECT count(*) FROM lineitem").await;
     assert_eq!(common::rows(&count), vec![rows.to_string()]);
     cluster.shutdown().await;
 }

@@ -20,36 +20,22 @@ fn assert_all_free(cluster: &LocalCluster, when: &str) {
 async fn exchange_memory_returns_to_zero() {
     let cluster = LocalCluster::start(2).await.expect("cluster");
     let ctx = cluster.session();
-    ctx.sql(
+    common::query(
+        &ctx,
         "CREATE TABLE big AS SELECT value AS n, value % 100 AS k FROM generate_series(1, 200000)",
     )
-    .await
-    .expect("plan")
-    .collect()
-    .await
-    .expect("create");
+    .await;
     let join = "SELECT a.n, b.k FROM big a JOIN big b ON a.n = b.n";
 
-    let rows: usize = ctx
-        .sql(join)
+    let rows: usize = common::query(&ctx, join)
         .await
-        .expect("plan")
-        .collect()
-        .await
-        .expect("join")
         .iter()
         .map(|b| b.num_rows())
         .sum();
     assert_eq!(rows, 200_000);
     assert_all_free(&cluster, "a finished query");
 
-    let limited = ctx
-        .sql(&format!("{join} LIMIT 5"))
-        .await
-        .expect("plan")
-        .collect()
-        .await
-        .expect("limit");
+    let limited = common::query(&ctx, &format!("{join} LIMIT 5")).await;
     assert_eq!(common::rows(&limited).len(), 5);
     assert_all_free(&cluster, "a query stopped early by LIMIT");
 

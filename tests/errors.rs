@@ -5,13 +5,7 @@ mod common;
 use fletch::LocalCluster;
 
 async fn assert_serving(ctx: &datafusion::prelude::SessionContext) {
-    let batches = ctx
-        .sql("SELECT 1 + 1 AS two")
-        .await
-        .expect("plan")
-        .collect()
-        .await
-        .expect("run");
+    let batches = common::query(ctx, "SELECT 1 + 1 AS two").await;
     assert_eq!(common::rows(&batches), vec!["2"]);
 }
 
@@ -31,12 +25,7 @@ async fn errors_are_clear_and_the_cluster_keeps_serving() {
     assert!(err.to_string().contains("nowhere"), "{err}");
     assert_serving(&ctx).await;
 
-    ctx.sql("CREATE TABLE t (x INT) AS VALUES (1), (0)")
-        .await
-        .expect("create")
-        .collect()
-        .await
-        .expect("create");
+    common::query(&ctx, "CREATE TABLE t (x INT) AS VALUES (1), (0)").await;
     let err = ctx
         .sql("SELECT y FROM t")
         .await

@@ -39,30 +39,12 @@ async fn wordcount_matches_single_node_and_shuffles_on_the_word() {
     let oracle = common::oracle();
     register_lines(&oracle, &path).await;
 
-    let expected = oracle
-        .sql(WORDCOUNT)
-        .await
-        .expect("plan")
-        .collect()
-        .await
-        .expect("oracle");
-    let actual = ctx
-        .sql(WORDCOUNT)
-        .await
-        .expect("plan")
-        .collect()
-        .await
-        .expect("fletch");
+    let expected = common::query(&oracle, WORDCOUNT).await;
+    let actual = common::query(&ctx, WORDCOUNT).await;
     assert_eq!(common::rows(&actual), common::rows(&expected));
     assert_eq!(common::rows(&actual)[0], "the|200");
 
-    let explain = ctx
-        .sql(&format!("EXPLAIN {WORDCOUNT}"))
-        .await
-        .expect("plan")
-        .collect()
-        .await
-        .expect("explain");
+    let explain = common::query(&ctx, &format!("EXPLAIN {WORDCOUNT}")).await;
     let plan = common::rows(&explain).join("\n");
     // Map: partial counts per split, written hashed on the word.
     assert!(

@@ -50,6 +50,17 @@ pub async fn run_statements(ctx: &SessionContext, statements: &[&str]) -> Result
     Ok(answer)
 }
 
+/// Runs one statement to completion; panics with the error if it fails.
+pub async fn query(ctx: &SessionContext, sql: &str) -> Vec<RecordBatch> {
+    let df = ctx
+        .sql(sql)
+        .await
+        .unwrap_or_else(|e| panic!("planning {sql}: {e}"));
+    df.collect()
+        .await
+        .unwrap_or_else(|e| panic!("running {sql}: {e}"))
+}
+
 /// A plain single-node DataFusion session: the oracle.
 pub fn oracle() -> SessionContext {
     SessionContext::new_with_config(SessionConfig::new().with_information_schema(true))

@@ -79,16 +79,7 @@ impl ExecutorClient {
 
     /// Runs a task; returns when it has finished writing all its output.
     pub async fn run_task(&self, task: &TaskDefinition) -> Result<(), TaskFailure> {
-        let action = Action::new(protocol::RUN_TASK, task.encode_to_vec());
-        let mut replies = self
-            .flight()
-            .do_action(action)
-            .await
-            .map_err(|e| self.failure(e))?;
-        while let Some(reply) = replies.next().await {
-            reply.map_err(|e| self.failure(e))?;
-        }
-        Ok(())
+        self.action(protocol::RUN_TASK, task.encode_to_vec()).await
     }
 
     /// Frees a query's buffers and aborts its tasks on this executor.
@@ -96,10 +87,15 @@ impl ExecutorClient {
         let body = ReleaseQuery {
             query_id: query_id.to_string(),
         };
-        let action = Action::new(protocol::RELEASE_QUERY, body.encode_to_vec());
+        self.action(protocol::RELEASE_QUERY, body.encode_to_vec())
+            .await
+    }
+
+    /// Performs an action and waits for its (empty) reply stream to end.
+    async fn action(&self, r#type: &str, body: Vec<u8>) -> Result<(), TaskFailure> {
         let mut replies = self
             .flight()
-            .do_action(action)
+            .do_action(Action::new(r#type, body))
             .await
             .map_err(|e| self.failure(e))?;
         while let Some(reply) = replies.next().await {
