@@ -69,6 +69,35 @@ async fn errors_are_clear_and_the_cluster_keeps_serving() {
     assert!(err.to_string().contains("not-a-number"), "{err}");
     assert_serving(&ctx).await;
 
+    // A file that disappears between planning and execution: the task that scans it
+    // fails, naming the file, the stage and the executor.
+    let path = dir.path().join("vanishing.csv");
+    std::fs::write(&path, "a\n1\n2\n").expect("write");
+    ctx.sql(&format!(
+        "CREATE EXTERNAL TABLE vanishing (a INT) STORED AS CSV LOCATION '{}' OPTIONS ('format.has_header' 'true')",
+        path.display()
+    ))
+    .await
+    .expect("create external table");
+    let plan = ctx
+        .sql("SELECT sum(a) FROM vanishing")
+        .await
+        .expect("plan")
+        .create_physical_plan()
+        .await
+        .expect("physical plan");
+    std::fs::remove_file(&path).expect("remove");
+    let err = datafusion::physical_plan::collect(plan, ctx.task_ctx())
+        .await
+        .expect_err("missing file");
+    let message = err.to_string();
+    assert!(message.contains("vanishing.csv"), "{message}");
+    assert!(
+        message.contains("stage 1") && message.contains("executor"),
+        "{message}"
+    );
+    assert_serving(&ctx).await;
+
     // A location that never existed fails at CREATE.
     let err = ctx
         .sql("CREATE EXTERNAL TABLE nothing STORED AS PARQUET LOCATION '/definitely/not/here.parquet'")
