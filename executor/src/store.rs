@@ -319,3 +319,106 @@ enum Next {
     Done,
     Pending,
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{Int32Array, RecordBatch};
+    use arrow::datatypes::{DataType, Field, Schema};
+    use futures::StreamExt;
+
+    use super::*;
+
+    fn batch(values: &[i32]) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int32, false)]));
+        RecordBatch::try_new(schema, vec![Arc::new(Int32Array::from(values.to_vec()))])
+            .expect("batch")
+    }
+
+    fn values(batches: &[RecordBatch]) -> Vec<i32> {
+        batches
+            .iter()
+            .flat_map(|b| {
+                b.column(0)
+                    .as_any()
+                    .downcast_ref::<Int32Array>()
+                    .expect("int32")
+                    .values()
+                    .to_vec()
+            })
+            .collect()
+    }
+
+    async fn read_all(buffer: &Arc<PartitionBuffer>) -> Result<Vec<RecordBatch>, TaskFailure> {
+        Arc::clone(buffer)
+            .read()
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_retained_partition_serves_every_reader_everything() {
+        let store = PartitionStore::default();
+        let query = store.query("q").expect("query");
+        let buffer = store.buffer(&query, 1, 0, 0, true);
+        buffer.push(batch(&[1, 2])).await;
+        buffer.push(batch(&[3])).await;
+        buffer.finish(Ok(()));
+        assert_eq!(values(&read_all(&buffer).await.expect("first")), [1, 2, 3]);
+        assert_eq!(values(&read_all(&buffer).await.expect("second")), [1, 2, 3]);
+        assert!(store.stats().buffered_bytes > 0);
+        store.release("q");
+        assert_eq!(store.stats(), StoreStats::default());
+    }
+
+    #[tokio::test]
+    async fn a_consumed_partition_frees_what_it_hands_over_and_refuses_a_second_reader() {
+        let store = PartitionStore::default();
+        let query = store.query("q").expect("query");
+        let buffer = store.buffer(&query, 1, 0, 0, false);
+        buffer.push(batch(&[1])).await;
+        buffer.push(batch(&[2])).await;
+        buffer.finish(Ok(()));
+        assert_eq!(values(&read_all(&buffer).await.expect("reader")), [1, 2]);
+        assert_eq!(store.stats().buffered_bytes, 0);
+        let second = read_all(&buffer).await;
+        assert!(
+            second.is_err(),
+            "a second reader must not see a silently empty partition"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_reader_follows_the_writer_and_sees_its_failure() {
+        let store = PartitionStore::default();
+        let query = store.query("q").expect("query");
+        let buffer = store.buffer(&query, 2, 1, 0, false);
+        let mut stream = Box::pin(Arc::clone(&buffer).read());
+        buffer.push(batch(&[7])).await;
+        let first = stream.next().await.expect("item").expect("batch");
+        assert_eq!(values(&[first]), [7]);
+        buffer.finish(Err(TaskFailure::new(
+            FailureReason::TaskFailed,
+            "boom",
+            2,
+            1,
+            "e",
+        )));
+        let failure = stream.next().await.expect("item").expect_err("failure");
+        assert_eq!(failure.message, "boom");
+        assert!(stream.next().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_released_query_cannot_be_revived_by_a_late_reader() {
+        let store = PartitionStore::default();
+        store.query("q").expect("query");
+        store.release("q");
+        let late = store.query("q");
+        assert!(late.is_err_and(|f| f.reason == FailureReason::Cancelled));
+        assert_eq!(store.stats(), StoreStats::default());
+    }
+}
