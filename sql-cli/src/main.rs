@@ -1,5 +1,6 @@
 //! `fletch`: the Fletch SQL shell on an embedded cluster, and one-shot `-c` / `-f` modes.
 
+mod bench;
 mod exec;
 mod shell;
 
@@ -7,7 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 use fletch_engine::{DEFAULT_EXECUTORS, LocalCluster, tpch};
 
 #[global_allocator]
@@ -47,6 +48,34 @@ pub struct Args {
     /// No banners or timings on stderr.
     #[arg(short, long)]
     quiet: bool,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Time queries on single-node DataFusion and on the embedded cluster, side by side.
+    Bench {
+        #[command(subcommand)]
+        suite: BenchSuite,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchSuite {
+    /// TPC-H: generates (or reuses) the data, prints CSV of median seconds and ratios.
+    Tpch {
+        /// Scale factor.
+        #[arg(long, default_value_t = 1.0)]
+        sf: f64,
+        /// Comma-separated query numbers (default: all 22).
+        #[arg(long, value_delimiter = ',')]
+        queries: Vec<usize>,
+        /// Runs of each query on each engine; the median is reported.
+        #[arg(long, default_value_t = 3)]
+        iterations: usize,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -104,6 +133,31 @@ fn main_inner() -> Result<ExitCode> {
         runtime
             .block_on(tpch::register(&ctx, &dir))
             .context("registering TPC-H tables")?;
+    }
+
+    if let Some(Command::Bench {
+        suite:
+            BenchSuite::Tpch {
+                sf,
+                queries,
+                iterations,
+            },
+    }) = &args.command
+    {
+        let dir = tpch::data_dir(&data_dir, *sf);
+        tpch::generate(&dir, *sf).context("generating TPC-H data")?;
+        runtime.block_on(tpch::register(&ctx, &dir))?;
+        let bench = bench::TpchBench {
+            queries: if queries.is_empty() {
+                (1..=22).collect()
+            } else {
+                queries.clone()
+            },
+            iterations: *iterations,
+        };
+        runtime.block_on(bench.run(&ctx, &dir))?;
+        runtime.block_on(cluster.shutdown());
+        return Ok(ExitCode::SUCCESS);
     }
 
     let printer = exec::Printer {

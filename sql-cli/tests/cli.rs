@@ -71,3 +71,32 @@ fn runs_files() {
         r#"[{"answer":42}]"#
     );
 }
+
+#[test]
+fn bench_compares_with_single_node_datafusion() {
+    let out = fletch(&[
+        "-q",
+        "bench",
+        "tpch",
+        "--sf",
+        "0.01",
+        "--queries",
+        "1,6",
+        "--iterations",
+        "1",
+    ]);
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines[0], "query,datafusion_s,fletch_s,ratio");
+    assert!(
+        lines[1].starts_with("q1,") && lines[2].starts_with("q6,"),
+        "{stdout}"
+    );
+    assert!(lines[3].starts_with("total,"), "{stdout}");
+    assert_eq!(lines.len(), 4, "{stdout}");
+}

@@ -6,30 +6,13 @@
 use std::path::PathBuf;
 
 use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use datafusion::error::Result;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use tokio::sync::OnceCell;
 
 /// Each row of `batches` rendered as one string, cells separated by `|`.
 pub fn rows(batches: &[RecordBatch]) -> Vec<String> {
-    let options = FormatOptions::default().with_null("NULL");
-    let mut out = Vec::new();
-    for batch in batches {
-        let formatters: Vec<_> = batch
-            .columns()
-            .iter()
-            .map(|c| ArrayFormatter::try_new(c.as_ref(), &options).expect("formattable column"))
-            .collect();
-        for row in 0..batch.num_rows() {
-            let cells: Vec<String> = formatters
-                .iter()
-                .map(|f| f.value(row).to_string())
-                .collect();
-            out.push(cells.join("|"));
-        }
-    }
-    out
+    fletch::tpch::rows_as_text(batches).expect("formattable columns")
 }
 
 pub fn sorted(mut rows: Vec<String>) -> Vec<String> {

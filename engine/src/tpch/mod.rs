@@ -4,7 +4,8 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use arrow::array::RecordBatchReader;
+use arrow::array::{RecordBatch, RecordBatchReader};
+use arrow::util::display::{ArrayFormatter, FormatOptions};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::basic::Compression;
@@ -58,6 +59,54 @@ pub fn query_statements(n: usize) -> Option<Vec<&'static str>> {
             })
             .collect(),
     )
+}
+
+/// Runs query `n`'s statements on `ctx`; returns the elapsed time and the rows of the
+/// statement that produced the answer.
+pub async fn run_query(
+    ctx: &SessionContext,
+    n: usize,
+) -> Result<(std::time::Duration, Vec<RecordBatch>)> {
+    let statements = query_statements(n)
+        .ok_or_else(|| DataFusionError::Plan(format!("TPC-H has queries 1 to 22, not {n}")))?;
+    let started = std::time::Instant::now();
+    let mut answer = Vec::new();
+    for statement in statements {
+        let batches = ctx.sql(statement).await?.collect().await?;
+        if batches.iter().any(|b| b.num_columns() > 0) {
+            answer = batches;
+        }
+    }
+    Ok((started.elapsed(), answer))
+}
+
+/// Each row of `batches` as one line of text, cells separated by `|`, NULL as `NULL`.
+pub fn rows_as_text(batches: &[RecordBatch]) -> Result<Vec<String>> {
+    let options = FormatOptions::default().with_null("NULL");
+    let mut rows = Vec::new();
+    for batch in batches {
+        let formatters = batch
+            .columns()
+            .iter()
+            .map(|c| ArrayFormatter::try_new(c.as_ref(), &options))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        for row in 0..batch.num_rows() {
+            let cells: Vec<String> = formatters
+                .iter()
+                .map(|f| f.value(row).to_string())
+                .collect();
+            rows.push(cells.join("|"));
+        }
+    }
+    Ok(rows)
+}
+
+/// [`rows_as_text`], sorted: two engines agree on an answer when these are equal
+/// (TPC-H's ORDER BYs leave ties, so order is not compared).
+pub fn canonical_rows(batches: &[RecordBatch]) -> Result<Vec<String>> {
+    let mut rows = rows_as_text(batches)?;
+    rows.sort();
+    Ok(rows)
 }
 
 /// The eight TPC-H tables.

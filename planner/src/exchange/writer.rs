@@ -6,6 +6,7 @@
 use std::fmt;
 use std::sync::Arc;
 
+use arrow::compute::BatchCoalescer;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{Result, exec_err, plan_err};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
@@ -165,24 +166,38 @@ impl ExecutionPlan for ShuffleWriterExec {
                 self.task_count(),
             )?),
         };
+        let batch_size = context.session_config().batch_size();
         let mut input = self.input.execute(partition, context)?;
         let schema = self.schema();
+        // One coalescer per output: hash partitioning cuts every batch into small pieces,
+        // and filtered or taken string views still point at their source's whole buffers
+        // (which IPC would ship in full); coalescing rebuilds compact, full-size batches.
+        let mut outputs: Vec<BatchCoalescer> = (0..self.output_partition_count())
+            .map(|_| BatchCoalescer::new(Arc::clone(&schema), batch_size))
+            .collect();
         let drive = async move {
             while let Some(batch) = input.next().await {
                 let batch = batch?;
                 if batch.num_rows() == 0 {
                     continue;
                 }
-                match partitioner.as_mut() {
-                    None => sink.write(0, batch).await?,
-                    Some(partitioner) => {
-                        let parts = partitioner
-                            .partition_iter(batch)?
-                            .collect::<Result<Vec<_>>>()?;
-                        for (p, part) in parts {
-                            sink.write(p, part).await?;
-                        }
+                let parts = match partitioner.as_mut() {
+                    None => vec![(0, batch)],
+                    Some(partitioner) => partitioner
+                        .partition_iter(batch)?
+                        .collect::<Result<Vec<_>>>()?,
+                };
+                for (p, part) in parts {
+                    outputs[p].push_batch(part)?;
+                    while let Some(full) = outputs[p].next_completed_batch() {
+                        sink.write(p, full).await?;
                     }
+                }
+            }
+            for (p, output) in outputs.iter_mut().enumerate() {
+                output.finish_buffered_batch()?;
+                while let Some(rest) = output.next_completed_batch() {
+                    sink.write(p, rest).await?;
                 }
             }
             Ok(())
