@@ -20,10 +20,9 @@ use datafusion::execution::SendableRecordBatchStream;
 use futures::future::BoxFuture;
 
 pub use reader::{ExchangeMode, ExchangeReaderExec};
-pub use writer::ShuffleWriterExec;
 
-/// Identifies a stage within one query.
-pub type StageIdRef = usize;
+use crate::StageId;
+pub use writer::ShuffleWriterExec;
 
 /// Where a running task's writer puts its output partitions. The executor provides one
 /// per task; the writer never knows whether the bytes stay in memory or travel.
@@ -38,7 +37,7 @@ pub trait ExchangeSource: Debug + Send + Sync {
     /// Streams output partition `output_partition` of task `task` of stage `stage`.
     fn fetch(
         &self,
-        stage: StageIdRef,
+        stage: StageId,
         task: usize,
         output_partition: usize,
         schema: SchemaRef,
