@@ -13,18 +13,15 @@ use crate::rule::DistributeRule;
 ///   (file scans still split across tasks);
 /// - a partitioned hash join's dynamic filter waits until every partition of the join
 ///   has built its side, inside one plan instance; the join's partitions run as tasks on
-///   different executors, so that wait would never end. Join dynamic filters are off;
-/// - scan partitions stealing files from their siblings would read files once per
-///   executor (executors force this off too).
+///   different executors, so that wait would never end. Join dynamic filters are off.
+///
+/// Scan work stealing, which would read files once per executor, is an execution-time
+/// setting; executors force it off for every task, whatever the session says.
 pub fn default_session_config() -> SessionConfig {
     let mut config = SessionConfig::new().with_information_schema(true);
     let optimizer = &mut config.options_mut().optimizer;
     optimizer.enable_round_robin_repartition = false;
     optimizer.enable_join_dynamic_filter_pushdown = false;
-    config
-        .options_mut()
-        .execution
-        .enable_file_stream_work_stealing = false;
     config
 }
 
