@@ -13,6 +13,7 @@ use futures::Stream;
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
+use crate::protocol::PartitionTicket;
 use crate::status::{FailureReason, TaskFailure};
 
 /// How many released query ids an executor remembers, so a late fetch of a released
@@ -93,6 +94,22 @@ impl PartitionStore {
                 waiting_writers: Arc::clone(&self.waiting_writers),
             })
         }))
+    }
+
+    /// Streams the partition a ticket names, for `DoGet` and for tasks on this executor.
+    pub(crate) fn read_partition(
+        &self,
+        ticket: &PartitionTicket,
+    ) -> Result<impl Stream<Item = Result<RecordBatch, TaskFailure>> + use<>, TaskFailure> {
+        let query = self.query(&ticket.query_id)?;
+        let buffer = self.buffer(
+            &query,
+            ticket.stage,
+            ticket.task,
+            ticket.partition,
+            ticket.retain,
+        );
+        Ok(buffer.read())
     }
 
     /// Aborts the query's tasks and frees its buffers. Readers still attached see a

@@ -17,7 +17,7 @@ use futures::StreamExt;
 use futures::future::BoxFuture;
 use tokio::sync::oneshot;
 
-use crate::flight::client::{ClientPool, FlightExchangeSource};
+use crate::flight::client::{ClientPool, FlightExchangeSource, LocalPartitions};
 use crate::protocol::{StageLocations, TaskDefinition};
 use crate::status::{FailureReason, TaskFailure};
 use crate::store::{PartitionBuffer, PartitionStore, QueryState};
@@ -93,7 +93,11 @@ impl TaskRunner {
         let locations: HashMap<u64, StageLocations> =
             def.inputs.iter().map(|l| (l.stage, l.clone())).collect();
         let source =
-            FlightExchangeSource::new(def.query_id.clone(), locations, self.clients.clone());
+            FlightExchangeSource::new(def.query_id.clone(), locations, self.clients.clone())
+                .with_local(LocalPartitions {
+                    url: self.url.clone(),
+                    store: Arc::clone(&self.store),
+                });
         let config = config.with_extension(Arc::new(ExchangeSourceExt(Arc::new(source))));
 
         let plan = self

@@ -4,21 +4,25 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
+use arrow_flight::decode::{FlightDataDecoder, FlightRecordBatchStream};
 use arrow_flight::flight_service_client::FlightServiceClient;
 use arrow_flight::{Action, FlightClient, Ticket, error::FlightError};
 use datafusion::common::{Result, exec_datafusion_err};
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use fletch_planner::ExchangeSource;
-use futures::{StreamExt, TryStreamExt};
+use futures::{Stream, StreamExt, TryStreamExt};
 use parking_lot::Mutex;
 use prost::Message;
 use tonic::transport::{Channel, Endpoint};
 
+use super::validate::validate_batch;
 use super::{MAX_FRAME_BYTES, MAX_MESSAGE_BYTES};
 use crate::protocol::{self, PartitionTicket, ReleaseQuery, StageLocations, TaskDefinition};
 use crate::status::{FailureReason, TaskFailure};
+use crate::store::PartitionStore;
 
 /// A lazily connecting channel to `url` with Fletch's transport settings.
 pub fn connect(url: &str) -> Result<Channel, TaskFailure> {
@@ -56,11 +60,34 @@ impl ExecutorClient {
         &self.url
     }
 
+    fn service(&self) -> FlightServiceClient<Channel> {
+        FlightServiceClient::new(self.channel.clone())
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+    }
+
     fn flight(&self) -> FlightClient {
-        FlightClient::new_from_inner(
-            FlightServiceClient::new(self.channel.clone())
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        FlightClient::new_from_inner(self.service())
+    }
+
+    /// The batches of a `DoGet`, each fully validated before anyone reads it.
+    async fn do_get(
+        &self,
+        ticket: Ticket,
+    ) -> Result<impl Stream<Item = Result<RecordBatch, FlightError>> + use<>, FlightError> {
+        let response = self.service().do_get(ticket).await?;
+        let flight_data = response
+            .into_inner()
+            .map_err(|status| FlightError::Tonic(Box::new(status)));
+        // SAFETY: the decoder's own validation is skipped because `validate_batch` runs
+        // the same checks (faster for string views) on every batch before it leaves
+        // this function; nothing reads a batch's values in between.
+        let decoder = unsafe { FlightDataDecoder::new(flight_data).with_skip_validation() };
+        Ok(
+            FlightRecordBatchStream::new(decoder).and_then(|batch| async move {
+                validate_batch(&batch)?;
+                Ok(batch)
+            }),
         )
     }
 
@@ -110,7 +137,6 @@ impl ExecutorClient {
         let stream = futures::stream::once(async move {
             let ticket = Ticket::new(ticket.encode_to_vec());
             let batches = client
-                .flight()
                 .do_get(ticket)
                 .await
                 .map_err(|e| client.failure(e).into_datafusion())?;
@@ -124,13 +150,27 @@ impl ExecutorClient {
     }
 }
 
-/// Reads exchanges of one query over Flight, wherever the upstream tasks ran.
+/// Reads exchanges of one query over Flight, wherever the upstream tasks ran; inside an
+/// executor, partitions written by that same executor are read straight from its store.
 #[derive(Debug)]
 pub struct FlightExchangeSource {
     query_id: String,
     /// Stage id -> where each of its tasks runs, and whether its outputs are retained.
     locations: HashMap<u64, StageLocations>,
     clients: ClientPool,
+    local: Option<LocalPartitions>,
+}
+
+/// The partitions of the executor this source runs on, and the URL tasks know it by.
+pub(crate) struct LocalPartitions {
+    pub(crate) url: String,
+    pub(crate) store: Arc<PartitionStore>,
+}
+
+impl std::fmt::Debug for LocalPartitions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "LocalPartitions({})", self.url)
+    }
 }
 
 impl FlightExchangeSource {
@@ -143,7 +183,14 @@ impl FlightExchangeSource {
             query_id,
             locations,
             clients,
+            local: None,
         }
+    }
+
+    /// Reads partitions that `local` holds from memory: no IPC, no copy, no socket.
+    pub(crate) fn with_local(mut self, local: LocalPartitions) -> Self {
+        self.local = Some(local);
+        self
     }
 }
 
@@ -161,10 +208,6 @@ impl ExchangeSource for FlightExchangeSource {
             .ok_or_else(|| {
                 exec_datafusion_err!("no location for stage {stage} task {task} in this task")
             })?;
-        let client = self
-            .clients
-            .get(url)
-            .map_err(TaskFailure::into_datafusion)?;
         let ticket = PartitionTicket {
             query_id: self.query_id.clone(),
             stage: stage as u64,
@@ -172,6 +215,18 @@ impl ExchangeSource for FlightExchangeSource {
             partition: output_partition as u64,
             retain: location.is_some_and(|l| l.retain),
         };
+        if let Some(local) = self.local.as_ref().filter(|l| &l.url == url) {
+            let batches = local
+                .store
+                .read_partition(&ticket)
+                .map_err(TaskFailure::into_datafusion)?
+                .map_err(TaskFailure::into_datafusion);
+            return Ok(Box::pin(RecordBatchStreamAdapter::new(schema, batches)));
+        }
+        let client = self
+            .clients
+            .get(url)
+            .map_err(TaskFailure::into_datafusion)?;
         Ok(client.fetch(ticket, schema))
     }
 }

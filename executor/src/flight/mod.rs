@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod service;
+mod validate;
 
 /// gRPC message limit for plans and batches; Flight splits batches at ~2 MiB anyway.
 pub(crate) const MAX_MESSAGE_BYTES: usize = 256 << 20;

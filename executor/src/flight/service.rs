@@ -84,17 +84,11 @@ impl FlightService for ExecutorService {
         if ticket.query_id.is_empty() {
             return Err(bad_request("partition ticket without a query id"));
         }
-        let store = &self.runner.store;
-        let query = store.query(&ticket.query_id).map_err(|e| e.to_status())?;
-        let buffer = store.buffer(
-            &query,
-            ticket.stage,
-            ticket.task,
-            ticket.partition,
-            ticket.retain,
-        );
-        let batches = buffer
-            .read()
+        let batches = self
+            .runner
+            .store
+            .read_partition(&ticket)
+            .map_err(|e| e.to_status())?
             .map_err(|failure| FlightError::ExternalError(Box::new(failure)));
         let encoded = FlightDataEncoderBuilder::new()
             // Resend keeps dictionary types intact, so readers see the declared schema.
