@@ -64,17 +64,24 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum BenchSuite {
-    /// TPC-H: generates (or reuses) the data, prints CSV of median seconds and ratios.
+    /// TPC-H: generates (or reuses) the data, prints CSV of median seconds and ratios;
+    /// fails if any answer differs from single-node DataFusion's.
     Tpch {
         /// Scale factor.
         #[arg(long, default_value_t = 1.0)]
         sf: f64,
+        /// Executors in the embedded cluster (default: the top-level --executors).
+        #[arg(long)]
+        executors: Option<usize>,
         /// Comma-separated query numbers (default: all 22).
         #[arg(long, value_delimiter = ',')]
         queries: Vec<usize>,
         /// Runs of each query on each engine; the median is reported.
         #[arg(long, default_value_t = 3)]
         iterations: usize,
+        /// Also write the figures, versions, git revision, cores and settings as JSON.
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
     },
 }
 
@@ -109,6 +116,31 @@ fn main_inner() -> Result<ExitCode> {
         .build()
         .context("starting the async runtime")?;
     let data_dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
+    if let Some(Command::Bench {
+        suite:
+            BenchSuite::Tpch {
+                sf,
+                executors,
+                queries,
+                iterations,
+                json,
+            },
+    }) = &args.command
+    {
+        let bench = bench::TpchBench {
+            scale_factor: *sf,
+            executors: executors.unwrap_or(args.executors),
+            queries: if queries.is_empty() {
+                (1..=22).collect()
+            } else {
+                queries.clone()
+            },
+            iterations: *iterations,
+            json: json.clone(),
+        };
+        runtime.block_on(bench.run(&data_dir))?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let cluster = runtime
         .block_on(LocalCluster::start(args.executors))
         .context("starting the embedded cluster")?;
@@ -133,31 +165,6 @@ fn main_inner() -> Result<ExitCode> {
         runtime
             .block_on(tpch::register(&ctx, &dir))
             .context("registering TPC-H tables")?;
-    }
-
-    if let Some(Command::Bench {
-        suite:
-            BenchSuite::Tpch {
-                sf,
-                queries,
-                iterations,
-            },
-    }) = &args.command
-    {
-        let dir = tpch::data_dir(&data_dir, *sf);
-        tpch::generate(&dir, *sf).context("generating TPC-H data")?;
-        runtime.block_on(tpch::register(&ctx, &dir))?;
-        let bench = bench::TpchBench {
-            queries: if queries.is_empty() {
-                (1..=22).collect()
-            } else {
-                queries.clone()
-            },
-            iterations: *iterations,
-        };
-        runtime.block_on(bench.run(&ctx, &dir))?;
-        runtime.block_on(cluster.shutdown());
-        return Ok(ExitCode::SUCCESS);
     }
 
     let printer = exec::Printer {

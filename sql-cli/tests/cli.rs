@@ -74,16 +74,22 @@ fn runs_files() {
 
 #[test]
 fn bench_compares_with_single_node_datafusion() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let json = dir.path().join("bench.json");
     let out = fletch(&[
         "-q",
         "bench",
         "tpch",
         "--sf",
         "0.01",
+        "--executors",
+        "3",
         "--queries",
         "1,6",
         "--iterations",
-        "1",
+        "2",
+        "--json",
+        json.to_str().expect("utf-8 path"),
     ]);
     assert!(
         out.status.success(),
@@ -99,4 +105,33 @@ fn bench_compares_with_single_node_datafusion() {
     );
     assert!(lines[3].starts_with("total,"), "{stdout}");
     assert_eq!(lines.len(), 4, "{stdout}");
+
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("JSON report written"))
+            .expect("report is JSON");
+    assert_eq!(report["settings"]["executors"], 3);
+    assert_eq!(report["settings"]["iterations"], 2);
+    assert_eq!(report["datafusion_version"], datafusion::DATAFUSION_VERSION);
+    assert!(report["cores"].as_u64().is_some_and(|c| c >= 1), "{report}");
+    let queries = report["queries"].as_array().expect("queries array");
+    assert_eq!(queries.len(), 2);
+    assert_eq!(queries[1]["query"], 6);
+    assert_eq!(
+        queries[0]["fletch_runs_s"].as_array().map(Vec::len),
+        Some(2)
+    );
+    let total_fletch = report["total"]["fletch_s"].as_f64().expect("total");
+    let summed: f64 = queries
+        .iter()
+        .filter_map(|q| q["fletch_median_s"].as_f64())
+        .sum();
+    assert!((total_fletch - summed).abs() < 1e-9, "{report}");
+}
+
+#[test]
+fn bench_rejects_unknown_queries() {
+    let out = fletch(&["-q", "bench", "tpch", "--sf", "0.01", "--queries", "23"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("queries 1 to 22, not 23"), "{stderr}");
 }
