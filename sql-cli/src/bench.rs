@@ -169,10 +169,13 @@ fn totals(figures: &[QueryFigures]) -> Totals {
     }
 }
 
-/// The checkout's revision (`+dirty` with uncommitted changes), or "unknown" outside one.
+/// The revision of the checkout this binary was built from (`+dirty` with uncommitted
+/// changes), or "unknown" when that checkout is gone or git is missing.
 fn git_revision() -> String {
     let git = |args: &[&str]| {
         std::process::Command::new("git")
+            .arg("-C")
+            .arg(env!("CARGO_MANIFEST_DIR"))
             .args(args)
             .output()
             .ok()

@@ -113,6 +113,17 @@ fn bench_compares_with_single_node_datafusion() {
     assert_eq!(report["settings"]["iterations"], 2);
     assert_eq!(report["datafusion_version"], datafusion::DATAFUSION_VERSION);
     assert!(report["cores"].as_u64().is_some_and(|c| c >= 1), "{report}");
+    let in_checkout = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../.git")
+        .exists();
+    if in_checkout {
+        let revision = report["git_revision"].as_str().expect("git revision");
+        let hex = revision.trim_end_matches("+dirty");
+        assert!(
+            hex.len() == 40 && hex.chars().all(|c| c.is_ascii_hexdigit()),
+            "{revision}"
+        );
+    }
     let queries = report["queries"].as_array().expect("queries array");
     assert_eq!(queries.len(), 2);
     assert_eq!(queries[1]["query"], 6);
