@@ -1,15 +1,16 @@
 //! TPC-H differential test: all 22 queries at SF 0.1 on a 2-executor LocalCluster must
 //! return exactly what single-node DataFusion returns on the same files, with target
-//! partitions 1, 3 and 8.
+//! partitions 1, 3 and 8; and on a single executor, where every exchange is read from the
+//! executor's own memory instead of over Flight.
 
 mod common;
 
 use common::{oracle, rows, run_statements, sorted, tpch_sf01};
 use fletch::{DistributedExec, LocalCluster, default_session_config, tpch};
 
-async fn check_all_queries(target_partitions: usize) {
+async fn check_all_queries(executors: usize, target_partitions: usize) {
     let dir = tpch_sf01().await;
-    let cluster = LocalCluster::start(2).await.expect("cluster");
+    let cluster = LocalCluster::start(executors).await.expect("cluster");
     let ctx = cluster
         .session_with_config(default_session_config().with_target_partitions(target_partitions));
     tpch::register(&ctx, dir).await.expect("register");
@@ -62,25 +63,46 @@ async fn check_all_queries(target_partitions: usize) {
         );
         assert_eq!(stats.queries, 0, "query state left behind: {stats:?}");
     }
+    let reads = cluster.exchange_reads();
     cluster.shutdown().await;
+    if executors == 1 {
+        // Only the coordinator, reading each query's final stage, goes through Flight.
+        let local: usize = reads.iter().map(|r| r.local).sum();
+        let served: usize = reads.iter().map(|r| r.served).sum();
+        assert!(local > 0, "no exchange was read locally: {reads:?}");
+        assert!(
+            served < local,
+            "one executor served {served} reads over Flight: {reads:?}"
+        );
+    } else {
+        assert!(
+            reads.iter().all(|r| r.local > 0 && r.served > 0),
+            "each executor reads some partitions locally and serves others: {reads:?}"
+        );
+    }
     assert!(
         failures.is_empty(),
-        "target_partitions={target_partitions}:\n{}",
+        "executors={executors} target_partitions={target_partitions}:\n{}",
         failures.join("\n")
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tpch_target_partitions_1() {
-    check_all_queries(1).await;
+    check_all_queries(2, 1).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tpch_target_partitions_3() {
-    check_all_queries(3).await;
+    check_all_queries(2, 3).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tpch_target_partitions_8() {
-    check_all_queries(8).await;
+    check_all_queries(2, 8).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tpch_one_executor_reads_its_own_partitions() {
+    check_all_queries(1, 3).await;
 }

@@ -19,4 +19,4 @@ pub use local_cluster::{DEFAULT_EXECUTORS, LocalCluster};
 pub use rule::DistributeRule;
 pub use session::{default_session_config, fletch_session};
 
-pub use fletch_executor::{FailureReason, StoreStats, TaskFailure};
+pub use fletch_executor::{ExchangeReads, FailureReason, StoreStats, TaskFailure};

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use datafusion::error::{DataFusionError, Result};
 use datafusion::prelude::{SessionConfig, SessionContext};
-use fletch_executor::{ExecutorHandle, StoreStats, start_executor};
+use fletch_executor::{ExchangeReads, ExecutorHandle, StoreStats, start_executor};
 
 use crate::coordinator::Coordinator;
 use crate::session::{default_session_config, fletch_session};
@@ -63,6 +63,14 @@ impl LocalCluster {
     /// What each executor holds right now.
     pub fn executor_stats(&self) -> Vec<StoreStats> {
         self.executors.iter().map(ExecutorHandle::stats).collect()
+    }
+
+    /// How each executor's exchange partitions have been read so far.
+    pub fn exchange_reads(&self) -> Vec<ExchangeReads> {
+        self.executors
+            .iter()
+            .map(ExecutorHandle::exchange_reads)
+            .collect()
     }
 
     /// Stops every executor and waits for their servers to end.

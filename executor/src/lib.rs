@@ -19,4 +19,4 @@ mod task;
 pub use flight::client::{ClientPool, ExecutorClient, FlightExchangeSource, connect};
 pub use server::{ExecutorHandle, start_executor};
 pub use status::{FailureReason, TaskFailure, find_failure};
-pub use store::StoreStats;
+pub use store::{ExchangeReads, StoreStats};

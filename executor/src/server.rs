@@ -14,7 +14,7 @@ use tonic::transport::server::TcpIncoming;
 use crate::flight::client::ClientPool;
 use crate::flight::service::ExecutorService;
 use crate::flight::{MAX_FRAME_BYTES, MAX_MESSAGE_BYTES};
-use crate::store::{PartitionStore, StoreStats};
+use crate::store::{ExchangeReads, PartitionStore, StoreStats};
 use crate::task::TaskRunner;
 
 /// A running executor. Dropping it stops the server.
@@ -79,6 +79,11 @@ impl ExecutorHandle {
     /// What the executor holds right now.
     pub fn stats(&self) -> StoreStats {
         self.store.stats()
+    }
+
+    /// How many exchange partitions were read here locally and served over Flight.
+    pub fn exchange_reads(&self) -> ExchangeReads {
+        self.store.exchange_reads()
     }
 
     /// Stops accepting requests and waits for the server to finish.

@@ -33,11 +33,22 @@ pub struct StoreStats {
     pub waiting_writers: usize,
 }
 
+/// How this executor's exchange partitions have been read since it started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ExchangeReads {
+    /// Read by tasks on this executor straight from memory.
+    pub local: usize,
+    /// Served over Flight `DoGet` to other executors and the coordinator.
+    pub served: usize,
+}
+
 #[derive(Default)]
 pub(crate) struct PartitionStore {
     bytes: Arc<AtomicUsize>,
     waiting_writers: Arc<AtomicUsize>,
     state: Mutex<StoreState>,
+    local_reads: AtomicUsize,
+    served_reads: AtomicUsize,
 }
 
 #[derive(Default)]
@@ -96,11 +107,19 @@ impl PartitionStore {
         }))
     }
 
-    /// Streams the partition a ticket names, for `DoGet` and for tasks on this executor.
+    /// Streams the partition a ticket names, to a task on this executor (`local`) or to
+    /// a `DoGet` caller.
     pub(crate) fn read_partition(
         &self,
         ticket: &PartitionTicket,
+        local: bool,
     ) -> Result<impl Stream<Item = Result<RecordBatch, TaskFailure>> + use<>, TaskFailure> {
+        let counter = if local {
+            &self.local_reads
+        } else {
+            &self.served_reads
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
         let query = self.query(&ticket.query_id)?;
         let buffer = self.buffer(
             &query,
@@ -134,6 +153,13 @@ impl PartitionStore {
             for (_, buffer) in query.buffers.lock().drain() {
                 buffer.release();
             }
+        }
+    }
+
+    pub(crate) fn exchange_reads(&self) -> ExchangeReads {
+        ExchangeReads {
+            local: self.local_reads.load(Ordering::Relaxed),
+            served: self.served_reads.load(Ordering::Relaxed),
         }
     }
 

@@ -218,7 +218,7 @@ impl ExchangeSource for FlightExchangeSource {
         if let Some(local) = self.local.as_ref().filter(|l| &l.url == url) {
             let batches = local
                 .store
-                .read_partition(&ticket)
+                .read_partition(&ticket, true)
                 .map_err(TaskFailure::into_datafusion)?
                 .map_err(TaskFailure::into_datafusion);
             return Ok(Box::pin(RecordBatchStreamAdapter::new(schema, batches)));

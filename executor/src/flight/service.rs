@@ -87,7 +87,7 @@ impl FlightService for ExecutorService {
         let batches = self
             .runner
             .store
-            .read_partition(&ticket)
+            .read_partition(&ticket, false)
             .map_err(|e| e.to_status())?
             .map_err(|failure| FlightError::ExternalError(Box::new(failure)));
         let encoded = FlightDataEncoderBuilder::new()
