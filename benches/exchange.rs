@@ -12,6 +12,7 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -53,7 +54,7 @@ fn main() -> Result<()> {
     let narrow = rt.block_on(load_partition(&client, &dir, "narrow", NARROW))?;
     let raw = rt.block_on(TcpStream::connect(child.raw_addr))?;
     raw.set_nodelay(true)?;
-    let raw = tokio::sync::Mutex::new(raw);
+    let raw = Arc::new(tokio::sync::Mutex::new(raw));
 
     let mut criterion = Criterion::default()
         .sample_size(20)
@@ -64,17 +65,24 @@ fn main() -> Result<()> {
     group.throughput(Throughput::Bytes(wide.bytes));
     group.bench_function("raw_tcp", |b| {
         b.to_async(&rt).iter_custom(|iters| {
-            let (raw, raw_times, bytes) = (&raw, &raw_times, wide.bytes);
+            let (raw, raw_times, bytes) = (Arc::clone(&raw), &raw_times, wide.bytes);
             async move {
-                let mut stream = raw.lock().await;
-                let mut buffer = vec![0u8; CHUNK];
-                let started = Instant::now();
-                for _ in 0..iters {
-                    if let Err(e) = receive_raw(&mut stream, bytes, &mut buffer).await {
-                        panic!("raw TCP baseline failed: {e}");
+                // On a runtime worker, like the Flight reads below.
+                let reading = SpawnedTask::spawn(async move {
+                    let mut stream = raw.lock().await;
+                    let mut buffer = vec![0u8; CHUNK];
+                    let started = Instant::now();
+                    for _ in 0..iters {
+                        if let Err(e) = receive_raw(&mut stream, bytes, &mut buffer).await {
+                            panic!("raw TCP baseline failed: {e}");
+                        }
                     }
-                }
-                let elapsed = started.elapsed();
+                    started.elapsed()
+                });
+                let elapsed = match reading.join().await {
+                    Ok(elapsed) => elapsed,
+                    Err(e) => panic!("raw reader task failed: {e}"),
+                };
                 raw_times.record(elapsed, iters);
                 elapsed
             }
@@ -86,17 +94,27 @@ fn main() -> Result<()> {
         group.throughput(Throughput::Bytes(partition.bytes));
         group.bench_function(format!("flight_doget_{}", partition.name), |b| {
             b.to_async(&rt).iter_custom(|iters| {
-                let (client, times) = (&client, &times);
+                let (client, partition, times) = (client.clone(), partition.clone(), &times);
                 async move {
-                    let started = Instant::now();
-                    for _ in 0..iters {
-                        match read_partition(client, partition).await {
-                            Ok(bytes) if bytes == partition.bytes => {}
-                            Ok(bytes) => panic!("read {bytes} bytes, expected {}", partition.bytes),
-                            Err(e) => panic!("DoGet failed: {e}"),
+                    // Read on a runtime worker, where an executor's tasks read exchanges,
+                    // not on the thread criterion blocks on.
+                    let reading = SpawnedTask::spawn(async move {
+                        let started = Instant::now();
+                        for _ in 0..iters {
+                            match read_partition(&client, &partition).await {
+                                Ok(bytes) if bytes == partition.bytes => {}
+                                Ok(bytes) => {
+                                    panic!("read {bytes} bytes, expected {}", partition.bytes)
+                                }
+                                Err(e) => panic!("DoGet failed: {e}"),
+                            }
                         }
-                    }
-                    let elapsed = started.elapsed();
+                        started.elapsed()
+                    });
+                    let elapsed = match reading.join().await {
+                        Ok(elapsed) => elapsed,
+                        Err(e) => panic!("reader task failed: {e}"),
+                    };
                     times.record(elapsed, iters);
                     elapsed
                 }
@@ -120,6 +138,7 @@ fn main() -> Result<()> {
 }
 
 /// One retained task output on the child's executor.
+#[derive(Clone)]
 struct LoadedPartition {
     name: &'static str,
     label: &'static str,
@@ -147,7 +166,7 @@ async fn load_partition(
             query_id: query_id.clone(),
             stage: 0,
             task: 0,
-            plan: encode_stage_plan(&(std::sync::Arc::new(plan) as _))?,
+            plan: encode_stage_plan(&(Arc::new(plan) as _))?,
             inputs: vec![],
             config: vec![],
             retain_outputs: true,
