@@ -8,7 +8,7 @@ use arrow::array::{ArrayData, MAX_INLINE_VIEW_LEN, RecordBatch};
 use arrow::buffer::Buffer;
 use arrow::datatypes::DataType;
 use arrow::error::ArrowError;
-use arrow_data::{ByteView, validate_binary_view, validate_string_view};
+use arrow_data::{ByteView, validate_string_view};
 
 /// Checks every column of `batch` the way `ArrayData::validate_full` would.
 pub(crate) fn validate_batch(batch: &RecordBatch) -> Result<(), ArrowError> {
@@ -29,12 +29,11 @@ fn validate_array(data: &ArrayData) -> Result<(), ArrowError> {
     data.validate_nulls()?;
     let views = &data.buffers()[0].typed_data::<u128>()[data.offset()..][..data.len()];
     let buffers = &data.buffers()[1..];
-    // Structure first: buffer indexes, bounds and prefixes, without looking at text.
-    validate_binary_view(views, buffers)?;
-    if buffers_are_utf8(buffers) && views_on_char_boundaries(views, buffers) {
+    if buffers_are_utf8(buffers) && views_are_valid(views, buffers) {
         return Ok(());
     }
-    // Unreferenced bytes in a buffer may be anything; let arrow decide string by string.
+    // Something is off, or a buffer holds non-UTF-8 bytes outside any string (allowed):
+    // arrow decides string by string, and names the first bad one.
     validate_string_view(views, buffers)
 }
 
@@ -44,22 +43,34 @@ fn buffers_are_utf8(buffers: &[Buffer]) -> bool {
         .all(|b| std::str::from_utf8(b.as_slice()).is_ok())
 }
 
-/// With every buffer valid UTF-8, a string that starts and ends on character boundaries
-/// is valid UTF-8 too; inline strings live in the view and are checked on their own.
-fn views_on_char_boundaries(views: &[u128], buffers: &[Buffer]) -> bool {
+/// The high bit of each of the 12 inline bytes of a view (bytes 4..16).
+const INLINE_HIGH_BITS: u128 = 0x8080_8080_8080_8080_8080_8080_0000_0000;
+
+/// Every check of arrow's `validate_string_view` in one pass, given that every buffer is
+/// valid UTF-8: inline strings are zero-padded and UTF-8; other views point inside their
+/// buffer, repeat its first four bytes as their prefix, and start and end on character
+/// boundaries, so the text they cut out of a valid buffer is valid too.
+fn views_are_valid(views: &[u128], buffers: &[Buffer]) -> bool {
     views.iter().all(|&view| {
         let len = view as u32;
         if len <= MAX_INLINE_VIEW_LEN {
-            let inline = &view.to_le_bytes()[4..4 + len as usize];
-            return inline.is_ascii() || std::str::from_utf8(inline).is_ok();
+            if len < MAX_INLINE_VIEW_LEN && (view >> (32 + len * 8)) != 0 {
+                return false;
+            }
+            return view & INLINE_HIGH_BITS == 0
+                || std::str::from_utf8(&view.to_le_bytes()[4..4 + len as usize]).is_ok();
         }
         let view = ByteView::from(view);
+        let Some(buffer) = buffers.get(view.buffer_index as usize) else {
+            return false;
+        };
+        let bytes = buffer.as_slice();
         let start = view.offset as usize;
         let end = start + len as usize;
-        // `validate_binary_view` checked the index and bounds; these lookups cannot fail.
-        buffers.get(view.buffer_index as usize).is_some_and(|b| {
-            let bytes = b.as_slice();
-            is_char_boundary(bytes, start) && is_char_boundary(bytes, end)
+        bytes.get(start..end).is_some_and(|text| {
+            text[..4] == view.prefix.to_le_bytes()
+                && is_char_boundary(bytes, start)
+                && is_char_boundary(bytes, end)
         })
     })
 }
@@ -150,6 +161,19 @@ mod tests {
         );
         let err = validate_batch(&batch(bad_buffer)).expect_err("invalid UTF-8 in a string");
         assert!(err.to_string().contains("UTF-8"), "{err}");
+    }
+
+    #[test]
+    fn rejects_inline_strings_with_bytes_after_their_end() {
+        let mut inline = [0u8; 16];
+        inline[..4].copy_from_slice(&2u32.to_le_bytes());
+        inline[4..6].copy_from_slice(b"ok");
+        let padded = unchecked_views(vec![u128::from_le_bytes(inline)], vec![]);
+        validate_batch(&batch(padded)).expect("zero padding is valid");
+        inline[9] = b'x';
+        let dirty = unchecked_views(vec![u128::from_le_bytes(inline)], vec![]);
+        let err = validate_batch(&batch(dirty)).expect_err("non-zero padding");
+        assert!(err.to_string().contains("padding"), "{err}");
     }
 
     #[test]
