@@ -6,14 +6,14 @@
 //! `cargo bench -p fletch-benches --bench codec`
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Result;
 use criterion::{Criterion, Throughput};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionContext;
 use datafusion_proto::bytes::{physical_plan_from_bytes, physical_plan_to_bytes};
-use fletch_benches::{Timings, print_ratio, runtime, tpch_data};
+use fletch_benches::{Timings, print_ratio, runtime, time_iterations, tpch_data};
 use fletch_engine::{default_session_config, tpch};
 use fletch_executor::protocol::{ConfigEntry, StageLocations, TaskDefinition};
 use fletch_planner::{decode_stage_plan, distribute, encode_stage_plan};
@@ -27,17 +27,7 @@ fn timed<'a>(
     times: &'a Timings,
     f: impl Fn() -> datafusion::error::Result<()> + 'a,
 ) -> impl FnMut(u64) -> Duration + 'a {
-    move |iters| {
-        let started = Instant::now();
-        for _ in 0..iters {
-            if let Err(e) = f() {
-                panic!("codec failed: {e}");
-            }
-        }
-        let elapsed = started.elapsed();
-        times.record(elapsed, iters);
-        elapsed
-    }
+    move |iters| times.record(time_iterations(iters, "codec", &f), iters)
 }
 
 fn main() -> Result<()> {

@@ -13,7 +13,7 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use arrow::array::{Array, RecordBatch};
@@ -21,7 +21,7 @@ use arrow::datatypes::SchemaRef;
 use criterion::{Criterion, Throughput};
 use datafusion::common::runtime::SpawnedTask;
 use datafusion::prelude::{SessionConfig, SessionContext};
-use fletch_benches::{Timings, runtime, tpch_data};
+use fletch_benches::{Timings, runtime, time_async_iterations, tpch_data};
 use fletch_executor::protocol::{PartitionTicket, TaskDefinition};
 use fletch_executor::{ExecutorClient, start_executor};
 use fletch_planner::{ShuffleWriterExec, encode_stage_plan};
@@ -54,7 +54,8 @@ fn main() -> Result<()> {
     let narrow = rt.block_on(load_partition(&client, &dir, "narrow", NARROW))?;
     let raw = rt.block_on(TcpStream::connect(child.raw_addr))?;
     raw.set_nodelay(true)?;
-    let raw = Arc::new(tokio::sync::Mutex::new(raw));
+    // The connection and the one buffer every read reuses.
+    let raw = Arc::new(tokio::sync::Mutex::new((raw, vec![0u8; CHUNK])));
 
     let mut criterion = Criterion::default()
         .sample_size(20)
@@ -67,24 +68,16 @@ fn main() -> Result<()> {
         b.to_async(&rt).iter_custom(|iters| {
             let (raw, raw_times, bytes) = (Arc::clone(&raw), &raw_times, wide.bytes);
             async move {
-                // On a runtime worker, like the Flight reads below.
-                let reading = SpawnedTask::spawn(async move {
-                    let mut stream = raw.lock().await;
-                    let mut buffer = vec![0u8; CHUNK];
-                    let started = Instant::now();
-                    for _ in 0..iters {
-                        if let Err(e) = receive_raw(&mut stream, bytes, &mut buffer).await {
-                            panic!("raw TCP baseline failed: {e}");
-                        }
-                    }
-                    started.elapsed()
-                });
-                let elapsed = match reading.join().await {
-                    Ok(elapsed) => elapsed,
-                    Err(e) => panic!("raw reader task failed: {e}"),
-                };
-                raw_times.record(elapsed, iters);
-                elapsed
+                let elapsed = on_worker(async move {
+                    let receive = || async {
+                        let mut connection = raw.lock().await;
+                        let (stream, buffer) = &mut *connection;
+                        receive_raw(stream, bytes, buffer).await
+                    };
+                    time_async_iterations(iters, "raw TCP baseline", receive).await
+                })
+                .await;
+                raw_times.record(elapsed, iters)
             }
         })
     });
@@ -96,27 +89,12 @@ fn main() -> Result<()> {
             b.to_async(&rt).iter_custom(|iters| {
                 let (client, partition, times) = (client.clone(), partition.clone(), &times);
                 async move {
-                    // Read on a runtime worker, where an executor's tasks read exchanges,
-                    // not on the thread criterion blocks on.
-                    let reading = SpawnedTask::spawn(async move {
-                        let started = Instant::now();
-                        for _ in 0..iters {
-                            match read_partition(&client, &partition).await {
-                                Ok(bytes) if bytes == partition.bytes => {}
-                                Ok(bytes) => {
-                                    panic!("read {bytes} bytes, expected {}", partition.bytes)
-                                }
-                                Err(e) => panic!("DoGet failed: {e}"),
-                            }
-                        }
-                        started.elapsed()
-                    });
-                    let elapsed = match reading.join().await {
-                        Ok(elapsed) => elapsed,
-                        Err(e) => panic!("reader task failed: {e}"),
-                    };
-                    times.record(elapsed, iters);
-                    elapsed
+                    let elapsed = on_worker(async move {
+                        let read = || read_whole_partition(&client, &partition);
+                        time_async_iterations(iters, "DoGet", read).await
+                    })
+                    .await;
+                    times.record(elapsed, iters)
                 }
             })
         });
@@ -189,6 +167,24 @@ async fn load_partition(
         bail!("the {name} partition is empty");
     }
     Ok(partition)
+}
+
+/// Runs `work` on a runtime worker, where an executor's tasks read exchanges, not on
+/// the thread criterion blocks on (one more thread hop per wake-up).
+async fn on_worker<T: Send + 'static>(work: impl Future<Output = T> + Send + 'static) -> T {
+    match SpawnedTask::spawn(work).join().await {
+        Ok(value) => value,
+        Err(e) => panic!("reader task failed: {e}"),
+    }
+}
+
+/// Reads the whole partition and checks it carried every byte it did when loaded.
+async fn read_whole_partition(client: &ExecutorClient, partition: &LoadedPartition) -> Result<()> {
+    let bytes = read_partition(client, partition).await?;
+    if bytes != partition.bytes {
+        bail!("read {bytes} bytes, expected {}", partition.bytes);
+    }
+    Ok(())
 }
 
 /// Reads the whole partition; returns its Arrow bytes.

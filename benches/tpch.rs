@@ -4,12 +4,12 @@
 //!
 //! `cargo bench -p fletch-benches --bench tpch` (add `-- q18` to filter).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Result, bail};
 use criterion::Criterion;
 use datafusion::prelude::{SessionConfig, SessionContext};
-use fletch_benches::{Timings, print_ratio, runtime, tpch_data};
+use fletch_benches::{Timings, print_ratio, runtime, time_async_iterations, tpch_data};
 use fletch_engine::{LocalCluster, tpch};
 
 #[global_allocator]
@@ -41,16 +41,9 @@ fn main() -> Result<()> {
     ] {
         group.bench_function(name, |b| {
             b.to_async(&rt).iter_custom(|iters| async move {
-                let started = Instant::now();
-                for _ in 0..iters {
-                    let answer = async { ctx.sql("SELECT 1").await?.collect().await }.await;
-                    if let Err(e) = answer {
-                        panic!("SELECT 1 on {name} failed: {e}");
-                    }
-                }
-                let elapsed = started.elapsed();
-                times.record(elapsed, iters);
-                elapsed
+                let what = format!("SELECT 1 on {name}");
+                let select_1 = || async { ctx.sql("SELECT 1").await?.collect().await.map(drop) };
+                times.record(time_async_iterations(iters, &what, select_1).await, iters)
             })
         });
     }
@@ -81,15 +74,9 @@ fn main() -> Result<()> {
         ] {
             group.bench_function(name, |b| {
                 b.to_async(&rt).iter_custom(|iters| async move {
-                    let started = Instant::now();
-                    for _ in 0..iters {
-                        if let Err(e) = tpch::run_query(ctx, q).await {
-                            panic!("q{q} on {name} failed: {e}");
-                        }
-                    }
-                    let elapsed = started.elapsed();
-                    times.record(elapsed, iters);
-                    elapsed
+                    let what = format!("q{q} on {name}");
+                    let query = || async { tpch::run_query(ctx, q).await.map(drop) };
+                    times.record(time_async_iterations(iters, &what, query).await, iters)
                 })
             });
         }

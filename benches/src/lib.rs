@@ -2,9 +2,10 @@
 //! iteration timings kept beside criterion's so each bench can print its ratio against
 //! the baseline measured in the same run.
 
+use std::fmt::Display;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use fletch_engine::tpch;
@@ -35,11 +36,13 @@ pub fn tpch_data(scale_factor: f64) -> Result<PathBuf> {
 pub struct Timings(Arc<Mutex<Vec<Duration>>>);
 
 impl Timings {
-    /// Records a sample of `iters` iterations that took `elapsed` in all.
-    pub fn record(&self, elapsed: Duration, iters: u64) {
+    /// Records a sample of `iters` iterations that took `elapsed` in all, and returns
+    /// `elapsed` for criterion.
+    pub fn record(&self, elapsed: Duration, iters: u64) -> Duration {
         if iters > 0 {
             self.0.lock().push(elapsed / iters as u32);
         }
+        elapsed
     }
 
     pub fn median(&self) -> Option<Duration> {
@@ -47,6 +50,38 @@ impl Timings {
         samples.sort();
         samples.get(samples.len() / 2).copied()
     }
+}
+
+/// Runs `iteration` `iters` times; returns the time they took. A failure panics naming
+/// `what`: criterion's routines have no way to report an error.
+pub fn time_iterations<E: Display>(
+    iters: u64,
+    what: &str,
+    mut iteration: impl FnMut() -> Result<(), E>,
+) -> Duration {
+    let started = Instant::now();
+    for _ in 0..iters {
+        if let Err(e) = iteration() {
+            panic!("{what} failed: {e}");
+        }
+    }
+    started.elapsed()
+}
+
+/// [`time_iterations`] for async work.
+pub async fn time_async_iterations<F, Fut, E>(iters: u64, what: &str, mut iteration: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), E>>,
+    E: Display,
+{
+    let started = Instant::now();
+    for _ in 0..iters {
+        if let Err(e) = iteration().await {
+            panic!("{what} failed: {e}");
+        }
+    }
+    started.elapsed()
 }
 
 /// Prints `subject`'s median time over `baseline`'s, both measured in this run.

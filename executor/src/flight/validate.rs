@@ -107,6 +107,14 @@ mod tests {
         })
     }
 
+    /// The bytes of an inline view holding `text`, zero-padded; tests then dirty them.
+    fn inline_view_bytes(text: &[u8]) -> [u8; 16] {
+        let mut view = [0u8; 16];
+        view[..4].copy_from_slice(&(text.len() as u32).to_le_bytes());
+        view[4..4 + text.len()].copy_from_slice(text);
+        view
+    }
+
     fn long_view(len: u32, buffer: u32, offset: u32, data: &[u8]) -> u128 {
         let mut prefix = [0u8; 4];
         prefix.copy_from_slice(&data[offset as usize..offset as usize + 4]);
@@ -148,9 +156,7 @@ mod tests {
 
     #[test]
     fn rejects_invalid_inline_and_buffer_text() {
-        let mut inline = [0u8; 16];
-        inline[..4].copy_from_slice(&2u32.to_le_bytes());
-        inline[4..6].copy_from_slice(&[0xC3, 0x28]); // invalid 2-byte sequence
+        let inline = inline_view_bytes(&[0xC3, 0x28]); // invalid 2-byte sequence
         let bad_inline = unchecked_views(vec![u128::from_le_bytes(inline)], vec![]);
         assert!(validate_batch(&batch(bad_inline)).is_err());
 
@@ -165,9 +171,7 @@ mod tests {
 
     #[test]
     fn rejects_inline_strings_with_bytes_after_their_end() {
-        let mut inline = [0u8; 16];
-        inline[..4].copy_from_slice(&2u32.to_le_bytes());
-        inline[4..6].copy_from_slice(b"ok");
+        let mut inline = inline_view_bytes(b"ok");
         let padded = unchecked_views(vec![u128::from_le_bytes(inline)], vec![]);
         validate_batch(&batch(padded)).expect("zero padding is valid");
         inline[9] = b'x';
