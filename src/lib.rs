@@ -2,8 +2,9 @@
 //! re-exports the public API of its crates.
 
 pub use fletch_engine::{
-    Coordinator, DEFAULT_EXECUTORS, DistributeRule, DistributedExec, ExchangeReads, FailureReason,
-    LocalCluster, StoreStats, TaskFailure, default_session_config, fletch_session, tpch,
+    ClusterSchema, Coordinator, DEFAULT_EXECUTORS, DistributeRule, DistributedExec, ExchangeReads,
+    FailureReason, FletchTable, FragmentStats, LocalCluster, StoreStats, TableLayout, TaskFailure,
+    default_session_config, fletch_session, split_statements, sql, tpch,
 };
-pub use fletch_executor::{ExecutorHandle, start_executor};
-pub use fletch_planner::{DistributedPlan, Stage, distribute};
+pub use fletch_executor::{ExecutorHandle, ExecutorOptions, start_executor, start_executor_with};
+pub use fletch_planner::{DistributedPlan, FletchOptions, Stage, distribute, parse_size};

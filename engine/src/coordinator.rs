@@ -17,17 +17,25 @@ use fletch_executor::protocol::{ConfigEntry, StageLocations, TaskDefinition};
 use fletch_executor::{
     ClientPool, ExecutorClient, FailureReason, FlightExchangeSource, TaskFailure,
 };
-use fletch_planner::{DistributedPlan, ExchangeSourceExt};
+use fletch_planner::{
+    DistributedPlan, ExchangeSourceExt, FletchOptions, Stage, parse_size, preferred_holders,
+};
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use tokio::sync::{mpsc, oneshot};
+
+use crate::catalog::ClusterSchema;
 
 /// Schedules distributed plans onto executors. Shared by every session of a cluster.
 pub struct Coordinator {
     executors: Arc<RwLock<Vec<ExecutorClient>>>,
     clients: ClientPool,
+    /// The cluster's tables, shared by every session.
+    tables: Arc<ClusterSchema>,
+    /// The last `fletch.executor_memory` every executor accepted.
+    applied_memory_limit: Arc<Mutex<Option<usize>>>,
     releases: mpsc::UnboundedSender<JanitorJob>,
     /// Releases queries whose result stream was dropped before it ended.
     _janitor: SpawnedTask<()>,
@@ -59,27 +67,50 @@ impl Coordinator {
                         let executors = janitor_executors.read().clone();
                         release_everywhere(&executors, &query_id).await;
                     }
+                    JanitorJob::DropTable(uid) => {
+                        let executors = janitor_executors.read().clone();
+                        drop_everywhere(&executors, &uid, None).await;
+                    }
+                    JanitorJob::DropLoad(uid, load) => {
+                        let executors = janitor_executors.read().clone();
+                        drop_everywhere(&executors, &uid, Some(load)).await;
+                    }
                     JanitorJob::Sync(done) => {
                         let _ = done.send(());
                     }
                 }
             }
         });
+        let tables = Arc::new(ClusterSchema::new(releases.clone()));
         Ok(Arc::new(Self {
             executors,
             clients,
+            tables,
+            applied_memory_limit: Arc::default(),
             releases,
             _janitor: janitor,
         }))
     }
 
     /// Returns once every query dropped before this call has been released on every
-    /// executor (releases of dropped queries run in the background, in order).
+    /// executor, and every table dropped before it freed (these run in the background,
+    /// in order).
     pub async fn wait_for_releases(&self) {
         let (done, finished) = oneshot::channel();
         if self.releases.send(JanitorJob::Sync(done)).is_ok() {
             let _ = finished.await;
         }
+    }
+
+    /// The schema every session of this cluster sees as `datafusion.public`.
+    pub fn tables(&self) -> &Arc<ClusterSchema> {
+        &self.tables
+    }
+
+    /// Frees one load's pieces on every executor, now.
+    pub(crate) async fn drop_load(&self, table_uid: &str, load: u64) {
+        let executors = self.executors.read().clone();
+        drop_everywhere(&executors, table_uid, Some(load)).await;
     }
 
     pub fn executor_urls(&self) -> Vec<String> {
@@ -103,7 +134,20 @@ impl Coordinator {
             ));
         }
         let query_id = uuid::Uuid::new_v4().to_string();
-        let placed = |stage: usize, task: usize| &executors[(stage + task) % executors.len()];
+        // placement[stage id] = the executor index of each task.
+        let placement: HashMap<usize, Vec<usize>> = plan
+            .stages
+            .iter()
+            .map(|s| (s.id, place_stage(s, &executors)))
+            .collect();
+        let placed = |stage: usize, task: usize| {
+            let index = placement
+                .get(&stage)
+                .and_then(|p| p.get(task))
+                .copied()
+                .unwrap_or((stage + task) % executors.len());
+            &executors[index]
+        };
         let locations: HashMap<u64, StageLocations> = plan
             .stages
             .iter()
@@ -118,6 +162,7 @@ impl Coordinator {
             })
             .collect();
         let config = shipped_config(ctx.session_config().options());
+        let prelude = self.memory_limit_update(&ctx, &executors)?;
 
         let tasks = FuturesUnordered::new();
         for (stage, bytes) in plan.stages.iter().zip(encoded.iter()) {
@@ -154,6 +199,7 @@ impl Coordinator {
         let schema = results.schema();
 
         let run = QueryRun {
+            prelude,
             query_id: query_id.clone(),
             executors,
             tasks,
@@ -172,10 +218,48 @@ impl Coordinator {
     }
 }
 
+impl Coordinator {
+    /// `SET fletch.executor_memory` applies to every executor before the next query's
+    /// tasks start (once per new value).
+    fn memory_limit_update(
+        &self,
+        ctx: &TaskContext,
+        executors: &[ExecutorClient],
+    ) -> Result<Option<BoxFuture<'static, std::result::Result<(), TaskFailure>>>> {
+        let setting = ctx
+            .session_config()
+            .options()
+            .extensions
+            .get::<FletchOptions>()
+            .and_then(|o| o.executor_memory.clone());
+        let Some(setting) = setting else {
+            return Ok(None);
+        };
+        let bytes = parse_size(&setting).map_err(|e| e.context("fletch.executor_memory"))?;
+        if *self.applied_memory_limit.lock() == Some(bytes) {
+            return Ok(None);
+        }
+        let executors = executors.to_vec();
+        let applied = Arc::clone(&self.applied_memory_limit);
+        Ok(Some(
+            async move {
+                for executor in &executors {
+                    executor.set_memory_limit(bytes).await?;
+                }
+                *applied.lock() = Some(bytes);
+                Ok(())
+            }
+            .boxed(),
+        ))
+    }
+}
+
 type TaskFuture = BoxFuture<'static, std::result::Result<(), TaskFailure>>;
 
 /// One running query as seen by the caller's stream.
 struct QueryRun {
+    /// Runs before any task is launched.
+    prelude: Option<BoxFuture<'static, std::result::Result<(), TaskFailure>>>,
     query_id: String,
     executors: Vec<ExecutorClient>,
     tasks: FuturesUnordered<TaskFuture>,
@@ -195,6 +279,11 @@ impl QueryRun {
     async fn next(&mut self) -> Option<Result<RecordBatch>> {
         if self.done {
             return None;
+        }
+        if let Some(prelude) = self.prelude.take()
+            && let Err(failure) = prelude.await
+        {
+            return Some(Err(self.fail(failure).await));
         }
         loop {
             tokio::select! {
@@ -255,9 +344,72 @@ impl QueryRun {
     }
 }
 
-enum JanitorJob {
+/// Places a stage's tasks: a task that reads or writes a table fragment goes to the
+/// least busy (in this stage) of the fragment's holders that are in the cluster, so
+/// replicas share the work; any other task goes round robin from the stage's id.
+fn place_stage(stage: &Stage, executors: &[ExecutorClient]) -> Vec<usize> {
+    let holders = preferred_holders(&stage.plan);
+    let mut load = vec![0usize; executors.len()];
+    (0..stage.task_count)
+        .map(|task| {
+            let preferred = holders
+                .as_ref()
+                .and_then(|h| h.get(task))
+                .into_iter()
+                .flatten()
+                .filter_map(|url| executors.iter().position(|e| e.url() == url))
+                .min_by_key(|&i| load[i]);
+            let index = preferred.unwrap_or((stage.id + task) % executors.len());
+            load[index] += 1;
+            index
+        })
+        .collect()
+}
+
+pub(crate) enum JanitorJob {
     Release(String),
     Sync(oneshot::Sender<()>),
+    DropTable(String),
+    DropLoad(String, u64),
+}
+
+/// Drops a load's pieces everywhere unless disarmed: when its query is dropped before
+/// the load committed or failed, the janitor does it.
+pub(crate) struct LoadGuard {
+    coordinator: Arc<Coordinator>,
+    table_uid: String,
+    load: u64,
+    armed: bool,
+}
+
+impl LoadGuard {
+    pub(crate) fn new(coordinator: &Arc<Coordinator>, table_uid: String, load: u64) -> Self {
+        Self {
+            coordinator: Arc::clone(coordinator),
+            table_uid,
+            load,
+            armed: true,
+        }
+    }
+
+    pub(crate) fn disarm(mut self) {
+        self.armed = false;
+    }
+
+    /// Drops the load's pieces on every executor and returns when they are gone.
+    pub(crate) async fn drop_now(mut self) {
+        self.armed = false;
+        self.coordinator.drop_load(&self.table_uid, self.load).await;
+    }
+}
+
+impl Drop for LoadGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            let job = JanitorJob::DropLoad(std::mem::take(&mut self.table_uid), self.load);
+            let _ = self.coordinator.releases.send(job);
+        }
+    }
 }
 
 /// Sends a query's release to the janitor if its stream is dropped before it ended.
@@ -285,7 +437,22 @@ async fn release_everywhere(executors: &[ExecutorClient], query_id: &str) {
     futures::future::join_all(releases).await;
 }
 
-/// Settings that differ from DataFusion's defaults travel with every task.
+/// Frees a table's fragments (or one load's pieces) on every executor.
+async fn drop_everywhere(executors: &[ExecutorClient], table_uid: &str, load: Option<u64>) {
+    let drops = executors.iter().map(|e| async move {
+        let dropped = match load {
+            Some(load) => e.drop_load(table_uid, load).await,
+            None => e.drop_table(table_uid).await,
+        };
+        if let Err(failure) = dropped {
+            tracing::warn!("dropping table {table_uid} fragments: {failure}");
+        }
+    });
+    futures::future::join_all(drops).await;
+}
+
+/// Settings that differ from DataFusion's defaults travel with every task, and so do
+/// the extensions' (`fletch.*`) that are set.
 fn shipped_config(options: &ConfigOptions) -> Vec<ConfigEntry> {
     static DEFAULTS: LazyLock<HashMap<String, Option<String>>> = LazyLock::new(|| {
         ConfigOptions::default()
@@ -294,16 +461,26 @@ fn shipped_config(options: &ConfigOptions) -> Vec<ConfigEntry> {
             .map(|e| (e.key, e.value))
             .collect()
     });
-    options
+    let core = options
         .entries()
         .into_iter()
+        .filter(|e| e.key.starts_with("datafusion."))
         .filter_map(|e| {
             let value = e.value?;
             let default = DEFAULTS.get(&e.key).cloned().flatten();
             (default.as_deref() != Some(value.as_str()))
                 .then_some(ConfigEntry { key: e.key, value })
+        });
+    // Extensions list their entries without their prefix.
+    let extensions = options.extensions.iter().flat_map(|(prefix, extension)| {
+        extension.entries().into_iter().filter_map(move |e| {
+            Some(ConfigEntry {
+                key: format!("{prefix}.{}", e.key),
+                value: e.value?,
+            })
         })
-        .collect()
+    });
+    core.chain(extensions).collect()
 }
 
 fn with_extension<T: Send + Sync + 'static>(ctx: &TaskContext, ext: T) -> Arc<TaskContext> {

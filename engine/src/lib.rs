@@ -1,22 +1,28 @@
 //! The Fletch coordinator and public API: sessions whose queries run on a cluster of
-//! executors, the scheduler that places and launches stage tasks, and [`LocalCluster`],
-//! which starts executors in-process on loopback for the embedded default.
+//! executors, the scheduler that places and launches stage tasks, the cluster's catalog
+//! of in-memory distributed tables (loaded, queried and dropped with [`sql`]), and
+//! [`LocalCluster`], which starts executors in-process on loopback for the embedded
+//! default.
 //!
 //! A Fletch session is a plain DataFusion `SessionContext` with one extra physical
 //! optimizer rule ([`DistributeRule`]) and the [`Coordinator`] as a config extension, so
 //! anything that drives a `SessionContext` drives Fletch unchanged.
 
+mod catalog;
 mod coordinator;
 mod distributed_exec;
 mod local_cluster;
 mod rule;
 mod session;
+mod statements;
 pub mod tpch;
 
+pub use catalog::{ClusterSchema, FletchTable, LoadCommitExec, SystemSchema, TableLayout};
 pub use coordinator::Coordinator;
 pub use distributed_exec::DistributedExec;
 pub use local_cluster::{DEFAULT_EXECUTORS, LocalCluster};
 pub use rule::DistributeRule;
 pub use session::{default_session_config, fletch_session};
+pub use statements::{split_statements, sql};
 
-pub use fletch_executor::{ExchangeReads, FailureReason, StoreStats, TaskFailure};
+pub use fletch_executor::{ExchangeReads, FailureReason, FragmentStats, StoreStats, TaskFailure};

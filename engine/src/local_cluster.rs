@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use datafusion::error::{DataFusionError, Result};
 use datafusion::prelude::{SessionConfig, SessionContext};
-use fletch_executor::{ExchangeReads, ExecutorHandle, StoreStats, start_executor};
+use fletch_executor::{
+    ExchangeReads, ExecutorHandle, ExecutorOptions, FragmentStats, StoreStats, start_executor_with,
+};
 
 use crate::coordinator::Coordinator;
 use crate::session::{default_session_config, fletch_session};
@@ -21,17 +23,25 @@ pub struct LocalCluster {
 }
 
 impl LocalCluster {
-    /// Starts `executors` executors on loopback and a coordinator over them.
+    /// Starts `executors` executors on loopback and a coordinator over them, sharing
+    /// three quarters of the machine's memory.
     pub async fn start(executors: usize) -> Result<Self> {
+        Self::start_with(executors, None).await
+    }
+
+    /// [`Self::start`] with each executor limited to `memory` bytes.
+    pub async fn start_with(executors: usize, memory: Option<usize>) -> Result<Self> {
         if executors == 0 {
             return Err(DataFusionError::Configuration(
                 "a cluster needs at least one executor".to_string(),
             ));
         }
+        let memory_limit =
+            memory.unwrap_or_else(|| ExecutorOptions::default().memory_limit / executors);
         let mut handles = Vec::with_capacity(executors);
         for _ in 0..executors {
             let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
-            handles.push(start_executor(addr).await?);
+            handles.push(start_executor_with(addr, ExecutorOptions { memory_limit }).await?);
         }
         let urls: Vec<String> = handles.iter().map(|h| h.url().to_string()).collect();
         let coordinator =
@@ -63,6 +73,19 @@ impl LocalCluster {
     /// What each executor holds right now.
     pub fn executor_stats(&self) -> Vec<StoreStats> {
         self.executors.iter().map(ExecutorHandle::stats).collect()
+    }
+
+    /// The table fragments each executor holds right now.
+    pub fn fragment_stats(&self) -> Vec<FragmentStats> {
+        self.executors
+            .iter()
+            .map(ExecutorHandle::fragment_stats)
+            .collect()
+    }
+
+    /// Each executor's memory in use and its limit, in bytes.
+    pub fn memory(&self) -> Vec<(usize, usize)> {
+        self.executors.iter().map(ExecutorHandle::memory).collect()
     }
 
     /// How each executor's exchange partitions have been read so far.

@@ -14,6 +14,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::analyze::AnalyzeExec;
 use datafusion::physical_plan::explain::ExplainExec;
 
+use crate::catalog::LoadCommitExec;
 use crate::distributed_exec::DistributedExec;
 
 #[derive(Debug, Default)]
@@ -28,7 +29,9 @@ impl PhysicalOptimizerRule for DistributeRule {
         if plan.is::<DistributedExec>() || plan.is::<ExplainExec>() {
             return Ok(plan);
         }
-        if plan.is::<AnalyzeExec>() {
+        // Both stay on the coordinator over a distributed input: ANALYZE reports on
+        // the run, a load commit makes what the executors stored visible.
+        if plan.is::<AnalyzeExec>() || plan.is::<LoadCommitExec>() {
             let child = Arc::clone(plan.children()[0]);
             let distributed = self.optimize(child, _config)?;
             return datafusion::physical_plan::execution_plan::replace_children_if_necessary(

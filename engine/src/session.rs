@@ -5,6 +5,9 @@ use std::sync::Arc;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
+use fletch_planner::FletchOptions;
+
+use crate::catalog::SystemSchema;
 use crate::coordinator::Coordinator;
 use crate::rule::DistributeRule;
 
@@ -23,7 +26,9 @@ use crate::rule::DistributeRule;
 /// Scan work stealing, which would read files once per executor, is an execution-time
 /// setting; executors force it off for every task, whatever the session says.
 pub fn default_session_config() -> SessionConfig {
-    let mut config = SessionConfig::new().with_information_schema(true);
+    let mut config = SessionConfig::new()
+        .with_information_schema(true)
+        .with_option_extension(FletchOptions::default());
     let optimizer = &mut config.options_mut().optimizer;
     optimizer.enable_round_robin_repartition = false;
     optimizer.enable_join_dynamic_filter_pushdown = false;
@@ -32,13 +37,44 @@ pub fn default_session_config() -> SessionConfig {
     config
 }
 
-/// A `SessionContext` whose queries run on `coordinator`'s executors.
+/// A `SessionContext` whose queries run on `coordinator`'s executors. Its default
+/// schema is the cluster's (tables are shared by every session of the cluster) and
+/// the `fletch` schema holds the system tables.
 pub fn fletch_session(coordinator: Arc<Coordinator>, config: SessionConfig) -> SessionContext {
-    let config = config.with_extension(coordinator);
+    let mut config = config.with_extension(Arc::clone(&coordinator));
+    if config.options().extensions.get::<FletchOptions>().is_none() {
+        config = config.with_option_extension(FletchOptions::default());
+    }
     let state = SessionStateBuilder::new()
         .with_default_features()
         .with_config(config)
         .with_physical_optimizer_rule(Arc::new(DistributeRule))
         .build();
-    SessionContext::new_with_state(state)
+    let ctx = SessionContext::new_with_state(state);
+    let catalog_name = ctx
+        .state()
+        .config()
+        .options()
+        .catalog
+        .default_catalog
+        .clone();
+    let schema_name = ctx
+        .state()
+        .config()
+        .options()
+        .catalog
+        .default_schema
+        .clone();
+    if let Some(catalog) = ctx.catalog(&catalog_name) {
+        let tables = Arc::clone(coordinator.tables());
+        // Registering a schema only fails for catalogs that cannot hold schemas; the
+        // default catalog of a `SessionStateBuilder` is a memory catalog.
+        let registered = catalog
+            .register_schema(&schema_name, Arc::clone(&tables) as _)
+            .and_then(|_| catalog.register_schema("fletch", Arc::new(SystemSchema::new(tables))));
+        if let Err(e) = registered {
+            tracing::warn!("registering the cluster's schemas: {e}");
+        }
+    }
+    ctx
 }

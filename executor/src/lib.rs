@@ -1,22 +1,33 @@
 //! The Fletch executor: an Arrow Flight server that runs stage tasks with DataFusion,
-//! keeps their output partitions in memory until the query ends, and serves them to
-//! downstream tasks (and the coordinator) with `DoGet`.
+//! keeps their output partitions in memory until the query ends, serves them to
+//! downstream tasks (and the coordinator) with `DoGet`, and holds fragments of
+//! in-memory tables.
 //!
 //! Inside:
 //! - [`start_executor`] / [`ExecutorHandle`]: one executor on a TCP address.
+//! - table fragments: pieces of in-memory tables held in memory, replicated over
+//!   `DoPut`, read locally or from another holder; every byte reserved in the
+//!   executor's one memory pool (exchange buffers and operators use it too).
 //! - [`ExecutorClient`] / [`FlightExchangeSource`]: the client side, shared with the
 //!   coordinator, every endpoint built by one function ([`connect`]).
 //! - [`protocol`]: the prost messages inside tickets and actions.
 //! - [`TaskFailure`]: a failure's typed reason as it crosses the wire.
 
 mod flight;
+mod fragment_io;
+mod fragments;
+mod memory;
 pub mod protocol;
+mod recent;
 mod server;
 mod status;
 mod store;
 mod task;
 
 pub use flight::client::{ClientPool, ExecutorClient, FlightExchangeSource, connect};
-pub use server::{ExecutorHandle, start_executor};
+pub use fragments::FragmentStats;
+pub use server::{
+    ExecutorHandle, ExecutorOptions, start_executor, start_executor_with, system_memory,
+};
 pub use status::{FailureReason, TaskFailure, find_failure};
 pub use store::{ExchangeReads, StoreStats};

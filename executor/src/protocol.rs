@@ -7,6 +7,61 @@ pub const RUN_TASK: &str = "fletch.run_task";
 /// Action type that frees every buffer and aborts every task of a query.
 pub const RELEASE_QUERY: &str = "fletch.release_query";
 
+/// Action type that frees every fragment of a table incarnation.
+pub const DROP_TABLE: &str = "fletch.drop_table";
+/// Action type that frees the pieces one load wrote (a load that failed).
+pub const DROP_LOAD: &str = "fletch.drop_load";
+
+/// Action type that sets the executor's memory limit.
+pub const SET_MEMORY_LIMIT: &str = "fletch.set_memory_limit";
+
+/// Body of [`SET_MEMORY_LIMIT`].
+#[derive(Clone, PartialEq, Message)]
+pub struct MemoryLimit {
+    #[prost(uint64, tag = "1")]
+    pub bytes: u64,
+}
+
+/// Every `DoGet` ticket.
+#[derive(Clone, PartialEq, Message)]
+pub struct FletchTicket {
+    #[prost(oneof = "fletch_ticket::Kind", tags = "1, 2")]
+    pub kind: Option<fletch_ticket::Kind>,
+}
+
+pub mod fletch_ticket {
+    #[derive(Clone, PartialEq, prost::Oneof)]
+    pub enum Kind {
+        #[prost(message, tag = "1")]
+        Partition(super::PartitionTicket),
+        #[prost(message, tag = "2")]
+        Piece(super::PieceId),
+    }
+}
+
+/// One piece of a table fragment: the `DoGet` ticket that reads it and the `DoPut`
+/// descriptor command that stores a replica.
+#[derive(Clone, PartialEq, Message)]
+pub struct PieceId {
+    #[prost(string, tag = "1")]
+    pub table: String,
+    #[prost(string, tag = "2")]
+    pub table_uid: String,
+    #[prost(uint64, tag = "3")]
+    pub load: u64,
+    #[prost(uint64, tag = "4")]
+    pub fragment: u64,
+}
+
+/// Body of [`DROP_TABLE`] and [`DROP_LOAD`] (the latter names the load).
+#[derive(Clone, PartialEq, Message)]
+pub struct DropPieces {
+    #[prost(string, tag = "1")]
+    pub table_uid: String,
+    #[prost(uint64, optional, tag = "2")]
+    pub load: Option<u64>,
+}
+
 /// `DoGet` ticket: one output partition of one task.
 #[derive(Clone, PartialEq, Message)]
 pub struct PartitionTicket {

@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use arrow_flight::flight_service_server::FlightServiceServer;
 use datafusion::common::runtime::SpawnedTask;
-use datafusion::prelude::SessionContext;
+use datafusion::execution::memory_pool::MemoryPool;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::prelude::{SessionConfig, SessionContext};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tonic::transport::Server;
@@ -14,6 +16,8 @@ use tonic::transport::server::TcpIncoming;
 use crate::flight::client::ClientPool;
 use crate::flight::service::ExecutorService;
 use crate::flight::{MAX_FRAME_BYTES, MAX_MESSAGE_BYTES};
+use crate::fragments::{FragmentPieces, FragmentStats};
+use crate::memory::ExecutorMemoryPool;
 use crate::store::{ExchangeReads, PartitionStore, StoreStats};
 use crate::task::TaskRunner;
 
@@ -21,6 +25,8 @@ use crate::task::TaskRunner;
 pub struct ExecutorHandle {
     url: String,
     store: Arc<PartitionStore>,
+    fragments: Arc<FragmentPieces>,
+    pool: Arc<ExecutorMemoryPool>,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<SpawnedTask<Result<(), tonic::transport::Error>>>,
 }
@@ -33,16 +39,56 @@ impl std::fmt::Debug for ExecutorHandle {
     }
 }
 
+/// How an executor is set up.
+#[derive(Debug, Clone)]
+pub struct ExecutorOptions {
+    /// Bytes this executor may hold: table fragments, exchange buffers and operators.
+    pub memory_limit: usize,
+}
+
+impl Default for ExecutorOptions {
+    /// Three quarters of the machine's memory (unlimited where it cannot be read).
+    fn default() -> Self {
+        Self {
+            memory_limit: system_memory().map_or(usize::MAX, |m| m / 4 * 3),
+        }
+    }
+}
+
+/// Total physical memory, where the platform says.
+pub fn system_memory() -> Option<usize> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: usize = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
+}
+
 /// Binds `addr` (port 0 picks a free port) and serves Flight until the handle drops.
 pub async fn start_executor(addr: SocketAddr) -> std::io::Result<ExecutorHandle> {
+    start_executor_with(addr, ExecutorOptions::default()).await
+}
+
+/// [`start_executor`] with explicit options.
+pub async fn start_executor_with(
+    addr: SocketAddr,
+    options: ExecutorOptions,
+) -> std::io::Result<ExecutorHandle> {
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     let url = format!("http://{local}");
-    let store = Arc::new(PartitionStore::default());
+    let pool = Arc::new(ExecutorMemoryPool::new(url.clone(), options.memory_limit));
+    let runtime = RuntimeEnvBuilder::new()
+        .with_memory_pool(Arc::clone(&pool) as Arc<dyn MemoryPool>)
+        .build_arc()
+        .map_err(std::io::Error::other)?;
+    let store = Arc::new(PartitionStore::new(Arc::clone(&pool) as _));
+    let fragments = Arc::new(FragmentPieces::new(Arc::clone(&pool) as _));
     let runner = Arc::new(TaskRunner {
         url: url.clone(),
         store: Arc::clone(&store),
-        session: SessionContext::new(),
+        fragments: Arc::clone(&fragments),
+        pool: Arc::clone(&pool),
+        session: SessionContext::new_with_config_rt(SessionConfig::new(), runtime),
         clients: ClientPool::default(),
     });
     let service = FlightServiceServer::new(ExecutorService { runner })
@@ -65,6 +111,8 @@ pub async fn start_executor(addr: SocketAddr) -> std::io::Result<ExecutorHandle>
     Ok(ExecutorHandle {
         url,
         store,
+        fragments,
+        pool,
         shutdown: Some(shutdown),
         server: Some(SpawnedTask::spawn(server)),
     })
@@ -79,6 +127,16 @@ impl ExecutorHandle {
     /// What the executor holds right now.
     pub fn stats(&self) -> StoreStats {
         self.store.stats()
+    }
+
+    /// The table fragments this executor holds.
+    pub fn fragment_stats(&self) -> FragmentStats {
+        self.fragments.stats()
+    }
+
+    /// Bytes in use in this executor's memory pool, and its limit.
+    pub fn memory(&self) -> (usize, usize) {
+        (self.pool.reserved(), self.pool.limit())
     }
 
     /// How many exchange partitions were read here locally and served over Flight.

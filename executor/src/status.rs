@@ -24,6 +24,8 @@ pub enum FailureReason {
     BadRequest = 4,
     /// The executor could not be reached or the stream broke.
     FetchFailed = 5,
+    /// The executor's memory limit left no room (and the operator could not spill).
+    OutOfMemory = 6,
 }
 
 impl FailureReason {
@@ -33,6 +35,7 @@ impl FailureReason {
             2 => Self::UpstreamFailed,
             3 => Self::Cancelled,
             4 => Self::BadRequest,
+            6 => Self::OutOfMemory,
             _ => Self::FetchFailed,
         }
     }
@@ -43,6 +46,7 @@ impl FailureReason {
             Self::Cancelled => Code::Cancelled,
             Self::BadRequest => Code::InvalidArgument,
             Self::FetchFailed => Code::Unavailable,
+            Self::OutOfMemory => Code::ResourceExhausted,
         }
     }
 }
@@ -99,13 +103,12 @@ impl TaskFailure {
             };
             return Self::new(reason, upstream.message.clone(), stage, task, executor);
         }
-        Self::new(
-            FailureReason::TaskFailed,
-            err.strip_backtrace(),
-            stage,
-            task,
-            executor,
-        )
+        let reason = if matches!(err.find_root(), DataFusionError::ResourcesExhausted(_)) {
+            FailureReason::OutOfMemory
+        } else {
+            FailureReason::TaskFailed
+        };
+        Self::new(reason, err.strip_backtrace(), stage, task, executor)
     }
 
     pub fn to_status(&self) -> Status {

@@ -2,18 +2,22 @@
 //! running query, readable any number of times while it is still being written, and
 //! freed as a whole when the coordinator releases the query.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use arrow::array::RecordBatch;
 use datafusion::common::runtime::SpawnedTask;
+use datafusion::execution::memory_pool::{
+    MemoryConsumer, MemoryPool, MemoryReservation, UnboundedMemoryPool,
+};
 use datafusion::physical_plan::ExecutionPlan;
 use futures::Stream;
 use parking_lot::Mutex;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 use crate::protocol::PartitionTicket;
+use crate::recent::RecentSet;
 use crate::status::{FailureReason, TaskFailure};
 
 /// How many released query ids an executor remembers, so a late fetch of a released
@@ -42,8 +46,9 @@ pub struct ExchangeReads {
     pub served: usize,
 }
 
-#[derive(Default)]
 pub(crate) struct PartitionStore {
+    /// Exchange buffers reserve what they hold here, next to fragments and operators.
+    pool: Arc<dyn MemoryPool>,
     bytes: Arc<AtomicUsize>,
     waiting_writers: Arc<AtomicUsize>,
     state: Mutex<StoreState>,
@@ -51,11 +56,18 @@ pub(crate) struct PartitionStore {
     served_reads: AtomicUsize,
 }
 
-#[derive(Default)]
 struct StoreState {
     queries: HashMap<String, Arc<QueryState>>,
-    released: HashSet<String>,
-    released_order: VecDeque<String>,
+    released: RecentSet<String>,
+}
+
+impl Default for StoreState {
+    fn default() -> Self {
+        Self {
+            queries: HashMap::new(),
+            released: RecentSet::new(RELEASED_MEMORY),
+        }
+    }
 }
 
 /// One query's buffers, decoded stage plans and running tasks on this executor.
@@ -65,13 +77,32 @@ pub(crate) struct QueryState {
     pub(crate) plans: Mutex<HashMap<u64, Arc<dyn ExecutionPlan>>>,
     tasks: Mutex<Vec<SpawnedTask<()>>>,
     running: AtomicUsize,
+    /// Signalled when the last running task ends.
+    idle: Notify,
+}
+
+impl Default for PartitionStore {
+    fn default() -> Self {
+        Self::new(Arc::new(UnboundedMemoryPool::default()))
+    }
 }
 
 impl PartitionStore {
+    pub(crate) fn new(pool: Arc<dyn MemoryPool>) -> Self {
+        Self {
+            pool,
+            bytes: Arc::default(),
+            waiting_writers: Arc::default(),
+            state: Mutex::default(),
+            local_reads: AtomicUsize::default(),
+            served_reads: AtomicUsize::default(),
+        }
+    }
+
     /// The query's state, created on first use; `Err` once the query was released.
     pub(crate) fn query(&self, query_id: &str) -> Result<Arc<QueryState>, TaskFailure> {
         let mut state = self.state.lock();
-        if state.released.contains(query_id) {
+        if state.released.contains(&query_id.to_string()) {
             return Err(TaskFailure::new(
                 FailureReason::Cancelled,
                 format!("query {query_id} was released"),
@@ -97,8 +128,12 @@ impl PartitionStore {
     ) -> Arc<PartitionBuffer> {
         let mut buffers = query.buffers.lock();
         Arc::clone(buffers.entry((stage, task, partition)).or_insert_with(|| {
+            let consumer = MemoryConsumer::new(format!(
+                "exchange buffer of stage {stage} task {task} partition {partition}"
+            ));
             Arc::new(PartitionBuffer {
                 retain,
+                reservation: consumer.register(&self.pool),
                 inner: Mutex::new(BufferState::default()),
                 changed: watch::Sender::new(()),
                 store_bytes: Arc::clone(&self.bytes),
@@ -131,19 +166,13 @@ impl PartitionStore {
         Ok(buffer.read())
     }
 
-    /// Aborts the query's tasks and frees its buffers. Readers still attached see a
-    /// cancellation error.
-    pub(crate) fn release(&self, query_id: &str) {
+    /// Aborts the query's tasks and frees its buffers; returns once the tasks have
+    /// ended, so everything they held (operators' memory, pieces being loaded) is back.
+    /// Readers still attached see a cancellation error.
+    pub(crate) async fn release(&self, query_id: &str) {
         let query = {
             let mut state = self.state.lock();
-            if state.released.insert(query_id.to_string()) {
-                state.released_order.push_back(query_id.to_string());
-                if state.released_order.len() > RELEASED_MEMORY
-                    && let Some(old) = state.released_order.pop_front()
-                {
-                    state.released.remove(&old);
-                }
-            }
+            state.released.insert(query_id.to_string());
             state.queries.remove(query_id)
         };
         if let Some(query) = query {
@@ -152,6 +181,13 @@ impl PartitionStore {
             query.plans.lock().clear();
             for (_, buffer) in query.buffers.lock().drain() {
                 buffer.release();
+            }
+            loop {
+                let ended = query.idle.notified();
+                if query.running.load(Ordering::Acquire) == 0 {
+                    break;
+                }
+                ended.await;
             }
         }
     }
@@ -194,7 +230,9 @@ pub(crate) struct RunningGuard(Arc<QueryState>);
 
 impl Drop for RunningGuard {
     fn drop(&mut self) {
-        self.0.running.fetch_sub(1, Ordering::AcqRel);
+        if self.0.running.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
     }
 }
 
@@ -208,6 +246,7 @@ const UNREAD_LIMIT_BYTES: usize = 4 << 20;
 /// [`UNREAD_LIMIT_BYTES`] are unread.
 pub(crate) struct PartitionBuffer {
     retain: bool,
+    reservation: MemoryReservation,
     inner: Mutex<BufferState>,
     changed: watch::Sender<()>,
     store_bytes: Arc<AtomicUsize>,
@@ -224,7 +263,8 @@ struct BufferState {
 
 impl PartitionBuffer {
     /// Appends a batch, first waiting for room if the partition is consumed on read.
-    pub(crate) async fn push(&self, batch: RecordBatch) {
+    /// Fails when the executor's memory limit leaves no room for it.
+    pub(crate) async fn push(&self, batch: RecordBatch) -> datafusion::common::Result<()> {
         let size = batch.get_array_memory_size();
         let mut changed = self.changed.subscribe();
         loop {
@@ -232,12 +272,13 @@ impl PartitionBuffer {
             {
                 let mut inner = self.inner.lock();
                 if inner.end.is_some() {
-                    return;
+                    return Ok(());
                 }
                 let has_room = self.retain
                     || inner.batches.is_empty()
                     || inner.bytes + size <= UNREAD_LIMIT_BYTES;
                 if has_room {
+                    self.reservation.try_grow(size)?;
                     inner.bytes += size;
                     inner.batches.push_back(batch);
                     self.store_bytes.fetch_add(size, Ordering::AcqRel);
@@ -248,10 +289,11 @@ impl PartitionBuffer {
             let woken = changed.changed().await;
             self.waiting_writers.fetch_sub(1, Ordering::AcqRel);
             if woken.is_err() {
-                return;
+                return Ok(());
             }
         }
         self.changed.send_replace(());
+        Ok(())
     }
 
     /// Marks the partition complete (or failed); the first end wins.
@@ -280,6 +322,7 @@ impl PartitionBuffer {
             }
             std::mem::take(&mut inner.bytes)
         };
+        self.reservation.shrink(freed);
         self.store_bytes.fetch_sub(freed, Ordering::AcqRel);
         self.changed.send_replace(());
     }
@@ -342,6 +385,7 @@ impl PartitionBuffer {
                 let size = batch.get_array_memory_size();
                 inner.bytes -= size;
                 drop(inner);
+                self.reservation.shrink(size);
                 self.store_bytes.fetch_sub(size, Ordering::AcqRel);
                 // Wake a writer waiting for room.
                 self.changed.send_replace(());
@@ -407,13 +451,13 @@ mod tests {
         let store = PartitionStore::default();
         let query = store.query("q").expect("query");
         let buffer = store.buffer(&query, 1, 0, 0, true);
-        buffer.push(batch(&[1, 2])).await;
-        buffer.push(batch(&[3])).await;
+        buffer.push(batch(&[1, 2])).await.expect("room");
+        buffer.push(batch(&[3])).await.expect("room");
         buffer.finish(Ok(()));
         assert_eq!(values(&read_all(&buffer).await.expect("first")), [1, 2, 3]);
         assert_eq!(values(&read_all(&buffer).await.expect("second")), [1, 2, 3]);
         assert!(store.stats().buffered_bytes > 0);
-        store.release("q");
+        store.release("q").await;
         assert_eq!(store.stats(), StoreStats::default());
     }
 
@@ -422,8 +466,8 @@ mod tests {
         let store = PartitionStore::default();
         let query = store.query("q").expect("query");
         let buffer = store.buffer(&query, 1, 0, 0, false);
-        buffer.push(batch(&[1])).await;
-        buffer.push(batch(&[2])).await;
+        buffer.push(batch(&[1])).await.expect("room");
+        buffer.push(batch(&[2])).await.expect("room");
         buffer.finish(Ok(()));
         assert_eq!(values(&read_all(&buffer).await.expect("reader")), [1, 2]);
         assert_eq!(store.stats().buffered_bytes, 0);
@@ -440,7 +484,7 @@ mod tests {
         let query = store.query("q").expect("query");
         let buffer = store.buffer(&query, 2, 1, 0, false);
         let mut stream = Box::pin(Arc::clone(&buffer).read());
-        buffer.push(batch(&[7])).await;
+        buffer.push(batch(&[7])).await.expect("room");
         let first = stream.next().await.expect("item").expect("batch");
         assert_eq!(values(&[first]), [7]);
         buffer.finish(Err(TaskFailure::new(
@@ -459,7 +503,7 @@ mod tests {
     async fn a_released_query_cannot_be_revived_by_a_late_reader() {
         let store = PartitionStore::default();
         store.query("q").expect("query");
-        store.release("q");
+        store.release("q").await;
         let late = store.query("q");
         assert!(late.is_err_and(|f| f.reason == FailureReason::Cancelled));
         assert_eq!(store.stats(), StoreStats::default());

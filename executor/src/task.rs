@@ -11,13 +11,17 @@ use datafusion::execution::TaskContext;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use fletch_planner::{
-    ExchangeSink, ExchangeSinkExt, ExchangeSourceExt, ShuffleWriterExec, decode_stage_plan,
+    ExchangeSink, ExchangeSinkExt, ExchangeSourceExt, FletchOptions, FragmentStoreExt,
+    ShuffleWriterExec, decode_stage_plan,
 };
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use tokio::sync::oneshot;
 
 use crate::flight::client::{ClientPool, FlightExchangeSource, LocalPartitions};
+use crate::fragment_io::ExecutorFragments;
+use crate::fragments::FragmentPieces;
+use crate::memory::ExecutorMemoryPool;
 use crate::protocol::{StageLocations, TaskDefinition};
 use crate::status::{FailureReason, TaskFailure};
 use crate::store::{PartitionBuffer, PartitionStore, QueryState};
@@ -25,6 +29,8 @@ use crate::store::{PartitionBuffer, PartitionStore, QueryState};
 pub(crate) struct TaskRunner {
     pub(crate) url: String,
     pub(crate) store: Arc<PartitionStore>,
+    pub(crate) fragments: Arc<FragmentPieces>,
+    pub(crate) pool: Arc<ExecutorMemoryPool>,
     pub(crate) session: SessionContext,
     pub(crate) clients: ClientPool,
 }
@@ -52,8 +58,7 @@ impl ExchangeSink for TaskSink {
                     self.outputs.len()
                 )));
             };
-            out.push(batch).await;
-            Ok(())
+            out.push(batch).await
         })
     }
 }
@@ -71,7 +76,7 @@ impl TaskRunner {
             e.executor = self.url.clone();
             e
         })?;
-        let mut config = SessionConfig::new();
+        let mut config = SessionConfig::new().with_option_extension(FletchOptions::default());
         for entry in &def.config {
             config
                 .options_mut()
@@ -99,6 +104,12 @@ impl TaskRunner {
                     store: Arc::clone(&self.store),
                 });
         let config = config.with_extension(Arc::new(ExchangeSourceExt(Arc::new(source))));
+        let fragments = ExecutorFragments {
+            url: self.url.clone(),
+            pieces: Arc::clone(&self.fragments),
+            clients: self.clients.clone(),
+        };
+        let config = config.with_extension(Arc::new(FragmentStoreExt(Arc::new(fragments))));
 
         let plan = self
             .stage_plan(&query, &def, &config)

@@ -1,6 +1,7 @@
 //! [`FletchCodec`]: how Fletch's own plan nodes cross the wire inside datafusion-proto
 //! plans. Messages are prost-derived (no protoc); readers travel as leaves, so a stage's
-//! bytes never contain another stage, and scans travel as file references.
+//! bytes never contain another stage, and scans travel as file references or, for
+//! in-memory tables, as the list of fragment pieces to read.
 
 use std::sync::Arc;
 
@@ -27,6 +28,7 @@ use datafusion_proto::protobuf;
 use prost::Message;
 
 use crate::exchange::{ExchangeMode, ExchangeReaderExec, ShuffleWriterExec};
+use crate::fragment::{FragmentLayout, FragmentScanExec, FragmentWriterExec, TableSnapshot};
 
 /// Encodes and decodes [`ShuffleWriterExec`] and [`ExchangeReaderExec`].
 #[derive(Debug, Default)]
@@ -44,7 +46,7 @@ pub fn decode_stage_plan(bytes: &[u8], ctx: &TaskContext) -> Result<Arc<dyn Exec
 
 #[derive(Clone, PartialEq, Message)]
 struct FletchNode {
-    #[prost(oneof = "fletch_node::Kind", tags = "1, 2")]
+    #[prost(oneof = "fletch_node::Kind", tags = "1, 2, 3, 4")]
     kind: Option<fletch_node::Kind>,
 }
 
@@ -55,6 +57,10 @@ mod fletch_node {
         Writer(super::WriterNode),
         #[prost(message, tag = "2")]
         Reader(super::ReaderNode),
+        #[prost(message, tag = "3")]
+        Scan(super::ScanNode),
+        #[prost(message, tag = "4")]
+        FragmentWriter(super::FragmentWriterNode),
     }
 }
 
@@ -80,6 +86,98 @@ struct ReaderNode {
     partitioning: Option<protobuf::Partitioning>,
     #[prost(message, repeated, tag = "5")]
     ordering: Vec<protobuf::PhysicalSortExprNode>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct LayoutNode {
+    /// Absent: round robin.
+    #[prost(message, optional, tag = "1")]
+    hash_keys: Option<ColumnList>,
+    #[prost(message, repeated, tag = "2")]
+    holders: Vec<HolderList>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct ColumnList {
+    #[prost(uint64, repeated, tag = "1")]
+    columns: Vec<u64>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct HolderList {
+    #[prost(string, repeated, tag = "1")]
+    urls: Vec<String>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct ScanNode {
+    #[prost(string, tag = "1")]
+    table: String,
+    #[prost(string, tag = "2")]
+    table_uid: String,
+    #[prost(message, optional, tag = "3")]
+    schema: Option<protobuf::Schema>,
+    #[prost(message, optional, tag = "4")]
+    layout: Option<LayoutNode>,
+    /// Per fragment, the loads to read.
+    #[prost(message, repeated, tag = "5")]
+    loads: Vec<ColumnList>,
+    /// Absent: every column.
+    #[prost(message, optional, tag = "6")]
+    projection: Option<ColumnList>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct FragmentWriterNode {
+    #[prost(string, tag = "1")]
+    table: String,
+    #[prost(string, tag = "2")]
+    table_uid: String,
+    #[prost(uint64, tag = "3")]
+    load: u64,
+    #[prost(message, optional, tag = "4")]
+    layout: Option<LayoutNode>,
+}
+
+fn encode_layout(layout: &FragmentLayout) -> LayoutNode {
+    LayoutNode {
+        hash_keys: layout.hash_keys.as_ref().map(|k| ColumnList {
+            columns: k.iter().map(|&c| c as u64).collect(),
+        }),
+        holders: layout
+            .holders
+            .iter()
+            .map(|urls| HolderList { urls: urls.clone() })
+            .collect(),
+    }
+}
+
+fn decode_layout(node: Option<LayoutNode>, columns: usize) -> Result<FragmentLayout> {
+    let node = node.ok_or_else(|| plan_datafusion_err!("fragment node without a layout"))?;
+    let hash_keys = node
+        .hash_keys
+        .map(|k| decode_columns(&k, columns))
+        .transpose()?;
+    Ok(FragmentLayout {
+        hash_keys,
+        holders: node.holders.into_iter().map(|h| h.urls).collect(),
+    })
+}
+
+/// Column indices, each checked against the number of columns they index.
+fn decode_columns(list: &ColumnList, columns: usize) -> Result<Vec<usize>> {
+    list.columns
+        .iter()
+        .map(|&c| {
+            let c = to_usize(c)?;
+            if c >= columns {
+                return Err(plan_datafusion_err!(
+                    "column {c} out of range: the table has {columns} columns"
+                ));
+            }
+            Ok(c)
+        })
+        .collect()
 }
 
 impl PhysicalExtensionCodec for FletchCodec {
@@ -154,6 +252,47 @@ impl PhysicalExtensionCodec for FletchCodec {
                     None,
                 )))
             }
+            Some(fletch_node::Kind::Scan(scan)) => {
+                let schema: Schema = scan
+                    .schema
+                    .as_ref()
+                    .ok_or_else(|| plan_datafusion_err!("fragment scan without a schema"))?
+                    .try_into()
+                    .map_err(|e| plan_datafusion_err!("fragment scan schema: {e}"))?;
+                let columns = schema.fields().len();
+                let snapshot = TableSnapshot {
+                    layout: decode_layout(scan.layout, columns)?,
+                    loads: scan.loads.into_iter().map(|l| l.columns).collect(),
+                    table: scan.table,
+                    table_uid: scan.table_uid,
+                    schema: Arc::new(schema),
+                };
+                let projection = scan
+                    .projection
+                    .map(|p| decode_columns(&p, columns))
+                    .transpose()?;
+                Ok(Arc::new(FragmentScanExec::try_new(
+                    Arc::new(snapshot),
+                    projection,
+                    None,
+                )?))
+            }
+            Some(fletch_node::Kind::FragmentWriter(w)) => {
+                let [input] = inputs else {
+                    return internal_err!(
+                        "FragmentWriterExec needs one input, got {}",
+                        inputs.len()
+                    );
+                };
+                let layout = decode_layout(w.layout, input.schema().fields().len())?;
+                Ok(Arc::new(FragmentWriterExec::try_new(
+                    w.table,
+                    w.table_uid,
+                    w.load,
+                    layout,
+                    Arc::clone(input),
+                )?))
+            }
             None => internal_err!("empty Fletch plan node"),
         }
     }
@@ -201,6 +340,31 @@ impl PhysicalExtensionCodec for FletchCodec {
                     proto_converter,
                 )?),
                 ordering,
+            })
+        } else if let Some(scan) = node.downcast_ref::<FragmentScanExec>() {
+            let snapshot = scan.snapshot();
+            let schema = protobuf::Schema::try_from(snapshot.schema.as_ref())
+                .map_err(|e| plan_datafusion_err!("fragment scan schema: {e}"))?;
+            fletch_node::Kind::Scan(ScanNode {
+                table: snapshot.table.clone(),
+                table_uid: snapshot.table_uid.clone(),
+                schema: Some(schema),
+                layout: Some(encode_layout(&snapshot.layout)),
+                loads: snapshot
+                    .loads
+                    .iter()
+                    .map(|l| ColumnList { columns: l.clone() })
+                    .collect(),
+                projection: scan.projection().map(|p| ColumnList {
+                    columns: p.iter().map(|&c| c as u64).collect(),
+                }),
+            })
+        } else if let Some(w) = node.downcast_ref::<FragmentWriterExec>() {
+            fletch_node::Kind::FragmentWriter(FragmentWriterNode {
+                table: w.table().to_string(),
+                table_uid: w.table_uid().to_string(),
+                load: w.load(),
+                layout: Some(encode_layout(w.layout())),
             })
         } else {
             return internal_err!("Fletch codec cannot encode {}", node.name());

@@ -8,14 +8,26 @@
 //! - [`FletchCodec`]: the `PhysicalExtensionCodec` for those nodes.
 //! - [`ExchangeSink`] / [`ExchangeSource`]: what an executor plugs into a task so the
 //!   exchange nodes can move data, carried as `SessionConfig` extensions.
+//! - [`FragmentScanExec`] / [`FragmentWriterExec`] and [`FragmentStore`]: in-memory
+//!   tables, cut into fragments held by executors; [`preferred_holders`] tells the
+//!   scheduler where a stage's tasks find their fragments.
 
 mod codec;
+mod config;
 mod exchange;
+mod fragment;
+mod placement;
 mod stage;
 
 pub use codec::{FletchCodec, decode_stage_plan, encode_stage_plan};
+pub use config::{FletchOptions, parse_size};
 pub use exchange::{
     ExchangeMode, ExchangeReaderExec, ExchangeSink, ExchangeSinkExt, ExchangeSource,
     ExchangeSourceExt, ShuffleWriterExec,
 };
+pub use fragment::{
+    FragmentLayout, FragmentScanExec, FragmentStore, FragmentStoreExt, FragmentWriterExec,
+    PieceRef, TableSnapshot, load_summary_schema, merge_fragment_statistics,
+};
+pub use placement::preferred_holders;
 pub use stage::{DistributedPlan, Stage, StageId, distribute};

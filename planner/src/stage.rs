@@ -13,7 +13,8 @@
 //!    join, both sides shuffled on the keys; where it cannot (nested loop joins,
 //!    null-aware anti joins) its probe side is gathered, so that "last" means the same
 //!    thing as on one node;
-//! 5. the rest is the final stage, read by the coordinator through one forward reader.
+//! 5. a fragment writer's input is repartitioned by the table's layout;
+//! 6. the rest is the final stage, read by the coordinator through one forward reader.
 //!
 //! A stage whose expressions read uncorrelated scalar subqueries carries its own copy of
 //! the `ScalarSubqueryExec` that computes them, since the original may sit in another stage.
@@ -26,6 +27,7 @@ use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::{Result, not_impl_err};
 use datafusion::logical_expr::physical_planning_context::ScalarSubqueryResults;
 use datafusion::physical_expr::scalar_subquery::ScalarSubqueryExpr;
+use datafusion::physical_expr::{PhysicalExpr, physical_exprs_equal};
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::execution_plan::replace_children_if_necessary;
 use datafusion::physical_plan::joins::{
@@ -38,6 +40,7 @@ use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMerge
 use datafusion::physical_plan::{ExecutionPlan, Partitioning};
 
 use crate::exchange::{ExchangeMode, ExchangeReaderExec, ShuffleWriterExec};
+use crate::fragment::FragmentWriterExec;
 
 /// Identifies a stage within one query; upstream stages have smaller ids.
 pub type StageId = usize;
@@ -76,7 +79,12 @@ pub fn distribute(plan: Arc<dyn ExecutionPlan>) -> Result<DistributedPlan> {
     } else {
         plan
     };
-    let cut = cutter.cut(plan, &[])?;
+    let mut cut = cutter.cut(plan, &[])?;
+    if cut.properties().partitioning.partition_count() > 1 {
+        // Cutting can add partitions (a fragment writer's input is repartitioned into
+        // one partition per fragment); the client still reads one stream.
+        cut = Arc::new(CoalescePartitionsExec::new(cutter.exchanged(cut, &[])?));
+    }
     let properties = Arc::clone(cut.properties());
     let writer = cutter.new_stage(cut, None, &[])?;
     let final_id = cutter.stages.len();
@@ -135,7 +143,9 @@ impl Cutter {
             )));
         }
 
+        let plan = join_co_partitioned_in_place(plan)?;
         let plan = partition_if_probe_must_be_gathered(plan)?;
+        let plan = partition_for_fragments(plan)?;
         let children = plan
             .children()
             .into_iter()
@@ -357,6 +367,65 @@ fn partition_if_probe_must_be_gathered(
         .recompute_properties()
         .reset_state()
         .build_exec()
+}
+
+/// A `CollectLeft` hash join whose two inputs are already hash-partitioned on the join
+/// keys into the same number of partitions (in-memory tables fragmented on those keys)
+/// joins partition `i` with partition `i`, where both live: nothing is broadcast or
+/// shuffled. DataFusion picks `CollectLeft` for a small build side without knowing that
+/// collecting it moves it over the network while a partitioned join would not.
+fn join_co_partitioned_in_place(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
+    let Some(join) = plan.downcast_ref::<HashJoinExec>() else {
+        return Ok(plan);
+    };
+    if join.mode != PartitionMode::CollectLeft || join.null_aware {
+        return Ok(plan);
+    }
+    let mut left = Arc::clone(join.left());
+    if let Some(gather) = left.downcast_ref::<CoalescePartitionsExec>() {
+        left = Arc::clone(gather.input());
+    }
+    let right = Arc::clone(join.right());
+    let (left_keys, right_keys): (Vec<_>, Vec<_>) = join
+        .on()
+        .iter()
+        .map(|(l, r)| (Arc::clone(l), Arc::clone(r)))
+        .unzip();
+    let partitioned_on = |side: &Arc<dyn ExecutionPlan>, keys: &[Arc<dyn PhysicalExpr>]| match &side
+        .properties()
+        .partitioning
+    {
+        Partitioning::Hash(exprs, n) if *n > 1 && physical_exprs_equal(exprs, keys) => Some(*n),
+        _ => None,
+    };
+    match (
+        partitioned_on(&left, &left_keys),
+        partitioned_on(&right, &right_keys),
+    ) {
+        (Some(l), Some(r)) if l == r => join
+            .builder()
+            .with_partition_mode(PartitionMode::Partitioned)
+            .with_new_children(vec![left, right])?
+            .recompute_properties()
+            .reset_state()
+            .build_exec(),
+        _ => Ok(plan),
+    }
+}
+
+/// A [`FragmentWriterExec`] stores partition `f` as fragment `f`: its input is first
+/// repartitioned the way the table's layout says (a shuffle between executors, unless
+/// the input already is partitioned that way).
+fn partition_for_fragments(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
+    let Some(writer) = plan.downcast_ref::<FragmentWriterExec>() else {
+        return Ok(plan);
+    };
+    if writer.input_is_partitioned() {
+        return Ok(plan);
+    }
+    let input =
+        RepartitionExec::try_new(Arc::clone(writer.input()), writer.required_partitioning())?;
+    replace_children_if_necessary(plan, vec![Arc::new(input)])
 }
 
 /// Whether `plan` is a join that collects its left (build) side once per plan instance

@@ -7,7 +7,6 @@ use anyhow::Result;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::util::pretty::pretty_format_batches;
 use datafusion::prelude::SessionContext;
-use datafusion::sql::parser::DFParser;
 use futures::StreamExt;
 
 use crate::Format;
@@ -20,7 +19,7 @@ pub struct Printer {
 /// Runs every statement in `sql`; errors go to stderr and the next statement still runs.
 /// Returns whether all statements succeeded.
 pub async fn run_script(ctx: &SessionContext, sql: &str, printer: &Printer) -> bool {
-    let statements = match DFParser::parse_sql(sql) {
+    let statements = match fletch_engine::split_statements(sql) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("Error: {e}");
@@ -31,8 +30,7 @@ pub async fn run_script(ctx: &SessionContext, sql: &str, printer: &Printer) -> b
     for statement in statements {
         let started = Instant::now();
         let result = async {
-            let plan = ctx.state().statement_to_plan(statement).await?;
-            let df = ctx.execute_logical_plan(plan).await?;
+            let df = fletch_engine::sql(ctx, &statement).await?;
             let mut stream = df.execute_stream().await?;
             let mut batches = Vec::new();
             while let Some(batch) = stream.next().await {

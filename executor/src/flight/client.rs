@@ -7,8 +7,11 @@ use std::sync::Arc;
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use arrow_flight::decode::{FlightDataDecoder, FlightRecordBatchStream};
+use arrow_flight::encode::{DictionaryHandling, FlightDataEncoderBuilder};
 use arrow_flight::flight_service_client::FlightServiceClient;
-use arrow_flight::{Action, FlightClient, Ticket, error::FlightError};
+use arrow_flight::{
+    Action, FlightClient, FlightData, FlightDescriptor, Ticket, error::FlightError,
+};
 use datafusion::common::{Result, exec_datafusion_err};
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
@@ -20,7 +23,10 @@ use tonic::transport::{Channel, Endpoint};
 
 use super::validate::validate_batch;
 use super::{MAX_FRAME_BYTES, MAX_MESSAGE_BYTES};
-use crate::protocol::{self, PartitionTicket, ReleaseQuery, StageLocations, TaskDefinition};
+use crate::protocol::{
+    self, DropPieces, FletchTicket, MemoryLimit, PartitionTicket, PieceId, ReleaseQuery,
+    StageLocations, TaskDefinition, fletch_ticket,
+};
 use crate::status::{FailureReason, TaskFailure};
 use crate::store::PartitionStore;
 
@@ -79,16 +85,7 @@ impl ExecutorClient {
         let flight_data = response
             .into_inner()
             .map_err(|status| FlightError::Tonic(Box::new(status)));
-        // SAFETY: the decoder's own validation is skipped because `validate_batch` runs
-        // the same checks (faster for string views) on every batch before it leaves
-        // this function; nothing reads a batch's values in between.
-        let decoder = unsafe { FlightDataDecoder::new(flight_data).with_skip_validation() };
-        Ok(
-            FlightRecordBatchStream::new(decoder).and_then(|batch| async move {
-                validate_batch(&batch)?;
-                Ok(batch)
-            }),
-        )
+        Ok(decode_validated(flight_data))
     }
 
     fn failure(&self, e: FlightError) -> TaskFailure {
@@ -131,10 +128,81 @@ impl ExecutorClient {
         Ok(())
     }
 
+    /// Sets this executor's memory limit.
+    pub async fn set_memory_limit(&self, bytes: usize) -> Result<(), TaskFailure> {
+        let body = MemoryLimit {
+            bytes: bytes as u64,
+        };
+        self.action(protocol::SET_MEMORY_LIMIT, body.encode_to_vec())
+            .await
+    }
+
+    /// Frees every fragment of a table incarnation on this executor.
+    pub async fn drop_table(&self, table_uid: &str) -> Result<(), TaskFailure> {
+        let body = DropPieces {
+            table_uid: table_uid.to_string(),
+            load: None,
+        };
+        self.action(protocol::DROP_TABLE, body.encode_to_vec())
+            .await
+    }
+
+    /// Frees the pieces one load wrote on this executor.
+    pub async fn drop_load(&self, table_uid: &str, load: u64) -> Result<(), TaskFailure> {
+        let body = DropPieces {
+            table_uid: table_uid.to_string(),
+            load: Some(load),
+        };
+        self.action(protocol::DROP_LOAD, body.encode_to_vec()).await
+    }
+
+    /// Stores a replica of a table piece on this executor.
+    pub(crate) async fn put_piece(
+        &self,
+        id: &PieceId,
+        schema: SchemaRef,
+        batches: Vec<RecordBatch>,
+    ) -> Result<(), TaskFailure> {
+        let descriptor = FlightDescriptor::new_cmd(id.encode_to_vec());
+        let data = FlightDataEncoderBuilder::new()
+            .with_schema(schema)
+            .with_flight_descriptor(Some(descriptor))
+            .with_dictionary_handling(DictionaryHandling::Resend)
+            .build(futures::stream::iter(batches.into_iter().map(Ok)));
+        let mut results = self
+            .flight()
+            .do_put(data)
+            .await
+            .map_err(|e| self.failure(e))?;
+        while let Some(result) = results.next().await {
+            result.map_err(|e| self.failure(e))?;
+        }
+        Ok(())
+    }
+
+    /// Streams a table piece this executor holds.
+    pub(crate) async fn fetch_piece(
+        &self,
+        id: &PieceId,
+    ) -> Result<impl Stream<Item = Result<RecordBatch, TaskFailure>> + use<>, TaskFailure> {
+        let ticket = FletchTicket {
+            kind: Some(fletch_ticket::Kind::Piece(id.clone())),
+        };
+        let batches = self
+            .do_get(Ticket::new(ticket.encode_to_vec()))
+            .await
+            .map_err(|e| self.failure(e))?;
+        let client = self.clone();
+        Ok(batches.map_err(move |e| client.failure(e)))
+    }
+
     /// Streams one task output partition.
     pub fn fetch(&self, ticket: PartitionTicket, schema: SchemaRef) -> SendableRecordBatchStream {
         let client = self.clone();
         let stream = futures::stream::once(async move {
+            let ticket = FletchTicket {
+                kind: Some(fletch_ticket::Kind::Partition(ticket)),
+            };
             let ticket = Ticket::new(ticket.encode_to_vec());
             let batches = client
                 .do_get(ticket)
@@ -148,6 +216,20 @@ impl ExecutorClient {
         .try_flatten();
         Box::pin(RecordBatchStreamAdapter::new(schema, stream.boxed()))
     }
+}
+
+/// Decodes Flight data into batches, each fully validated before anyone reads it.
+pub(crate) fn decode_validated(
+    flight_data: impl Stream<Item = Result<FlightData, FlightError>> + Send + 'static,
+) -> impl Stream<Item = Result<RecordBatch, FlightError>> {
+    // SAFETY: the decoder's own validation is skipped because `validate_batch` runs
+    // the same checks (faster for string views) on every batch before it leaves
+    // this function; nothing reads a batch's values in between.
+    let decoder = unsafe { FlightDataDecoder::new(flight_data).with_skip_validation() };
+    FlightRecordBatchStream::new(decoder).and_then(|batch| async move {
+        validate_batch(&batch)?;
+        Ok(batch)
+    })
 }
 
 /// Reads exchanges of one query over Flight, wherever the upstream tasks ran; inside an

@@ -1,5 +1,6 @@
-//! The executor's Flight service: `DoAction` runs tasks and releases queries, `DoGet`
-//! streams a task output partition. Every malformed request gets `InvalidArgument` with a
+//! The executor's Flight service: `DoAction` runs tasks, releases queries and drops
+//! table fragments, `DoGet` streams a task output partition or a table piece, `DoPut`
+//! stores a replica of a table piece. Every malformed request gets `InvalidArgument` with a
 //! message naming what was wrong; nothing a client sends can take the server down.
 
 use std::pin::Pin;
@@ -16,8 +17,12 @@ use futures::{Stream, StreamExt, TryStreamExt};
 use prost::Message;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::protocol::{self, PartitionTicket, ReleaseQuery, TaskDefinition};
-use crate::status::{TaskFailure, bad_request};
+use crate::flight::client::decode_validated;
+use crate::protocol::{
+    self, DropPieces, FletchTicket, MemoryLimit, PieceId, ReleaseQuery, TaskDefinition,
+    fletch_ticket,
+};
+use crate::status::{FailureReason, TaskFailure, bad_request};
 use crate::task::TaskRunner;
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
@@ -79,17 +84,41 @@ impl FlightService for ExecutorService {
         &self,
         request: Request<Ticket>,
     ) -> Result<Response<Self::DoGetStream>, Status> {
-        let ticket = PartitionTicket::decode(request.into_inner().ticket)
-            .map_err(|e| bad_request(format!("malformed partition ticket: {e}")))?;
-        if ticket.query_id.is_empty() {
-            return Err(bad_request("partition ticket without a query id"));
-        }
-        let batches = self
-            .runner
-            .store
-            .read_partition(&ticket, false)
-            .map_err(|e| e.to_status())?
-            .map_err(|failure| FlightError::ExternalError(Box::new(failure)));
+        let ticket = FletchTicket::decode(request.into_inner().ticket)
+            .map_err(|e| bad_request(format!("malformed ticket: {e}")))?;
+        let batches = match ticket.kind {
+            Some(fletch_ticket::Kind::Partition(ticket)) => {
+                if ticket.query_id.is_empty() {
+                    return Err(bad_request("partition ticket without a query id"));
+                }
+                self.runner
+                    .store
+                    .read_partition(&ticket, false)
+                    .map_err(|e| e.to_status())?
+                    .map_err(|failure| FlightError::ExternalError(Box::new(failure)))
+                    .boxed()
+            }
+            Some(fletch_ticket::Kind::Piece(id)) => {
+                if id.table_uid.is_empty() {
+                    return Err(bad_request("piece ticket without a table id"));
+                }
+                let Some(piece) = self.runner.fragments.get(&id, false) else {
+                    let failure = TaskFailure::new(
+                        FailureReason::FetchFailed,
+                        format!(
+                            "table {} fragment {} (load {}) is not held by executor {}",
+                            id.table, id.fragment, id.load, self.runner.url
+                        ),
+                        usize::MAX,
+                        usize::MAX,
+                        &self.runner.url,
+                    );
+                    return Err(failure.to_status());
+                };
+                futures::stream::iter(piece.batches.clone().into_iter().map(Ok)).boxed()
+            }
+            None => return Err(bad_request("empty ticket")),
+        };
         let encoded = FlightDataEncoderBuilder::new()
             // Resend keeps dictionary types intact, so readers see the declared schema.
             .with_dictionary_handling(DictionaryHandling::Resend)
@@ -105,11 +134,64 @@ impl FlightService for ExecutorService {
         Ok(Response::new(encoded.boxed()))
     }
 
+    /// Stores a replica of a table piece; the descriptor's command is a `PieceId`.
     async fn do_put(
         &self,
-        _request: Request<Streaming<FlightData>>,
+        request: Request<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoPutStream>, Status> {
-        Err(unsupported("DoPut"))
+        let mut input = request.into_inner();
+        let first = input
+            .message()
+            .await?
+            .ok_or_else(|| bad_request("DoPut without any message"))?;
+        let descriptor = first
+            .flight_descriptor
+            .clone()
+            .ok_or_else(|| bad_request("DoPut without a flight descriptor"))?;
+        let id = PieceId::decode(descriptor.cmd)
+            .map_err(|e| bad_request(format!("malformed piece descriptor: {e}")))?;
+        if id.table_uid.is_empty() {
+            return Err(bad_request("piece descriptor without a table id"));
+        }
+        let flight_data = futures::stream::once(async move { Ok(first) })
+            .chain(input)
+            .map_err(|status| FlightError::Tonic(Box::new(status)));
+        let mut batches = std::pin::pin!(decode_validated(flight_data));
+        let mut builder = self.runner.fragments.builder(id);
+        let url = &self.runner.url;
+        while let Some(batch) = batches.next().await {
+            let batch = batch.map_err(|e| {
+                TaskFailure::new(
+                    FailureReason::BadRequest,
+                    format!("receiving a table piece: {e}"),
+                    usize::MAX,
+                    usize::MAX,
+                    url,
+                )
+                .to_status()
+            })?;
+            builder.push(batch).map_err(|e| {
+                TaskFailure::new(
+                    FailureReason::OutOfMemory,
+                    e.strip_backtrace(),
+                    usize::MAX,
+                    usize::MAX,
+                    url,
+                )
+                .to_status()
+            })?;
+        }
+        self.runner.fragments.insert(builder).map_err(|message| {
+            TaskFailure::new(
+                FailureReason::Cancelled,
+                message,
+                usize::MAX,
+                usize::MAX,
+                url,
+            )
+            .to_status()
+        })?;
+        Ok(Response::new(futures::stream::empty().boxed()))
     }
 
     async fn do_action(
@@ -129,7 +211,28 @@ impl FlightService for ExecutorService {
             protocol::RELEASE_QUERY => {
                 let release = ReleaseQuery::decode(action.body)
                     .map_err(|e| bad_request(format!("malformed release request: {e}")))?;
-                self.runner.store.release(&release.query_id);
+                self.runner.store.release(&release.query_id).await;
+            }
+            protocol::SET_MEMORY_LIMIT => {
+                let limit = MemoryLimit::decode(action.body)
+                    .map_err(|e| bad_request(format!("malformed memory limit: {e}")))?;
+                let bytes = usize::try_from(limit.bytes)
+                    .map_err(|_| bad_request(format!("memory limit {} too large", limit.bytes)))?;
+                self.runner.pool.set_limit(bytes);
+            }
+            protocol::DROP_TABLE | protocol::DROP_LOAD => {
+                let drop = DropPieces::decode(action.body)
+                    .map_err(|e| bad_request(format!("malformed drop request: {e}")))?;
+                if drop.table_uid.is_empty() {
+                    return Err(bad_request("drop request without a table id"));
+                }
+                match (action.r#type.as_str(), drop.load) {
+                    (protocol::DROP_TABLE, _) => {
+                        self.runner.fragments.drop_table(&drop.table_uid).await
+                    }
+                    (_, Some(load)) => self.runner.fragments.drop_load(&drop.table_uid, load).await,
+                    (_, None) => return Err(bad_request("drop_load request without a load")),
+                }
             }
             other => return Err(bad_request(format!("unknown action type {other:?}"))),
         }
@@ -149,6 +252,12 @@ impl FlightService for ExecutorService {
                 protocol::RELEASE_QUERY,
                 "free a query's buffers and abort its tasks",
             ),
+            (protocol::DROP_TABLE, "free every fragment of a table"),
+            (
+                protocol::SET_MEMORY_LIMIT,
+                "set the executor's memory limit",
+            ),
+            (protocol::DROP_LOAD, "free the pieces one load wrote"),
         ]
         .map(|(r#type, description)| {
             Ok(ActionType {

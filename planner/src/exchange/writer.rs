@@ -6,6 +6,7 @@
 use std::fmt;
 use std::sync::Arc;
 
+use arrow::array::RecordBatch;
 use arrow::compute::BatchCoalescer;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{Result, exec_err, plan_err};
@@ -73,6 +74,21 @@ impl ShuffleWriterExec {
             .as_ref()
             .map_or(1, Partitioning::partition_count)
     }
+}
+
+/// Round robin deals out whole batches; a load of fewer batches than partitions would
+/// leave partitions empty (a 5000-row table in one fragment of two). Each batch is
+/// first cut into one zero-copy slice per partition, so rows spread evenly.
+fn round_robin_slices(batch: RecordBatch, partitions: usize) -> Vec<RecordBatch> {
+    let rows = batch.num_rows();
+    if partitions < 2 || rows < partitions {
+        return vec![batch];
+    }
+    let size = rows.div_ceil(partitions);
+    (0..rows)
+        .step_by(size)
+        .map(|start| batch.slice(start, size.min(rows - start)))
+        .collect()
 }
 
 impl DisplayAs for ShuffleWriterExec {
@@ -167,6 +183,10 @@ impl ExecutionPlan for ShuffleWriterExec {
             )?),
         };
         let batch_size = context.session_config().batch_size();
+        let round_robin = match &self.output {
+            Some(Partitioning::RoundRobinBatch(n)) => *n,
+            _ => 0,
+        };
         let mut input = self.input.execute(partition, context)?;
         let schema = self.schema();
         // One coalescer per output: hash partitioning cuts every batch into small pieces,
@@ -183,9 +203,15 @@ impl ExecutionPlan for ShuffleWriterExec {
                 }
                 let parts = match partitioner.as_mut() {
                     None => vec![(0, batch)],
-                    Some(partitioner) => partitioner
-                        .partition_iter(batch)?
-                        .collect::<Result<Vec<_>>>()?,
+                    Some(partitioner) => {
+                        let mut parts = Vec::new();
+                        for slice in round_robin_slices(batch, round_robin) {
+                            for part in partitioner.partition_iter(slice)? {
+                                parts.push(part?);
+                            }
+                        }
+                        parts
+                    }
                 };
                 for (p, part) in parts {
                     outputs[p].push_batch(part)?;

@@ -1,0 +1,119 @@
+//! The cluster's catalog: [`ClusterSchema`], the tables every session of a cluster
+//! sees (in-memory [`FletchTable`]s beside external tables and views), and the
+//! `fletch` system schema describing them (`fletch.tables`, `fletch.fragments`).
+
+mod load;
+mod system;
+mod table;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::catalog::{SchemaProvider, TableProvider};
+use datafusion::common::{DataFusionError, Result, exec_err};
+use parking_lot::RwLock;
+use tokio::sync::mpsc;
+
+pub use load::LoadCommitExec;
+pub use system::SystemSchema;
+pub(crate) use table::TableDefinition;
+pub(crate) use table::as_fletch_table;
+pub use table::{FletchTable, TableLayout};
+
+use crate::coordinator::JanitorJob;
+
+/// `datafusion.public` of every Fletch session of one cluster. Dropping or replacing
+/// an in-memory table frees its fragments on every executor (in the background; the
+/// SQL statements wait for it).
+#[derive(Debug)]
+pub struct ClusterSchema {
+    tables: RwLock<HashMap<String, Arc<dyn TableProvider>>>,
+    janitor: mpsc::UnboundedSender<JanitorJob>,
+}
+
+impl ClusterSchema {
+    pub(crate) fn new(janitor: mpsc::UnboundedSender<JanitorJob>) -> Self {
+        Self {
+            tables: RwLock::new(HashMap::new()),
+            janitor,
+        }
+    }
+
+    /// Puts `table` under `name` in one step, freeing what it replaces.
+    pub(crate) fn replace(
+        &self,
+        name: &str,
+        table: Arc<dyn TableProvider>,
+    ) -> Option<Arc<dyn TableProvider>> {
+        let new_uid = as_fletch_table(&table).map(|t| t.uid().to_string());
+        let old = self.tables.write().insert(name.to_string(), table);
+        if let Some(old) = &old {
+            self.free_if_replaced(old, new_uid.as_deref());
+        }
+        old
+    }
+
+    fn free_if_replaced(&self, old: &Arc<dyn TableProvider>, new_uid: Option<&str>) {
+        if let Some(old) = as_fletch_table(old)
+            && Some(old.uid()) != new_uid
+        {
+            // The janitor outlives every schema of its coordinator; if it is gone, so
+            // are the executors.
+            let _ = self
+                .janitor
+                .send(JanitorJob::DropTable(old.uid().to_string()));
+        }
+    }
+
+    /// Every table, sorted by name.
+    pub fn all(&self) -> Vec<(String, Arc<dyn TableProvider>)> {
+        let mut tables: Vec<_> = self
+            .tables
+            .read()
+            .iter()
+            .map(|(n, t)| (n.clone(), Arc::clone(t)))
+            .collect();
+        tables.sort_by(|a, b| a.0.cmp(&b.0));
+        tables
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<dyn TableProvider>> {
+        self.tables.read().get(name).cloned()
+    }
+}
+
+#[async_trait]
+impl SchemaProvider for ClusterSchema {
+    fn table_names(&self) -> Vec<String> {
+        self.all().into_iter().map(|(n, _)| n).collect()
+    }
+
+    async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>, DataFusionError> {
+        Ok(self.get(name))
+    }
+
+    fn register_table(
+        &self,
+        name: String,
+        table: Arc<dyn TableProvider>,
+    ) -> Result<Option<Arc<dyn TableProvider>>> {
+        let mut tables = self.tables.write();
+        if tables.contains_key(&name) {
+            return exec_err!("The table {name} already exists");
+        }
+        Ok(tables.insert(name, table))
+    }
+
+    fn deregister_table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        let old = self.tables.write().remove(name);
+        if let Some(old) = &old {
+            self.free_if_replaced(old, None);
+        }
+        Ok(old)
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.tables.read().contains_key(name)
+    }
+}

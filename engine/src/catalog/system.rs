@@ -1,0 +1,146 @@
+//! The `fletch` system schema: `fletch.tables` (every table of the cluster, with the
+//! size and layout of in-memory ones) and `fletch.fragments` (each fragment of each
+//! in-memory table: rows, bytes, holders). Each is a snapshot taken when a query is
+//! planned.
+
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, RecordBatch, StringArray, UInt64Array};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use async_trait::async_trait;
+use datafusion::catalog::{MemTable, SchemaProvider, TableProvider};
+use datafusion::common::{DataFusionError, Result};
+use datafusion::datasource::TableType;
+
+use super::{ClusterSchema, as_fletch_table};
+
+const TABLES: &str = "tables";
+const FRAGMENTS: &str = "fragments";
+
+#[derive(Debug)]
+pub struct SystemSchema {
+    cluster: Arc<ClusterSchema>,
+}
+
+impl SystemSchema {
+    pub fn new(cluster: Arc<ClusterSchema>) -> Self {
+        Self { cluster }
+    }
+
+    fn tables(&self) -> Result<RecordBatch> {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("table_name", DataType::Utf8, false),
+            Field::new("kind", DataType::Utf8, false),
+            Field::new("rows", DataType::UInt64, true),
+            Field::new("bytes", DataType::UInt64, true),
+            Field::new("fragments", DataType::UInt64, true),
+            Field::new("replicas", DataType::UInt64, true),
+            Field::new("partitioned_by", DataType::Utf8, true),
+        ]));
+        let mut names = Vec::new();
+        let mut kinds = Vec::new();
+        let (mut rows, mut bytes, mut fragments, mut replicas, mut by) =
+            (vec![], vec![], vec![], vec![], vec![]);
+        for (name, table) in self.cluster.all() {
+            names.push(name);
+            match as_fletch_table(&table) {
+                Some(t) => {
+                    let sizes = t.fragment_sizes();
+                    let layout = t.layout();
+                    kinds.push(if t.source().is_some() {
+                        "cached"
+                    } else {
+                        "in memory"
+                    });
+                    rows.push(Some(sizes.iter().map(|s| s.0 as u64).sum::<u64>()));
+                    bytes.push(Some(sizes.iter().map(|s| s.1 as u64).sum::<u64>()));
+                    fragments.push(Some(layout.fragments as u64));
+                    replicas.push(Some(layout.replicas as u64));
+                    by.push(Some(if layout.hash_keys.is_empty() {
+                        "round robin".to_string()
+                    } else {
+                        format!("hash({})", layout.hash_keys.join(", "))
+                    }));
+                }
+                None => {
+                    kinds.push(match table.table_type() {
+                        TableType::View => "view",
+                        TableType::Temporary => "temporary",
+                        TableType::Base => "external",
+                    });
+                    rows.push(None);
+                    bytes.push(None);
+                    fragments.push(None);
+                    replicas.push(None);
+                    by.push(None);
+                }
+            }
+        }
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from(names)),
+            Arc::new(StringArray::from(kinds)),
+            Arc::new(UInt64Array::from(rows)),
+            Arc::new(UInt64Array::from(bytes)),
+            Arc::new(UInt64Array::from(fragments)),
+            Arc::new(UInt64Array::from(replicas)),
+            Arc::new(StringArray::from(by)),
+        ];
+        Ok(RecordBatch::try_new(schema, columns)?)
+    }
+
+    fn fragments(&self) -> Result<RecordBatch> {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("table_name", DataType::Utf8, false),
+            Field::new("fragment", DataType::UInt64, false),
+            Field::new("rows", DataType::UInt64, false),
+            Field::new("bytes", DataType::UInt64, false),
+            Field::new("executors", DataType::Utf8, false),
+        ]));
+        let (mut names, mut ids, mut rows, mut bytes, mut holders) =
+            (vec![], vec![], vec![], vec![], vec![]);
+        for (name, table) in self.cluster.all() {
+            let Some(t) = as_fletch_table(&table) else {
+                continue;
+            };
+            for (f, ((r, b), h)) in t.fragment_sizes().into_iter().zip(t.holders()).enumerate() {
+                names.push(name.clone());
+                ids.push(f as u64);
+                rows.push(r as u64);
+                bytes.push(b as u64);
+                holders.push(h.join(", "));
+            }
+        }
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from(names)),
+            Arc::new(UInt64Array::from(ids)),
+            Arc::new(UInt64Array::from(rows)),
+            Arc::new(UInt64Array::from(bytes)),
+            Arc::new(StringArray::from(holders)),
+        ];
+        Ok(RecordBatch::try_new(schema, columns)?)
+    }
+}
+
+fn as_table(batch: RecordBatch) -> Result<Arc<dyn TableProvider>> {
+    let schema: SchemaRef = batch.schema();
+    Ok(Arc::new(MemTable::try_new(schema, vec![vec![batch]])?))
+}
+
+#[async_trait]
+impl SchemaProvider for SystemSchema {
+    fn table_names(&self) -> Vec<String> {
+        vec![FRAGMENTS.to_string(), TABLES.to_string()]
+    }
+
+    async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>, DataFusionError> {
+        match name {
+            TABLES => Ok(Some(as_table(self.tables()?)?)),
+            FRAGMENTS => Ok(Some(as_table(self.fragments()?)?)),
+            _ => Ok(None),
+        }
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        name == TABLES || name == FRAGMENTS
+    }
+}

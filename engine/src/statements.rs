@@ -1,0 +1,391 @@
+//! Fletch's SQL statements on top of DataFusion's. [`sql`] runs one statement:
+//!
+//! ```text
+//! CREATE [OR REPLACE] TABLE [IF NOT EXISTS] name [(columns)]
+//!     [PARTITION BY HASH (column, ...) | PARTITION BY ROUND ROBIN]
+//!     [INTO n FRAGMENTS] [REPLICAS k] [AS query]
+//! CACHE TABLE name [PARTITION BY ...] [INTO n FRAGMENTS] [REPLICAS k] [AS query]
+//! UNCACHE TABLE [IF EXISTS] name
+//! DROP TABLE [IF EXISTS] name
+//! SHOW TABLES
+//! ```
+//!
+//! Every `CREATE TABLE` makes an in-memory distributed table; its rows are loaded by
+//! the executors (the coordinator never holds them) and become visible only when the
+//! whole load has been stored. Anything else goes to DataFusion unchanged; `INSERT
+//! INTO` an in-memory table runs through the table's own distributed load.
+
+use std::sync::Arc;
+
+use datafusion::catalog::TableProvider;
+use datafusion::common::{DataFusionError, Result, TableReference, exec_err, plan_err};
+use datafusion::dataframe::DataFrame;
+use datafusion::datasource::provider_as_source;
+use datafusion::logical_expr::dml::InsertOp;
+use datafusion::logical_expr::{DdlStatement, LogicalPlan, LogicalPlanBuilder};
+use datafusion::prelude::SessionContext;
+use datafusion::sql::sqlparser::dialect::GenericDialect;
+use datafusion::sql::sqlparser::keywords::Keyword;
+use datafusion::sql::sqlparser::parser::{Parser, ParserError};
+use datafusion::sql::sqlparser::tokenizer::{Location, Token, TokenWithSpan, Tokenizer};
+
+use crate::Coordinator;
+use crate::catalog::{FletchTable, TableDefinition, TableLayout, as_fletch_table};
+
+/// Splits SQL text into statements at top-level semicolons, each with its own text.
+pub fn split_statements(sql: &str) -> Result<Vec<String>> {
+    let tokens = tokenize(sql)?;
+    let mut statements = Vec::new();
+    let mut start = 0;
+    for token in &tokens {
+        if token.token == Token::SemiColon {
+            let end = offset(sql, token.span.start);
+            push_statement(&mut statements, &sql[start..end]);
+            start = offset(sql, token.span.end);
+        }
+    }
+    push_statement(&mut statements, &sql[start..]);
+    Ok(statements)
+}
+
+fn push_statement(statements: &mut Vec<String>, text: &str) {
+    let is_blank = tokenize(text)
+        .map(|t| t.iter().all(|t| matches!(t.token, Token::Whitespace(_))))
+        .unwrap_or(false);
+    if !is_blank {
+        statements.push(text.trim().to_string());
+    }
+}
+
+/// Runs one SQL statement on a Fletch session.
+pub async fn sql(ctx: &SessionContext, statement: &str) -> Result<DataFrame> {
+    let tokens = tokenize(statement)?;
+    let words: Vec<String> = tokens
+        .iter()
+        .filter(|t| !matches!(t.token, Token::Whitespace(_)))
+        .take(4)
+        .map(|t| match &t.token {
+            Token::Word(w) if w.quote_style.is_none() => w.value.to_ascii_uppercase(),
+            other => other.to_string(),
+        })
+        .collect();
+    let words: Vec<&str> = words.iter().map(String::as_str).collect();
+    match words.as_slice() {
+        ["CREATE", "TABLE", ..] | ["CREATE", "OR", "REPLACE", "TABLE"] => {
+            create_table(ctx, statement, tokens).await
+        }
+        ["CACHE", "TABLE", ..] => cache_table(ctx, statement, tokens).await,
+        ["UNCACHE", "TABLE", ..] => uncache_table(ctx, tokens).await,
+        ["SHOW", "TABLES"] => {
+            ctx.sql("SELECT * FROM fletch.tables ORDER BY table_name")
+                .await
+        }
+        ["DROP", "TABLE", ..] => {
+            let result = ctx.sql(statement).await?;
+            // The fragments are freed in the background; the statement ends when they are.
+            coordinator(ctx)?.wait_for_releases().await;
+            Ok(result)
+        }
+        _ => ctx.sql(statement).await,
+    }
+}
+
+fn coordinator(ctx: &SessionContext) -> Result<Arc<Coordinator>> {
+    ctx.state()
+        .config()
+        .get_extension::<Coordinator>()
+        .ok_or_else(|| DataFusionError::Plan("not a Fletch session (no coordinator)".into()))
+}
+
+fn tokenize(sql: &str) -> Result<Vec<TokenWithSpan>> {
+    Tokenizer::new(&GenericDialect {}, sql)
+        .tokenize_with_location()
+        .map_err(|e| {
+            DataFusionError::SQL(Box::new(ParserError::TokenizerError(e.to_string())), None)
+        })
+}
+
+/// Byte offset of a tokenizer location (1-based line and column, columns in chars).
+fn offset(sql: &str, location: Location) -> usize {
+    if location.line == 0 {
+        return sql.len();
+    }
+    let mut line_start = 0;
+    for _ in 1..location.line {
+        match sql[line_start..].find('\n') {
+            Some(i) => line_start += i + 1,
+            None => return sql.len(),
+        }
+    }
+    sql[line_start..]
+        .char_indices()
+        .nth(location.column.saturating_sub(1) as usize)
+        .map_or(sql.len(), |(i, _)| line_start + i)
+}
+
+fn parse_error(e: ParserError) -> DataFusionError {
+    DataFusionError::SQL(Box::new(e), None)
+}
+
+/// The layout clauses of `CREATE TABLE` and `CACHE TABLE`.
+#[derive(Debug, Default)]
+struct LayoutClauses {
+    hash_keys: Vec<String>,
+    fragments: Option<usize>,
+    replicas: Option<usize>,
+}
+
+fn next_word_is(parser: &Parser, word: &str) -> bool {
+    matches!(&parser.peek_token().token, Token::Word(w) if w.value.eq_ignore_ascii_case(word))
+}
+
+fn expect_word(parser: &mut Parser, word: &str) -> Result<()> {
+    if next_word_is(parser, word) {
+        parser.next_token();
+        Ok(())
+    } else {
+        plan_err!("expected {word}, found {}", parser.peek_token().token)
+    }
+}
+
+fn parse_layout(parser: &mut Parser) -> Result<LayoutClauses> {
+    let mut clauses = LayoutClauses::default();
+    if parser.parse_keywords(&[Keyword::PARTITION, Keyword::BY]) {
+        if next_word_is(parser, "HASH") {
+            parser.next_token();
+            let columns = parser
+                .parse_parenthesized_column_list(
+                    datafusion::sql::sqlparser::parser::IsOptional::Mandatory,
+                    false,
+                )
+                .map_err(parse_error)?;
+            clauses.hash_keys = columns.into_iter().map(|c| c.value).collect();
+        } else if next_word_is(parser, "ROUND") {
+            parser.next_token();
+            expect_word(parser, "ROBIN")?;
+        } else {
+            return plan_err!(
+                "expected HASH (columns) or ROUND ROBIN after PARTITION BY, found {}",
+                parser.peek_token().token
+            );
+        }
+    }
+    if parser.parse_keyword(Keyword::INTO) {
+        let n = parser.parse_literal_uint().map_err(parse_error)?;
+        expect_word(parser, "FRAGMENTS")?;
+        clauses.fragments = Some(positive(n, "FRAGMENTS")?);
+    }
+    if next_word_is(parser, "REPLICAS") {
+        parser.next_token();
+        let k = parser.parse_literal_uint().map_err(parse_error)?;
+        clauses.replicas = Some(positive(k, "REPLICAS")?);
+    }
+    Ok(clauses)
+}
+
+fn positive(n: u64, what: &str) -> Result<usize> {
+    match usize::try_from(n) {
+        Ok(n) if n > 0 => Ok(n),
+        _ => plan_err!("{what} must be a positive number, got {n}"),
+    }
+}
+
+/// The text of `statement` without the tokens in `skip` (token indices).
+fn without(statement: &str, tokens: &[TokenWithSpan], skip: std::ops::Range<usize>) -> String {
+    let at = |i: usize| {
+        tokens
+            .get(i)
+            .map_or(statement.len(), |t| offset(statement, t.span.start))
+    };
+    let (cut_start, cut_end) = (at(skip.start), at(skip.end));
+    format!("{} {}", &statement[..cut_start], &statement[cut_end..])
+}
+
+async fn create_table(
+    ctx: &SessionContext,
+    statement: &str,
+    tokens: Vec<TokenWithSpan>,
+) -> Result<DataFrame> {
+    let mut parser = Parser::new(&GenericDialect {}).with_tokens_with_locations(tokens.clone());
+    parser
+        .expect_keyword(Keyword::CREATE)
+        .map_err(parse_error)?;
+    let _ = parser.parse_keywords(&[Keyword::OR, Keyword::REPLACE]);
+    parser.expect_keyword(Keyword::TABLE).map_err(parse_error)?;
+    let _ = parser.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
+    parser.parse_object_name(false).map_err(parse_error)?;
+    if parser.peek_token().token == Token::LParen {
+        parser.parse_columns().map_err(parse_error)?;
+    }
+    let clauses_start = parser.index();
+    let clauses = parse_layout(&mut parser)?;
+    let clauses_end = parser.index();
+    let plain = without(statement, &tokens, clauses_start..clauses_end);
+    let plan = ctx.state().create_logical_plan(&plain).await?;
+    let LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(cmd)) = plan else {
+        return plan_err!("expected a CREATE TABLE statement: {statement}");
+    };
+    if cmd.temporary {
+        return plan_err!("temporary tables are not supported");
+    }
+    let coordinator = coordinator(ctx)?;
+    let name = table_name(&cmd.name)?;
+    let exists = coordinator.tables().get(&name).is_some();
+    match (cmd.if_not_exists, cmd.or_replace, exists) {
+        (true, true, _) => return plan_err!("'IF NOT EXISTS' cannot coexist with 'REPLACE'"),
+        (true, false, true) => return empty(ctx),
+        (false, false, true) => return exec_err!("Table '{name}' already exists"),
+        _ => {}
+    }
+    let definition = TableDefinition {
+        constraints: cmd.constraints.clone(),
+        column_defaults: cmd.column_defaults.iter().cloned().collect(),
+    };
+    let input = Arc::unwrap_or_clone(cmd.input);
+    let table = load_table(ctx, &coordinator, &name, input, clauses, None, definition).await?;
+    if !cmd.or_replace && coordinator.tables().get(&name).is_some() {
+        coordinator.tables().replace(&name, Arc::new(table));
+        coordinator.wait_for_releases().await;
+        return exec_err!("Table '{name}' was created by another session meanwhile");
+    }
+    coordinator.tables().replace(&name, Arc::new(table));
+    coordinator.wait_for_releases().await;
+    empty(ctx)
+}
+
+async fn cache_table(
+    ctx: &SessionContext,
+    statement: &str,
+    tokens: Vec<TokenWithSpan>,
+) -> Result<DataFrame> {
+    let mut parser = Parser::new(&GenericDialect {}).with_tokens_with_locations(tokens.clone());
+    expect_word(&mut parser, "CACHE")?;
+    parser.expect_keyword(Keyword::TABLE).map_err(parse_error)?;
+    let object = parser.parse_object_name(false).map_err(parse_error)?;
+    let name = table_name(&TableReference::from(object.to_string()))?;
+    let clauses = parse_layout(&mut parser)?;
+    let coordinator = coordinator(ctx)?;
+    if parser.parse_keyword(Keyword::AS) {
+        let query_start = parser.index();
+        let query = without(statement, &tokens, 0..query_start);
+        let input = ctx.state().create_logical_plan(&query).await?;
+        let table = load_table(
+            ctx,
+            &coordinator,
+            &name,
+            input,
+            clauses,
+            None,
+            TableDefinition::default(),
+        )
+        .await?;
+        coordinator.tables().replace(&name, Arc::new(table));
+        coordinator.wait_for_releases().await;
+        return empty(ctx);
+    }
+    if parser.peek_token().token != Token::EOF {
+        return plan_err!(
+            "unexpected {} in CACHE TABLE {name}",
+            parser.peek_token().token
+        );
+    }
+    let Some(source) = coordinator.tables().get(&name) else {
+        return plan_err!("table '{name}' not found");
+    };
+    if as_fletch_table(&source).is_some() {
+        return plan_err!("table '{name}' is already in memory");
+    }
+    let input = ctx.table(name.as_str()).await?.into_unoptimized_plan();
+    let table = load_table(
+        ctx,
+        &coordinator,
+        &name,
+        input,
+        clauses,
+        Some(source),
+        TableDefinition::default(),
+    )
+    .await?;
+    coordinator.tables().replace(&name, Arc::new(table));
+    empty(ctx)
+}
+
+async fn uncache_table(ctx: &SessionContext, tokens: Vec<TokenWithSpan>) -> Result<DataFrame> {
+    let mut parser = Parser::new(&GenericDialect {}).with_tokens_with_locations(tokens);
+    expect_word(&mut parser, "UNCACHE")?;
+    parser.expect_keyword(Keyword::TABLE).map_err(parse_error)?;
+    let if_exists = parser.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
+    let object = parser.parse_object_name(false).map_err(parse_error)?;
+    let name = table_name(&TableReference::from(object.to_string()))?;
+    let coordinator = coordinator(ctx)?;
+    let table = coordinator.tables().get(&name);
+    let source = table
+        .as_ref()
+        .and_then(as_fletch_table)
+        .and_then(|t| t.source().cloned());
+    match (table, source) {
+        (None, _) if if_exists => empty(ctx),
+        (None, _) => plan_err!("table '{name}' not found"),
+        (Some(_), None) => plan_err!(
+            "table '{name}' is not a cached table (DROP TABLE frees a table created in memory)"
+        ),
+        (Some(_), Some(source)) => {
+            coordinator.tables().replace(&name, source);
+            coordinator.wait_for_releases().await;
+            empty(ctx)
+        }
+    }
+}
+
+/// In-memory tables live in the cluster's default schema.
+fn table_name(reference: &TableReference) -> Result<String> {
+    match reference.schema() {
+        None | Some("public") => Ok(reference.table().to_string()),
+        Some(other) => {
+            plan_err!("in-memory tables live in the default schema, not in {other}: {reference}")
+        }
+    }
+}
+
+fn empty(ctx: &SessionContext) -> Result<DataFrame> {
+    let plan = LogicalPlanBuilder::empty(false).build()?;
+    Ok(DataFrame::new(ctx.state(), plan))
+}
+
+/// Creates an in-memory table shaped like `input` and loads `input` into it. The table
+/// is registered by the caller, after the load committed: until then no query sees it.
+async fn load_table(
+    ctx: &SessionContext,
+    coordinator: &Arc<Coordinator>,
+    name: &str,
+    input: LogicalPlan,
+    clauses: LayoutClauses,
+    source: Option<Arc<dyn TableProvider>>,
+    definition: TableDefinition,
+) -> Result<FletchTable> {
+    let executors = coordinator.executor_urls();
+    let slots = ctx.state().config().options().execution.target_partitions;
+    let spec = TableLayout {
+        hash_keys: clauses.hash_keys,
+        fragments: clauses.fragments.unwrap_or(slots.max(executors.len())),
+        replicas: clauses.replicas.unwrap_or(executors.len().min(2)),
+    };
+    let schema = Arc::clone(input.schema().inner());
+    let table = FletchTable::new(
+        name.to_string(),
+        schema,
+        spec,
+        &executors,
+        source,
+        definition,
+    )?;
+    let nothing_to_load = matches!(&input, LogicalPlan::EmptyRelation(e) if !e.produce_one_row);
+    if !nothing_to_load {
+        let target = provider_as_source(Arc::new(table.clone()));
+        let insert =
+            LogicalPlanBuilder::insert_into(input, name, target, InsertOp::Append)?.build()?;
+        // A failed load has already dropped its pieces everywhere when this returns.
+        ctx.execute_logical_plan(insert).await?.collect().await?;
+    }
+    Ok(table)
+}

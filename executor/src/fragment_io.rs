@@ -1,0 +1,170 @@
+//! [`ExecutorFragments`]: the [`FragmentStore`] a task sees. Reads come from this
+//! executor's memory when it holds the piece, otherwise from the first holder that
+//! answers; writes keep the piece here if this executor holds the fragment and copy it
+//! to every other holder over Flight `DoPut`.
+
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, AsArray, RecordBatch, RecordBatchOptions};
+use arrow::compute::concat;
+use arrow::datatypes::{DataType, SchemaRef};
+use datafusion::common::{DataFusionError, Result};
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use fletch_planner::{FragmentStore, PieceRef};
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt, TryStreamExt};
+
+use crate::flight::client::ClientPool;
+use crate::fragments::FragmentPieces;
+use crate::protocol::PieceId;
+use crate::status::{FailureReason, TaskFailure};
+
+pub(crate) struct ExecutorFragments {
+    pub(crate) url: String,
+    pub(crate) pieces: Arc<FragmentPieces>,
+    pub(crate) clients: ClientPool,
+}
+
+impl std::fmt::Debug for ExecutorFragments {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ExecutorFragments({})", self.url)
+    }
+}
+
+/// A batch that holds no more memory than its values need: batches built for a full
+/// `batch_size` (the exchange coalescer preallocates) or string views pointing into
+/// larger buffers would otherwise pin memory for as long as the table lives.
+fn compact(batch: RecordBatch) -> Result<RecordBatch> {
+    let (schema, columns, rows) = batch.into_parts();
+    let columns = columns
+        .into_iter()
+        .map(|column| {
+            let column = match column.data_type() {
+                DataType::Utf8View => Arc::new(column.as_string_view().gc()) as ArrayRef,
+                DataType::BinaryView => Arc::new(column.as_binary_view().gc()) as ArrayRef,
+                _ => column,
+            };
+            let needed = column.to_data().get_slice_memory_size()?;
+            Ok(
+                if column.get_array_memory_size() > needed + needed / 2 + 1024 {
+                    // Concatenating with an empty slice copies into exact-size buffers.
+                    let empty = column.slice(0, 0);
+                    concat(&[column.as_ref(), empty.as_ref()])?
+                } else {
+                    column
+                },
+            )
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let options = RecordBatchOptions::new().with_row_count(Some(rows));
+    Ok(RecordBatch::try_new_with_options(
+        schema, columns, &options,
+    )?)
+}
+
+pub(crate) fn piece_id(piece: &PieceRef) -> PieceId {
+    PieceId {
+        table: piece.table.clone(),
+        table_uid: piece.table_uid.clone(),
+        load: piece.load,
+        fragment: piece.fragment,
+    }
+}
+
+fn describe(piece: &PieceRef) -> String {
+    format!(
+        "table {} fragment {} (load {})",
+        piece.table, piece.fragment, piece.load
+    )
+}
+
+impl FragmentStore for ExecutorFragments {
+    fn read(&self, piece: &PieceRef, schema: SchemaRef) -> Result<SendableRecordBatchStream> {
+        let id = piece_id(piece);
+        if let Some(local) = self.pieces.get(&id, true) {
+            let batches = local.batches.clone();
+            let stream = futures::stream::iter(batches.into_iter().map(Ok));
+            return Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)));
+        }
+        let remote: Vec<String> = piece
+            .holders
+            .iter()
+            .filter(|h| **h != self.url)
+            .cloned()
+            .collect();
+        let clients = self.clients.clone();
+        let what = describe(piece);
+        let url = self.url.clone();
+        let stream = futures::stream::once(async move {
+            let mut failures = Vec::new();
+            for holder in &remote {
+                let attempt = match clients.get(holder) {
+                    Ok(client) => client.fetch_piece(&id).await,
+                    Err(e) => Err(e),
+                };
+                match attempt {
+                    Ok(batches) => return Ok(batches.map_err(TaskFailure::into_datafusion)),
+                    Err(e) => failures.push(e.to_string()),
+                }
+            }
+            let tried = if failures.is_empty() {
+                "no other executor holds it".to_string()
+            } else {
+                failures.join("; ")
+            };
+            Err(TaskFailure::new(
+                FailureReason::FetchFailed,
+                format!("{what} cannot be read from any holder: {tried}"),
+                usize::MAX,
+                usize::MAX,
+                url,
+            )
+            .into_datafusion())
+        })
+        .try_flatten();
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
+    }
+
+    fn write(
+        &self,
+        piece: PieceRef,
+        mut input: SendableRecordBatchStream,
+    ) -> BoxFuture<'static, Result<u64>> {
+        let pieces = Arc::clone(&self.pieces);
+        let clients = self.clients.clone();
+        let url = self.url.clone();
+        async move {
+            let id = piece_id(&piece);
+            let schema = input.schema();
+            let mut builder = pieces.builder(id.clone());
+            while let Some(batch) = input.next().await {
+                builder.push(compact(batch?)?)?;
+            }
+            let bytes = builder.bytes() as u64;
+            let copies = piece.holders.iter().filter(|h| **h != url).map(|holder| {
+                let clients = clients.clone();
+                let id = id.clone();
+                let schema = schema.clone();
+                let batches = builder.batches().to_vec();
+                async move {
+                    let client = clients.get(holder)?;
+                    client.put_piece(&id, schema, batches).await
+                }
+            });
+            for copy in futures::future::join_all(copies).await {
+                // A holder's refusal is this load's own failure, not an echo of another
+                // task's: it is reported with its message and reason as this task's.
+                copy.map_err(|f| match f.reason {
+                    FailureReason::OutOfMemory => DataFusionError::ResourcesExhausted(f.message),
+                    _ => DataFusionError::Execution(f.to_string()),
+                })?;
+            }
+            if piece.holders.contains(&url) {
+                pieces.insert(builder).map_err(DataFusionError::Execution)?;
+            }
+            Ok(bytes)
+        }
+        .boxed()
+    }
+}
