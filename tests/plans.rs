@@ -1,6 +1,7 @@
 //! Plan shapes of a few TPC-H queries, pinned with insta snapshots: where the stages are
 //! cut, how many tasks each has, which exchanges connect them. q21 pins the semi and anti
-//! joins over lineitem running partitioned, not with their probe side gathered.
+//! joins over lineitem running partitioned, not with their probe side gathered. Joins
+//! and aggregates of co-partitioned in-memory tables are pinned running in place.
 
 mod common;
 
@@ -56,4 +57,47 @@ fn regex_lite_ranges() -> impl Fn(&str) -> String {
         out.push_str(rest);
         out
     }
+}
+
+/// Tables hash-fragmented on the same key into the same number of fragments are
+/// joined and grouped on that key where their fragments are: no shuffle, no
+/// broadcast, one stage of tasks over the fragments plus the gather.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn co_partitioned_tables_join_and_group_in_place() {
+    let cluster = LocalCluster::start(2).await.expect("cluster");
+    let ctx = cluster.session();
+    for statement in [
+        "CREATE TABLE orders (o_id INT, cust INT) PARTITION BY HASH (o_id) INTO 4 FRAGMENTS",
+        "CREATE TABLE items (o_id INT, qty INT) PARTITION BY HASH (o_id) INTO 4 FRAGMENTS",
+        "INSERT INTO orders SELECT value, value % 10 FROM generate_series(1, 1000)",
+        "INSERT INTO items SELECT value % 1000, value FROM generate_series(1, 3000)",
+    ] {
+        fletch::sql(&ctx, statement)
+            .await
+            .expect("statement")
+            .collect()
+            .await
+            .expect(statement);
+    }
+    for (name, query) in [
+        (
+            "co_partitioned_join_aggregate",
+            "SELECT o.o_id, sum(i.qty) FROM orders o JOIN items i ON o.o_id = i.o_id GROUP BY o.o_id",
+        ),
+        (
+            "co_partitioned_semi_join",
+            "SELECT count(*) FROM orders o WHERE EXISTS (SELECT 1 FROM items i WHERE i.o_id = o.o_id)",
+        ),
+    ] {
+        let plan = fletch::sql(&ctx, query)
+            .await
+            .expect("plan")
+            .create_physical_plan()
+            .await
+            .expect("physical plan");
+        let text = displayable(plan.as_ref()).indent(true).to_string();
+        assert!(!text.contains("shuffle"), "{text}");
+        insta::assert_snapshot!(name, text);
+    }
+    cluster.shutdown().await;
 }

@@ -201,11 +201,11 @@ fn without(statement: &str, tokens: &[TokenWithSpan], skip: std::ops::Range<usiz
     format!("{} {}", &statement[..cut_start], &statement[cut_end..])
 }
 
-async fn create_table(
-    ctx: &SessionContext,
+/// `CREATE TABLE` without Fletch's layout clauses (for DataFusion to plan), and them.
+fn parse_create_table(
     statement: &str,
     tokens: Vec<TokenWithSpan>,
-) -> Result<DataFrame> {
+) -> Result<(String, LayoutClauses)> {
     let mut parser = Parser::new(&GenericDialect {}).with_tokens_with_locations(tokens.clone());
     parser
         .expect_keyword(Keyword::CREATE)
@@ -221,6 +221,15 @@ async fn create_table(
     let clauses = parse_layout(&mut parser)?;
     let clauses_end = parser.index();
     let plain = without(statement, &tokens, clauses_start..clauses_end);
+    Ok((plain, clauses))
+}
+
+async fn create_table(
+    ctx: &SessionContext,
+    statement: &str,
+    tokens: Vec<TokenWithSpan>,
+) -> Result<DataFrame> {
+    let (plain, clauses) = parse_create_table(statement, tokens)?;
     let plan = ctx.state().create_logical_plan(&plain).await?;
     let LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(cmd)) = plan else {
         return plan_err!("expected a CREATE TABLE statement: {statement}");
@@ -253,21 +262,39 @@ async fn create_table(
     empty(ctx)
 }
 
-async fn cache_table(
-    ctx: &SessionContext,
+/// What `CACHE TABLE` names: the table, its layout, and the query after `AS`, if any.
+fn parse_cache_table(
     statement: &str,
     tokens: Vec<TokenWithSpan>,
-) -> Result<DataFrame> {
+) -> Result<(String, LayoutClauses, Option<String>)> {
     let mut parser = Parser::new(&GenericDialect {}).with_tokens_with_locations(tokens.clone());
     expect_word(&mut parser, "CACHE")?;
     parser.expect_keyword(Keyword::TABLE).map_err(parse_error)?;
     let object = parser.parse_object_name(false).map_err(parse_error)?;
     let name = table_name(&TableReference::from(object.to_string()))?;
     let clauses = parse_layout(&mut parser)?;
-    let coordinator = coordinator(ctx)?;
     if parser.parse_keyword(Keyword::AS) {
         let query_start = parser.index();
         let query = without(statement, &tokens, 0..query_start);
+        return Ok((name, clauses, Some(query)));
+    }
+    if parser.peek_token().token != Token::EOF {
+        return plan_err!(
+            "unexpected {} in CACHE TABLE {name}",
+            parser.peek_token().token
+        );
+    }
+    Ok((name, clauses, None))
+}
+
+async fn cache_table(
+    ctx: &SessionContext,
+    statement: &str,
+    tokens: Vec<TokenWithSpan>,
+) -> Result<DataFrame> {
+    let (name, clauses, query) = parse_cache_table(statement, tokens)?;
+    let coordinator = coordinator(ctx)?;
+    if let Some(query) = query {
         let input = ctx.state().create_logical_plan(&query).await?;
         let table = load_table(
             ctx,
@@ -282,12 +309,6 @@ async fn cache_table(
         coordinator.tables().replace(&name, Arc::new(table));
         coordinator.wait_for_releases().await;
         return empty(ctx);
-    }
-    if parser.peek_token().token != Token::EOF {
-        return plan_err!(
-            "unexpected {} in CACHE TABLE {name}",
-            parser.peek_token().token
-        );
     }
     let Some(source) = coordinator.tables().get(&name) else {
         return plan_err!("table '{name}' not found");
@@ -310,13 +331,21 @@ async fn cache_table(
     empty(ctx)
 }
 
-async fn uncache_table(ctx: &SessionContext, tokens: Vec<TokenWithSpan>) -> Result<DataFrame> {
+/// The table `UNCACHE TABLE` names, and whether it said `IF EXISTS`.
+fn parse_uncache_table(tokens: Vec<TokenWithSpan>) -> Result<(String, bool)> {
     let mut parser = Parser::new(&GenericDialect {}).with_tokens_with_locations(tokens);
     expect_word(&mut parser, "UNCACHE")?;
     parser.expect_keyword(Keyword::TABLE).map_err(parse_error)?;
     let if_exists = parser.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
     let object = parser.parse_object_name(false).map_err(parse_error)?;
-    let name = table_name(&TableReference::from(object.to_string()))?;
+    Ok((
+        table_name(&TableReference::from(object.to_string()))?,
+        if_exists,
+    ))
+}
+
+async fn uncache_table(ctx: &SessionContext, tokens: Vec<TokenWithSpan>) -> Result<DataFrame> {
+    let (name, if_exists) = parse_uncache_table(tokens)?;
     let coordinator = coordinator(ctx)?;
     let table = coordinator.tables().get(&name);
     let source = table
