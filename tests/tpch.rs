@@ -1,7 +1,8 @@
 //! TPC-H differential test: all 22 queries at SF 0.1 on a 2-executor LocalCluster must
 //! return exactly what single-node DataFusion returns on the same files, with target
-//! partitions 1, 3 and 8; and on a single executor, where every exchange is read from the
-//! executor's own memory instead of over Flight.
+//! partitions 1, 3 and 8; on a single executor, where every exchange is read from the
+//! executor's own memory instead of over Flight; and over the eight tables cached in the
+//! cluster's memory, hash-fragmented on their keys.
 
 mod common;
 
@@ -9,11 +10,20 @@ use common::{oracle, rows, run_statements, sorted, tpch_sf01};
 use fletch::{DistributedExec, LocalCluster, default_session_config, tpch};
 
 async fn check_all_queries(executors: usize, target_partitions: usize) {
+    check(executors, target_partitions, false).await;
+}
+
+async fn check(executors: usize, target_partitions: usize, cached: bool) {
     let dir = tpch_sf01().await;
     let cluster = LocalCluster::start(executors).await.expect("cluster");
     let ctx = cluster
         .session_with_config(default_session_config().with_target_partitions(target_partitions));
     tpch::register(&ctx, dir).await.expect("register");
+    if cached {
+        tpch::cache(&ctx).await.expect("cache");
+        let kinds = rows(&common::query(&ctx, "SELECT DISTINCT kind FROM fletch.tables").await);
+        assert_eq!(kinds, ["cached"]);
+    }
     let single = oracle();
     tpch::register(&single, dir).await.expect("register oracle");
 
@@ -35,7 +45,8 @@ async fn check_all_queries(executors: usize, target_partitions: usize) {
                 .downcast_ref::<DistributedExec>()
                 .expect("TPC-H queries run distributed");
             for (stage, size) in distributed.stage_plan_sizes().into_iter().enumerate() {
-                // Plans carry file references, never data: far below gRPC's limits.
+                // Plans carry file references or fragment lists, never data: far below
+                // gRPC's limits.
                 assert!(
                     size < 256 * 1024,
                     "q{n} stage {} plan is {size} bytes",
@@ -64,8 +75,30 @@ async fn check_all_queries(executors: usize, target_partitions: usize) {
         assert_eq!(stats.queries, 0, "query state left behind: {stats:?}");
     }
     let reads = cluster.exchange_reads();
+    if cached {
+        let fragments = cluster.fragment_stats();
+        assert!(
+            fragments
+                .iter()
+                .all(|f| f.local_reads > 0 && f.served_reads == 0),
+            "every scan runs on a holder of its fragment: {fragments:?}"
+        );
+        for (table, _) in tpch::TABLE_KEYS {
+            fletch::sql(&ctx, &format!("UNCACHE TABLE {table}"))
+                .await
+                .expect("uncache")
+                .collect()
+                .await
+                .expect("uncache");
+        }
+        for (fragments, (used, _)) in cluster.fragment_stats().iter().zip(cluster.memory()) {
+            assert_eq!((fragments.bytes, used), (0, 0), "UNCACHE frees everything");
+        }
+    }
     cluster.shutdown().await;
-    if executors == 1 {
+    if cached {
+        // Exchanges above the scans cross executors as they do over files.
+    } else if executors == 1 {
         // Only the coordinator, reading each query's final stage, goes through Flight.
         let local: usize = reads.iter().map(|r| r.local).sum();
         let served: usize = reads.iter().map(|r| r.served).sum();
@@ -105,4 +138,9 @@ async fn tpch_target_partitions_8() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tpch_one_executor_reads_its_own_partitions() {
     check_all_queries(1, 3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tpch_over_cached_tables() {
+    check(2, 3, true).await;
 }

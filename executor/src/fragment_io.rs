@@ -5,9 +5,7 @@
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, AsArray, RecordBatch, RecordBatchOptions};
-use arrow::compute::concat;
-use arrow::datatypes::{DataType, SchemaRef};
+use arrow::datatypes::SchemaRef;
 use datafusion::common::{DataFusionError, Result};
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
@@ -30,37 +28,6 @@ impl std::fmt::Debug for ExecutorFragments {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "ExecutorFragments({})", self.url)
     }
-}
-
-/// A batch that holds no more memory than its values need: batches built for a full
-/// `batch_size` (the exchange coalescer preallocates) or string views pointing into
-/// larger buffers would otherwise pin memory for as long as the table lives.
-fn compact(batch: RecordBatch) -> Result<RecordBatch> {
-    let (schema, columns, rows) = batch.into_parts();
-    let columns = columns
-        .into_iter()
-        .map(|column| {
-            let column = match column.data_type() {
-                DataType::Utf8View => Arc::new(column.as_string_view().gc()) as ArrayRef,
-                DataType::BinaryView => Arc::new(column.as_binary_view().gc()) as ArrayRef,
-                _ => column,
-            };
-            let needed = column.to_data().get_slice_memory_size()?;
-            Ok(
-                if column.get_array_memory_size() > needed + needed / 2 + 1024 {
-                    // Concatenating with an empty slice copies into exact-size buffers.
-                    let empty = column.slice(0, 0);
-                    concat(&[column.as_ref(), empty.as_ref()])?
-                } else {
-                    column
-                },
-            )
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let options = RecordBatchOptions::new().with_row_count(Some(rows));
-    Ok(RecordBatch::try_new_with_options(
-        schema, columns, &options,
-    )?)
 }
 
 pub(crate) fn piece_id(piece: &PieceRef) -> PieceId {
@@ -139,7 +106,7 @@ impl FragmentStore for ExecutorFragments {
             let schema = input.schema();
             let mut builder = pieces.builder(id.clone());
             while let Some(batch) = input.next().await {
-                builder.push(compact(batch?)?)?;
+                builder.push(batch?)?;
             }
             let bytes = builder.bytes() as u64;
             let copies = piece.holders.iter().filter(|h| **h != url).map(|holder| {

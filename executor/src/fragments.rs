@@ -9,7 +9,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use arrow::array::RecordBatch;
+use arrow::array::{ArrayRef, AsArray, RecordBatch, RecordBatchOptions};
+use arrow::compute::concat;
+use arrow::datatypes::DataType;
 use datafusion::common::Result;
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryPool, MemoryReservation};
 use parking_lot::Mutex;
@@ -104,6 +106,7 @@ impl InFlight {
 
 impl PieceBuilder {
     pub(crate) fn push(&mut self, batch: RecordBatch) -> Result<()> {
+        let batch = compact(batch)?;
         let size = batch.get_array_memory_size();
         self.reservation.try_grow(size)?;
         self.bytes += size;
@@ -118,6 +121,38 @@ impl PieceBuilder {
     pub(crate) fn bytes(&self) -> usize {
         self.bytes
     }
+}
+
+/// A batch that holds no more memory than its values need. Batches built for a full
+/// `batch_size` (the exchange coalescer preallocates), string views pointing into
+/// larger buffers, and arrays decoded from Flight (slices of a whole message body)
+/// would otherwise pin far more memory than they hold, for as long as the table lives.
+fn compact(batch: RecordBatch) -> Result<RecordBatch> {
+    let (schema, columns, rows) = batch.into_parts();
+    let columns = columns
+        .into_iter()
+        .map(|column| {
+            let column = match column.data_type() {
+                DataType::Utf8View => Arc::new(column.as_string_view().gc()) as ArrayRef,
+                DataType::BinaryView => Arc::new(column.as_binary_view().gc()) as ArrayRef,
+                _ => column,
+            };
+            let needed = column.to_data().get_slice_memory_size()?;
+            Ok(
+                if column.get_array_memory_size() > needed + needed / 2 + 1024 {
+                    // Concatenating with an empty slice copies into exact-size buffers.
+                    let empty = column.slice(0, 0);
+                    concat(&[column.as_ref(), empty.as_ref()])?
+                } else {
+                    column
+                },
+            )
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let options = RecordBatchOptions::new().with_row_count(Some(rows));
+    Ok(RecordBatch::try_new_with_options(
+        schema, columns, &options,
+    )?)
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -25,6 +25,11 @@ pub struct Args {
     #[arg(long, env = "FLETCH_EXECUTORS", default_value_t = DEFAULT_EXECUTORS)]
     executors: usize,
 
+    /// Memory limit of each executor (table fragments, exchange buffers, operators),
+    /// e.g. 4GiB. Default: three quarters of the machine's memory, shared.
+    #[arg(long, env = "FLETCH_MEMORY", value_name = "SIZE", value_parser = parse_memory)]
+    memory: Option<usize>,
+
     /// Generate TPC-H at this scale factor (once, cached) and register its eight tables.
     #[arg(long, value_name = "SF")]
     tpch: Option<f64>,
@@ -82,6 +87,10 @@ enum BenchSuite {
         /// Also write the figures, versions, git revision, cores and settings as JSON.
         #[arg(long, value_name = "FILE")]
         json: Option<PathBuf>,
+        /// Cache the tables in the cluster's memory first (hash-fragmented on their
+        /// keys) and compare with DataFusion over in-memory tables and over the files.
+        #[arg(long)]
+        cached: bool,
     },
 }
 
@@ -124,6 +133,7 @@ fn main_inner() -> Result<ExitCode> {
                 queries,
                 iterations,
                 json,
+                cached,
             },
     }) = &args.command
     {
@@ -137,12 +147,13 @@ fn main_inner() -> Result<ExitCode> {
             },
             iterations: *iterations,
             json: json.clone(),
+            cached: *cached,
         };
         runtime.block_on(bench.run(&data_dir))?;
         return Ok(ExitCode::SUCCESS);
     }
     let cluster = runtime
-        .block_on(LocalCluster::start(args.executors))
+        .block_on(LocalCluster::start_with(args.executors, args.memory))
         .context("starting the embedded cluster")?;
     let ctx = cluster.session();
     if !args.quiet {
@@ -192,6 +203,10 @@ fn main_inner() -> Result<ExitCode> {
     };
     runtime.block_on(cluster.shutdown());
     Ok(code)
+}
+
+fn parse_memory(text: &str) -> Result<usize, String> {
+    fletch_planner::parse_size(text).map_err(|e| e.strip_backtrace())
 }
 
 fn default_data_dir() -> PathBuf {
