@@ -351,3 +351,32 @@ async fn bad_table_statements_get_clear_errors() {
     assert_nothing_held(&cluster, "after statements that failed");
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_over_the_memory_limit_fails_cleanly_and_the_cluster_keeps_serving() {
+    let cluster = LocalCluster::start(2).await.expect("cluster");
+    let ctx = cluster.session();
+    must(
+        &ctx,
+        "CREATE TABLE t AS SELECT value AS k, repeat('x', 50) AS pad FROM generate_series(1, 300000)",
+    )
+    .await;
+    let held: Vec<usize> = cluster.memory().iter().map(|m| m.0).collect();
+    // Less than each executor already holds: any query that needs memory must fail.
+    must(&ctx, "SET fletch.executor_memory = '1MB'").await;
+    let err = run(
+        &ctx,
+        "SELECT a.k, count(*) FROM t a JOIN t b ON a.pad = b.pad AND a.k = b.k GROUP BY a.k",
+    )
+    .await
+    .expect_err("a hash join over 300K rows cannot run in 1 MiB");
+    assert!(err.to_string().contains("Resources exhausted"), "{err}");
+    let after: Vec<usize> = cluster.memory().iter().map(|m| m.0).collect();
+    assert_eq!(after, held, "the failed query returned all its memory");
+
+    must(&ctx, "SET fletch.executor_memory = '4GiB'").await;
+    assert_eq!(rows(&ctx, "SELECT count(*) FROM t").await, ["300000"]);
+    must(&ctx, "DROP TABLE t").await;
+    assert_nothing_held(&cluster, "after DROP TABLE");
+    cluster.shutdown().await;
+}
