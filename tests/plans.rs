@@ -99,5 +99,50 @@ async fn co_partitioned_tables_join_and_group_in_place() {
         assert!(!text.contains("shuffle"), "{text}");
         insta::assert_snapshot!(name, text);
     }
+
+    // A build side too big to be worth broadcasting, joined with a probe side already
+    // fragmented on the key: only the build side moves, shuffled to the probe's layout.
+    for statement in [
+        "CREATE TABLE visits PARTITION BY HASH (o_id) INTO 4 FRAGMENTS AS \
+         SELECT CAST(value % 5000 AS INT) AS o_id, value AS at FROM generate_series(1, 400000)",
+        "CREATE TABLE lookups PARTITION BY ROUND ROBIN AS \
+         SELECT CAST(value AS INT) AS o_id, value % 3 AS kind FROM generate_series(1, 150000)",
+    ] {
+        fletch::sql(&ctx, statement)
+            .await
+            .expect("create")
+            .collect()
+            .await
+            .expect(statement);
+    }
+    let plan = fletch::sql(
+        &ctx,
+        "SELECT l.kind, count(*) FROM visits v JOIN lookups l ON v.o_id = l.o_id GROUP BY l.kind",
+    )
+    .await
+    .expect("plan")
+    .create_physical_plan()
+    .await
+    .expect("physical plan");
+    let text = displayable(plan.as_ref()).indent(true).to_string();
+    insta::assert_snapshot!("build_side_shuffled_to_the_probe_fragments", text);
+    let answer = datafusion::physical_plan::collect(plan, ctx.task_ctx())
+        .await
+        .expect("run");
+    let oracle = common::oracle();
+    let expected = common::run_statements(
+        &oracle,
+        &[
+            "CREATE TABLE visits AS SELECT CAST(value % 5000 AS INT) AS o_id, value AS at FROM generate_series(1, 400000)",
+            "CREATE TABLE lookups AS SELECT CAST(value AS INT) AS o_id, value % 3 AS kind FROM generate_series(1, 150000)",
+            "SELECT l.kind, count(*) FROM visits v JOIN lookups l ON v.o_id = l.o_id GROUP BY l.kind",
+        ],
+    )
+    .await
+    .expect("oracle");
+    assert_eq!(
+        common::sorted(common::rows(&answer)),
+        common::sorted(common::rows(&expected))
+    );
     cluster.shutdown().await;
 }

@@ -37,6 +37,7 @@ use datafusion::physical_plan::recursive_query::RecursiveQueryExec;
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::scalar_subquery::{ScalarSubqueryExec, ScalarSubqueryLink};
 use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
+use datafusion::physical_plan::statistics::{StatisticsArgs, StatisticsContext};
 use datafusion::physical_plan::{ExecutionPlan, Partitioning};
 
 use crate::exchange::{ExchangeMode, ExchangeReaderExec, ShuffleWriterExec};
@@ -373,7 +374,8 @@ fn partition_if_probe_must_be_gathered(
 /// keys into the same number of partitions (in-memory tables fragmented on those keys)
 /// joins partition `i` with partition `i`, where both live: nothing is broadcast or
 /// shuffled. DataFusion picks `CollectLeft` for a small build side without knowing that
-/// collecting it moves it over the network while a partitioned join would not.
+/// collecting it moves it over the network while a partitioned join would not. When
+/// only the probe side is partitioned on the keys, the build side is shuffled to match.
 fn join_co_partitioned_in_place(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
     let Some(join) = plan.downcast_ref::<HashJoinExec>() else {
         return Ok(plan);
@@ -398,19 +400,38 @@ fn join_co_partitioned_in_place(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn 
         Partitioning::Hash(exprs, n) if *n > 1 && physical_exprs_equal(exprs, keys) => Some(*n),
         _ => None,
     };
-    match (
+    let left = match (
         partitioned_on(&left, &left_keys),
         partitioned_on(&right, &right_keys),
     ) {
-        (Some(l), Some(r)) if l == r => join
-            .builder()
-            .with_partition_mode(PartitionMode::Partitioned)
-            .with_new_children(vec![left, right])?
-            .recompute_properties()
-            .reset_state()
-            .build_exec(),
-        _ => Ok(plan),
-    }
+        (Some(l), Some(r)) if l == r => left,
+        // Only the probe side is in place: broadcasting the build side sends it to
+        // every executor and builds its hash table on each; shuffling it to the probe's
+        // partitioning sends it once and builds each part once. Tiny build sides stay
+        // broadcast, where the difference is nothing.
+        (None, Some(n)) if !is_tiny(&left)? => Arc::new(RepartitionExec::try_new(
+            left,
+            Partitioning::Hash(left_keys, n),
+        )?),
+        _ => return Ok(plan),
+    };
+    join.builder()
+        .with_partition_mode(PartitionMode::Partitioned)
+        .with_new_children(vec![left, right])?
+        .recompute_properties()
+        .reset_state()
+        .build_exec()
+}
+
+/// Estimated under DataFusion's single-node broadcast limits (1 MiB, 128K rows).
+fn is_tiny(plan: &Arc<dyn ExecutionPlan>) -> Result<bool> {
+    let stats = StatisticsContext::new().compute(plan.as_ref(), &StatisticsArgs::new())?;
+    let small_bytes = stats
+        .total_byte_size
+        .get_value()
+        .is_some_and(|b| *b < 1 << 20);
+    let small_rows = stats.num_rows.get_value().is_some_and(|r| *r < 128 << 10);
+    Ok(small_bytes || small_rows)
 }
 
 /// A [`FragmentWriterExec`] stores partition `f` as fragment `f`: its input is first

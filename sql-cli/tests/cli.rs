@@ -140,6 +140,67 @@ fn bench_compares_with_single_node_datafusion() {
 }
 
 #[test]
+fn bench_over_cached_tables_reports_both_ratios_and_the_load() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let json = dir.path().join("cached.json");
+    let out = fletch(&[
+        "-q",
+        "bench",
+        "tpch",
+        "--sf",
+        "0.01",
+        "--cached",
+        "--queries",
+        "3,18",
+        "--iterations",
+        "1",
+        "--json",
+        json.to_str().expect("utf-8 path"),
+    ]);
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines[0],
+        "query,datafusion_memory_s,fletch_cached_s,ratio,datafusion_parquet_s,ratio_to_parquet"
+    );
+    assert_eq!(lines.len(), 4, "{stdout}");
+    assert!(
+        lines[3].starts_with("total,") && lines[3].split(',').count() == 6,
+        "{stdout}"
+    );
+
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("JSON report written"))
+            .expect("report is JSON");
+    assert_eq!(report["settings"]["cached"], true);
+    let load = &report["load"];
+    assert!(
+        load["seconds"].as_f64().is_some_and(|s| s > 0.0),
+        "{report}"
+    );
+    let bytes = load["bytes_per_executor"]
+        .as_array()
+        .expect("bytes per executor");
+    assert_eq!(bytes.len(), 2);
+    assert!(
+        bytes.iter().all(|b| b.as_u64().is_some_and(|b| b > 0)),
+        "{report}"
+    );
+    let total = &report["total"];
+    let ratio = total["ratio_to_parquet"]
+        .as_f64()
+        .expect("ratio to parquet");
+    let expected = total["fletch_s"].as_f64().expect("fletch")
+        / total["datafusion_parquet_s"].as_f64().expect("parquet");
+    assert!((ratio - expected).abs() < 1e-9, "{report}");
+}
+
+#[test]
 fn bench_rejects_unknown_queries() {
     let out = fletch(&["-q", "bench", "tpch", "--sf", "0.01", "--queries", "23"]);
     assert!(!out.status.success());
