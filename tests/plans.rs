@@ -66,19 +66,16 @@ fn regex_lite_ranges() -> impl Fn(&str) -> String {
 async fn co_partitioned_tables_join_and_group_in_place() {
     let cluster = LocalCluster::start(2).await.expect("cluster");
     let ctx = cluster.session();
-    for statement in [
-        "CREATE TABLE orders (o_id INT, cust INT) PARTITION BY HASH (o_id) INTO 4 FRAGMENTS",
-        "CREATE TABLE items (o_id INT, qty INT) PARTITION BY HASH (o_id) INTO 4 FRAGMENTS",
-        "INSERT INTO orders SELECT value, value % 10 FROM generate_series(1, 1000)",
-        "INSERT INTO items SELECT value % 1000, value FROM generate_series(1, 3000)",
-    ] {
-        fletch::sql(&ctx, statement)
-            .await
-            .expect("statement")
-            .collect()
-            .await
-            .expect(statement);
-    }
+    common::fletch_statements(
+        &ctx,
+        &[
+            "CREATE TABLE orders (o_id INT, cust INT) PARTITION BY HASH (o_id) INTO 4 FRAGMENTS",
+            "CREATE TABLE items (o_id INT, qty INT) PARTITION BY HASH (o_id) INTO 4 FRAGMENTS",
+            "INSERT INTO orders SELECT value, value % 10 FROM generate_series(1, 1000)",
+            "INSERT INTO items SELECT value % 1000, value FROM generate_series(1, 3000)",
+        ],
+    )
+    .await;
     for (name, query) in [
         (
             "co_partitioned_join_aggregate",
@@ -89,42 +86,28 @@ async fn co_partitioned_tables_join_and_group_in_place() {
             "SELECT count(*) FROM orders o WHERE EXISTS (SELECT 1 FROM items i WHERE i.o_id = o.o_id)",
         ),
     ] {
-        let plan = fletch::sql(&ctx, query)
-            .await
-            .expect("plan")
-            .create_physical_plan()
-            .await
-            .expect("physical plan");
-        let text = displayable(plan.as_ref()).indent(true).to_string();
+        let (_, text) = common::fletch_plan(&ctx, query).await;
         assert!(!text.contains("shuffle"), "{text}");
         insta::assert_snapshot!(name, text);
     }
 
     // A build side too big to be worth broadcasting, joined with a probe side already
     // fragmented on the key: only the build side moves, shuffled to the probe's layout.
-    for statement in [
-        "CREATE TABLE visits PARTITION BY HASH (o_id) INTO 4 FRAGMENTS AS \
-         SELECT CAST(value % 5000 AS INT) AS o_id, value AS at FROM generate_series(1, 400000)",
-        "CREATE TABLE lookups PARTITION BY ROUND ROBIN AS \
-         SELECT CAST(value AS INT) AS o_id, value % 3 AS kind FROM generate_series(1, 150000)",
-    ] {
-        fletch::sql(&ctx, statement)
-            .await
-            .expect("create")
-            .collect()
-            .await
-            .expect(statement);
-    }
-    let plan = fletch::sql(
+    common::fletch_statements(
+        &ctx,
+        &[
+            "CREATE TABLE visits PARTITION BY HASH (o_id) INTO 4 FRAGMENTS AS \
+             SELECT CAST(value % 5000 AS INT) AS o_id, value AS at FROM generate_series(1, 400000)",
+            "CREATE TABLE lookups PARTITION BY ROUND ROBIN AS \
+             SELECT CAST(value AS INT) AS o_id, value % 3 AS kind FROM generate_series(1, 150000)",
+        ],
+    )
+    .await;
+    let (plan, text) = common::fletch_plan(
         &ctx,
         "SELECT l.kind, count(*) FROM visits v JOIN lookups l ON v.o_id = l.o_id GROUP BY l.kind",
     )
-    .await
-    .expect("plan")
-    .create_physical_plan()
-    .await
-    .expect("physical plan");
-    let text = displayable(plan.as_ref()).indent(true).to_string();
+    .await;
     insta::assert_snapshot!("build_side_shuffled_to_the_probe_fragments", text);
     let answer = datafusion::physical_plan::collect(plan, ctx.task_ctx())
         .await

@@ -7,7 +7,6 @@ mod common;
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::error::Result;
-use datafusion::physical_plan::displayable;
 use datafusion::prelude::SessionContext;
 use fletch::LocalCluster;
 
@@ -216,12 +215,7 @@ async fn a_query_reads_the_version_it_was_planned_on() {
         "CREATE TABLE t AS SELECT value AS k FROM generate_series(1, 100)",
     )
     .await;
-    let before = fletch::sql(&ctx, "SELECT count(*), sum(k) FROM t")
-        .await
-        .expect("plan")
-        .create_physical_plan()
-        .await
-        .expect("physical plan");
+    let (before, _) = common::fletch_plan(&ctx, "SELECT count(*), sum(k) FROM t").await;
     must(
         &ctx,
         "INSERT INTO t SELECT value FROM generate_series(101, 150)",
@@ -303,13 +297,7 @@ async fn fragment_statistics_answer_queries_without_a_scan() {
     )
     .await;
     let query = "SELECT count(*), min(k), max(k) FROM t";
-    let plan = fletch::sql(&ctx, query)
-        .await
-        .expect("plan")
-        .create_physical_plan()
-        .await
-        .expect("physical plan");
-    let text = displayable(plan.as_ref()).indent(true).to_string();
+    let (_, text) = common::fletch_plan(&ctx, query).await;
     assert!(!text.contains("FragmentScanExec"), "{text}");
     assert_eq!(rows(&ctx, query).await, ["5000|1|5000"]);
     cluster.shutdown().await;

@@ -294,40 +294,23 @@ async fn cache_table(
 ) -> Result<DataFrame> {
     let (name, clauses, query) = parse_cache_table(statement, tokens)?;
     let coordinator = coordinator(ctx)?;
-    if let Some(query) = query {
-        let input = ctx.state().create_logical_plan(&query).await?;
-        let table = load_table(
-            ctx,
-            &coordinator,
-            &name,
-            input,
-            clauses,
-            None,
-            TableDefinition::default(),
-        )
-        .await?;
-        coordinator.tables().replace(&name, Arc::new(table));
-        coordinator.wait_for_releases().await;
-        return empty(ctx);
-    }
-    let Some(source) = coordinator.tables().get(&name) else {
-        return plan_err!("table '{name}' not found");
+    let (input, source) = match query {
+        Some(query) => (ctx.state().create_logical_plan(&query).await?, None),
+        None => {
+            let Some(source) = coordinator.tables().get(&name) else {
+                return plan_err!("table '{name}' not found");
+            };
+            if as_fletch_table(&source).is_some() {
+                return plan_err!("table '{name}' is already in memory");
+            }
+            let input = ctx.table(name.as_str()).await?.into_unoptimized_plan();
+            (input, Some(source))
+        }
     };
-    if as_fletch_table(&source).is_some() {
-        return plan_err!("table '{name}' is already in memory");
-    }
-    let input = ctx.table(name.as_str()).await?.into_unoptimized_plan();
-    let table = load_table(
-        ctx,
-        &coordinator,
-        &name,
-        input,
-        clauses,
-        Some(source),
-        TableDefinition::default(),
-    )
-    .await?;
+    let definition = TableDefinition::default();
+    let table = load_table(ctx, &coordinator, &name, input, clauses, source, definition).await?;
     coordinator.tables().replace(&name, Arc::new(table));
+    coordinator.wait_for_releases().await;
     empty(ctx)
 }
 

@@ -250,13 +250,27 @@ impl FragmentPieces {
 
     /// Frees every piece of a table incarnation, including pieces still arriving.
     pub(crate) async fn drop_table(&self, table_uid: &str) {
+        self.drop_pieces(table_uid, None).await;
+    }
+
+    /// Frees every piece one load wrote, including pieces still arriving.
+    pub(crate) async fn drop_load(&self, table_uid: &str, load: u64) {
+        self.drop_pieces(table_uid, Some(load)).await;
+    }
+
+    /// Drops the pieces of a table (of one load, if given), refuses any that arrive
+    /// later, and waits for those being received to let go of their memory.
+    async fn drop_pieces(&self, table_uid: &str, load: Option<u64>) {
         let removed: Vec<_> = {
             let mut state = self.state.lock();
-            state.dropped_tables.insert(table_uid.to_string());
+            match load {
+                Some(load) => state.dropped_loads.insert((table_uid.to_string(), load)),
+                None => state.dropped_tables.insert(table_uid.to_string()),
+            }
             let keys: Vec<_> = state
                 .pieces
                 .keys()
-                .filter(|k| k.0 == table_uid)
+                .filter(|k| k.0 == table_uid && load.is_none_or(|load| k.1 == load))
                 .cloned()
                 .collect();
             keys.into_iter()
@@ -265,26 +279,7 @@ impl FragmentPieces {
         };
         // Reservations are returned as the pieces drop, outside the lock.
         drop(removed);
-        self.in_flight.wait_idle(table_uid, None).await;
-    }
-
-    /// Frees every piece one load wrote, including pieces still arriving.
-    pub(crate) async fn drop_load(&self, table_uid: &str, load: u64) {
-        let removed: Vec<_> = {
-            let mut state = self.state.lock();
-            state.dropped_loads.insert((table_uid.to_string(), load));
-            let keys: Vec<_> = state
-                .pieces
-                .keys()
-                .filter(|k| k.0 == table_uid && k.1 == load)
-                .cloned()
-                .collect();
-            keys.into_iter()
-                .filter_map(|k| state.pieces.remove(&k))
-                .collect()
-        };
-        drop(removed);
-        self.in_flight.wait_idle(table_uid, Some(load)).await;
+        self.in_flight.wait_idle(table_uid, load).await;
     }
 
     pub(crate) fn stats(&self) -> FragmentStats {

@@ -4,9 +4,11 @@
 #![allow(dead_code)]
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::error::Result;
+use datafusion::physical_plan::{ExecutionPlan, displayable};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use tokio::sync::OnceCell;
 
@@ -42,6 +44,31 @@ pub async fn query(ctx: &SessionContext, sql: &str) -> Vec<RecordBatch> {
     df.collect()
         .await
         .unwrap_or_else(|e| panic!("running {sql}: {e}"))
+}
+
+/// Runs each statement through `fletch::sql` (Fletch's own statements included);
+/// panics with the statement and error if one fails.
+pub async fn fletch_statements(ctx: &SessionContext, statements: &[&str]) {
+    for statement in statements {
+        fletch::sql(ctx, statement)
+            .await
+            .unwrap_or_else(|e| panic!("planning {statement}: {e}"))
+            .collect()
+            .await
+            .unwrap_or_else(|e| panic!("running {statement}: {e}"));
+    }
+}
+
+/// The distributed physical plan of `sql` and its indented text.
+pub async fn fletch_plan(ctx: &SessionContext, sql: &str) -> (Arc<dyn ExecutionPlan>, String) {
+    let plan = fletch::sql(ctx, sql)
+        .await
+        .unwrap_or_else(|e| panic!("planning {sql}: {e}"))
+        .create_physical_plan()
+        .await
+        .unwrap_or_else(|e| panic!("physical planning {sql}: {e}"));
+    let text = displayable(plan.as_ref()).indent(true).to_string();
+    (plan, text)
 }
 
 /// A plain single-node DataFusion session: the oracle.
