@@ -368,3 +368,37 @@ async fn a_query_over_the_memory_limit_fails_cleanly_and_the_cluster_keeps_servi
     assert_nothing_held(&cluster, "after DROP TABLE");
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_with_two_replicas_answers_without_one_of_its_executors() {
+    let mut cluster = LocalCluster::start(3).await.expect("cluster");
+    let ctx = cluster.session();
+    must(
+        &ctx,
+        "CREATE TABLE t PARTITION BY HASH (k) INTO 3 FRAGMENTS REPLICAS 2 AS \
+         SELECT value AS k, value % 10 AS g FROM generate_series(1, 30000)",
+    )
+    .await;
+    must(
+        &ctx,
+        "CREATE TABLE single PARTITION BY HASH (k) INTO 3 FRAGMENTS REPLICAS 1 AS \
+         SELECT value AS k FROM generate_series(1, 300)",
+    )
+    .await;
+    let query = "SELECT g, count(*), sum(k) FROM t GROUP BY g";
+    let before = common::sorted(rows(&ctx, query).await);
+    let gone = cluster.executor_urls()[0].clone();
+    cluster.stop_executor(0).await.expect("stop");
+
+    // Every fragment still has a holder; scans run there.
+    assert_eq!(common::sorted(rows(&ctx, query).await), before);
+    // Fragment 0 of a one-replica table lived only on the stopped executor.
+    // (count(*) would be answered from statistics, without a scan.)
+    let err = run(&ctx, "SELECT sum(k) FROM single")
+        .await
+        .expect_err("a lost fragment cannot be read");
+    let message = err.to_string();
+    assert!(message.contains("table single fragment 0"), "{message}");
+    assert!(message.contains(&gone), "{message}");
+    cluster.shutdown().await;
+}

@@ -113,6 +113,15 @@ impl Coordinator {
         drop_everywhere(&executors, table_uid, Some(load)).await;
     }
 
+    /// Stops placing work on the executor at `url`; returns whether it was known. Tables
+    /// keep listing it as a holder: reads of its fragments go to the other holders.
+    pub fn remove_executor(&self, url: &str) -> bool {
+        let mut executors = self.executors.write();
+        let before = executors.len();
+        executors.retain(|e| e.url() != url);
+        executors.len() != before
+    }
+
     pub fn executor_urls(&self) -> Vec<String> {
         self.executors
             .read()

@@ -96,6 +96,21 @@ impl LocalCluster {
             .collect()
     }
 
+    /// Stops executor `index` (in [`Self::executor_urls`] order) after taking it out of
+    /// the coordinator's placement, as if it had left the cluster.
+    pub async fn stop_executor(&mut self, index: usize) -> Result<()> {
+        if index >= self.executors.len() {
+            return Err(DataFusionError::Configuration(format!(
+                "the cluster has {} executors, no executor {index}",
+                self.executors.len()
+            )));
+        }
+        let executor = self.executors.remove(index);
+        self.coordinator.remove_executor(executor.url());
+        executor.shutdown().await;
+        Ok(())
+    }
+
     /// Stops every executor and waits for their servers to end.
     pub async fn shutdown(self) {
         for executor in self.executors {
