@@ -13,7 +13,7 @@ use datafusion::common::runtime::SpawnedTask;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use fletch_executor::protocol::{ConfigEntry, StageLocations, TaskDefinition};
+use fletch_executor::protocol::{ConfigEntry, ExecutorStatus, StageLocations, TaskDefinition};
 use fletch_executor::{
     ClientPool, ExecutorClient, FailureReason, FlightExchangeSource, TaskFailure,
 };
@@ -27,6 +27,7 @@ use parking_lot::{Mutex, RwLock};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::catalog::ClusterSchema;
+use crate::membership::{MemberState, Members, MembershipOptions};
 
 /// Schedules distributed plans onto executors. Shared by every session of a cluster.
 pub struct Coordinator {
@@ -36,6 +37,9 @@ pub struct Coordinator {
     tables: Arc<ClusterSchema>,
     /// The last `fletch.executor_memory` every executor accepted.
     applied_memory_limit: Arc<Mutex<Option<usize>>>,
+    members: Arc<Members>,
+    /// Declares executors lost when their heartbeats stop.
+    _reaper: SpawnedTask<()>,
     releases: mpsc::UnboundedSender<JanitorJob>,
     /// Releases queries whose result stream was dropped before it ended.
     _janitor: SpawnedTask<()>,
@@ -52,6 +56,15 @@ impl std::fmt::Debug for Coordinator {
 impl Coordinator {
     /// A coordinator for the executors at `urls`. Must be called inside a tokio runtime.
     pub fn new(urls: &[String]) -> std::result::Result<Arc<Self>, TaskFailure> {
+        Self::with_membership(urls, MembershipOptions::default())
+    }
+
+    /// A coordinator for the executors at `urls` (which send no heartbeats) and any that
+    /// register later (which must). Must be called inside a tokio runtime.
+    pub fn with_membership(
+        urls: &[String],
+        options: MembershipOptions,
+    ) -> std::result::Result<Arc<Self>, TaskFailure> {
         let clients = ClientPool::default();
         let executors = urls
             .iter()
@@ -82,11 +95,31 @@ impl Coordinator {
             }
         });
         let tables = Arc::new(ClusterSchema::new(releases.clone()));
+        let members = Arc::new(Members::default());
+        for url in urls {
+            members.add_static(url);
+        }
+        let reaper = {
+            let members = Arc::clone(&members);
+            let executors = Arc::clone(&executors);
+            SpawnedTask::spawn(async move {
+                let mut ticks = tokio::time::interval(options.heartbeat_interval / 2);
+                loop {
+                    ticks.tick().await;
+                    for url in members.declare_lost(options.silence_before_lost()) {
+                        tracing::warn!(%url, "executor lost: no heartbeat for {:?}", options.silence_before_lost());
+                        executors.write().retain(|e| e.url() != url);
+                    }
+                }
+            })
+        };
         Ok(Arc::new(Self {
             executors,
             clients,
             tables,
             applied_memory_limit: Arc::default(),
+            members,
+            _reaper: reaper,
             releases,
             _janitor: janitor,
         }))
@@ -116,10 +149,34 @@ impl Coordinator {
     /// Stops placing work on the executor at `url`; returns whether it was known. Tables
     /// keep listing it as a holder: reads of its fragments go to the other holders.
     pub fn remove_executor(&self, url: &str) -> bool {
+        self.members.mark(url, MemberState::Left);
         let mut executors = self.executors.write();
         let before = executors.len();
         executors.retain(|e| e.url() != url);
         executors.len() != before
+    }
+
+    /// An executor registered or sent a heartbeat: it is (again) a member and gets work
+    /// from the next query on.
+    pub fn executor_heard_from(
+        &self,
+        status: ExecutorStatus,
+    ) -> std::result::Result<(), TaskFailure> {
+        let client = self.clients.get(&status.url)?;
+        if self.members.heard_from(status) {
+            let mut executors = self.executors.write();
+            if !executors.iter().any(|e| e.url() == client.url()) {
+                tracing::info!(url = %client.url(), "executor joined");
+                executors.push(client);
+            }
+        }
+        Ok(())
+    }
+
+    /// Every executor the coordinator knows, with its state (alive, lost, left), last
+    /// reported status and milliseconds since it was last heard from.
+    pub fn executors(&self) -> Vec<ExecutorStatus> {
+        self.members.list()
     }
 
     pub fn executor_urls(&self) -> Vec<String> {

@@ -10,8 +10,10 @@
 
 mod catalog;
 mod coordinator;
+mod coordinator_service;
 mod distributed_exec;
 mod local_cluster;
+mod membership;
 mod rule;
 mod session;
 mod statements;
@@ -19,8 +21,10 @@ pub mod tpch;
 
 pub use catalog::{ClusterSchema, FletchTable, LoadCommitExec, SystemSchema, TableLayout};
 pub use coordinator::Coordinator;
+pub use coordinator_service::{CoordinatorServer, serve_coordinator};
 pub use distributed_exec::DistributedExec;
 pub use local_cluster::{DEFAULT_EXECUTORS, LocalCluster};
+pub use membership::{MemberState, MembershipOptions};
 pub use rule::DistributeRule;
 pub use session::{default_session_config, fletch_session};
 pub use statements::{split_statements, sql};

@@ -71,7 +71,10 @@ pub fn fletch_session(coordinator: Arc<Coordinator>, config: SessionConfig) -> S
         // default catalog of a `SessionStateBuilder` is a memory catalog.
         let registered = catalog
             .register_schema(&schema_name, Arc::clone(&tables) as _)
-            .and_then(|_| catalog.register_schema("fletch", Arc::new(SystemSchema::new(tables))));
+            .and_then(|_| {
+                let system = SystemSchema::new(Arc::clone(&coordinator));
+                catalog.register_schema("fletch", Arc::new(system))
+            });
         if let Err(e) = registered {
             tracing::warn!("registering the cluster's schemas: {e}");
         }

@@ -8,6 +8,7 @@
 //! UNCACHE TABLE [IF EXISTS] name
 //! DROP TABLE [IF EXISTS] name
 //! SHOW TABLES
+//! SHOW EXECUTORS
 //! ```
 //!
 //! Every `CREATE TABLE` makes an in-memory distributed table; its rows are loaded by
@@ -76,6 +77,7 @@ pub async fn sql(ctx: &SessionContext, statement: &str) -> Result<DataFrame> {
         }
         ["CACHE", "TABLE", ..] => cache_table(ctx, statement, tokens).await,
         ["UNCACHE", "TABLE", ..] => uncache_table(ctx, tokens).await,
+        ["SHOW", "EXECUTORS"] => ctx.sql("SELECT * FROM fletch.executors ORDER BY url").await,
         ["SHOW", "TABLES"] => {
             ctx.sql("SELECT * FROM fletch.tables ORDER BY table_name")
                 .await

@@ -22,6 +22,36 @@ pub struct MemoryLimit {
     pub bytes: u64,
 }
 
+/// Coordinator action: an executor joins the cluster (or rejoins after being lost).
+pub const REGISTER_EXECUTOR: &str = "fletch.register_executor";
+/// Coordinator action: an executor is alive; carries its current status.
+pub const HEARTBEAT: &str = "fletch.heartbeat";
+/// Coordinator action: an executor leaves the cluster cleanly.
+pub const LEAVE: &str = "fletch.leave";
+/// Coordinator action: lists the cluster's executors, one `ExecutorStatus` per result.
+pub const LIST_EXECUTORS: &str = "fletch.list_executors";
+
+/// What an executor tells the coordinator about itself (and what the coordinator lists).
+#[derive(Clone, PartialEq, Message)]
+pub struct ExecutorStatus {
+    #[prost(string, tag = "1")]
+    pub url: String,
+    #[prost(uint64, tag = "2")]
+    pub slots: u64,
+    #[prost(uint64, tag = "3")]
+    pub memory_limit: u64,
+    #[prost(uint64, tag = "4")]
+    pub memory_used: u64,
+    #[prost(uint64, tag = "5")]
+    pub running_tasks: u64,
+    /// Set by the coordinator when listing: alive, lost or left.
+    #[prost(string, tag = "6")]
+    pub state: String,
+    /// Set by the coordinator when listing: milliseconds since the last heartbeat.
+    #[prost(uint64, tag = "7")]
+    pub since_heartbeat_ms: u64,
+}
+
 /// Every `DoGet` ticket.
 #[derive(Clone, PartialEq, Message)]
 pub struct FletchTicket {

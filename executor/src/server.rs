@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use arrow_flight::flight_service_server::FlightServiceServer;
 use datafusion::common::runtime::SpawnedTask;
@@ -13,17 +14,21 @@ use tokio::sync::oneshot;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 
-use crate::flight::client::ClientPool;
+use crate::flight::client::{ClientPool, ExecutorClient};
 use crate::flight::service::ExecutorService;
 use crate::flight::{MAX_FRAME_BYTES, MAX_MESSAGE_BYTES};
 use crate::fragments::{FragmentPieces, FragmentStats};
 use crate::memory::ExecutorMemoryPool;
+use crate::protocol::{self, ExecutorStatus};
+use crate::status::TaskFailure;
 use crate::store::{ExchangeReads, PartitionStore, StoreStats};
 use crate::task::TaskRunner;
 
 /// A running executor. Dropping it stops the server.
 pub struct ExecutorHandle {
     url: String,
+    /// Sends heartbeats to the coordinator this executor joined, if any.
+    membership: Option<Membership>,
     store: Arc<PartitionStore>,
     fragments: Arc<FragmentPieces>,
     pool: Arc<ExecutorMemoryPool>,
@@ -37,6 +42,13 @@ impl std::fmt::Debug for ExecutorHandle {
             .field("url", &self.url)
             .finish()
     }
+}
+
+/// An executor's place in a cluster: the heartbeat task is aborted when this drops.
+struct Membership {
+    coordinator: ExecutorClient,
+    slots: usize,
+    _beats: SpawnedTask<()>,
 }
 
 /// How an executor is set up.
@@ -109,6 +121,7 @@ pub async fn start_executor_with(
         );
     tracing::debug!(%url, "executor listening");
     Ok(ExecutorHandle {
+        membership: None,
         url,
         store,
         fragments,
@@ -142,6 +155,76 @@ impl ExecutorHandle {
     /// How many exchange partitions were read here locally and served over Flight.
     pub fn exchange_reads(&self) -> ExchangeReads {
         self.store.exchange_reads()
+    }
+
+    /// What this executor tells a coordinator about itself.
+    pub fn status(&self, slots: usize) -> ExecutorStatus {
+        let (used, limit) = self.memory();
+        ExecutorStatus {
+            url: self.url.clone(),
+            slots: slots as u64,
+            memory_limit: limit as u64,
+            memory_used: used as u64,
+            running_tasks: self.store.stats().running_tasks as u64,
+            state: String::new(),
+            since_heartbeat_ms: 0,
+        }
+    }
+
+    /// Registers with the coordinator at `coordinator_url` and keeps sending it a
+    /// heartbeat every `interval` until [`Self::leave`] or the handle drops. Fails if
+    /// the coordinator does not accept the registration.
+    pub async fn join(
+        &mut self,
+        coordinator_url: &str,
+        slots: usize,
+        interval: Duration,
+    ) -> Result<(), TaskFailure> {
+        let coordinator = ExecutorClient::new(coordinator_url)?;
+        coordinator
+            .announce(protocol::REGISTER_EXECUTOR, &self.status(slots))
+            .await?;
+        let store = Arc::clone(&self.store);
+        let pool = Arc::clone(&self.pool);
+        let url = self.url.clone();
+        let client = coordinator.clone();
+        let beats = SpawnedTask::spawn(async move {
+            let mut ticks = tokio::time::interval(interval);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                let status = ExecutorStatus {
+                    url: url.clone(),
+                    slots: slots as u64,
+                    memory_limit: pool.limit() as u64,
+                    memory_used: pool.reserved() as u64,
+                    running_tasks: store.stats().running_tasks as u64,
+                    state: String::new(),
+                    since_heartbeat_ms: 0,
+                };
+                if let Err(e) = client.announce(protocol::HEARTBEAT, &status).await {
+                    tracing::warn!(%url, "heartbeat to the coordinator failed: {e}");
+                }
+            }
+        });
+        self.membership = Some(Membership {
+            coordinator,
+            slots,
+            _beats: beats,
+        });
+        Ok(())
+    }
+
+    /// Tells the coordinator this executor is leaving and stops the heartbeats.
+    pub async fn leave(&mut self) -> Result<(), TaskFailure> {
+        let Some(membership) = self.membership.take() else {
+            return Ok(());
+        };
+        let status = self.status(membership.slots);
+        membership
+            .coordinator
+            .announce(protocol::LEAVE, &status)
+            .await
     }
 
     /// Stops accepting requests and waits for the server to finish.

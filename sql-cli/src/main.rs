@@ -1,15 +1,18 @@
 //! `fletch`: the Fletch SQL shell on an embedded cluster, and one-shot `-c` / `-f` modes.
 
 mod bench;
+mod cluster;
 mod exec;
 mod shell;
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
-use fletch_engine::{DEFAULT_EXECUTORS, LocalCluster, tpch};
+use fletch_engine::{DEFAULT_EXECUTORS, LocalCluster, MembershipOptions, tpch};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -60,11 +63,54 @@ pub struct Args {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run a coordinator that executors join (`fletch executor --coordinator URL`).
+    /// Prints `listening on URL` on stdout, then runs until SIGTERM or Ctrl-C.
+    Coordinator {
+        /// Address to serve Flight on (port 0: any free port).
+        #[arg(long, env = "FLETCH_LISTEN", default_value = "127.0.0.1:50050")]
+        listen: SocketAddr,
+        #[command(flatten)]
+        heartbeats: HeartbeatArgs,
+    },
+    /// Run an executor that joins a coordinator. Prints `listening on URL` on stdout,
+    /// then runs until SIGTERM or Ctrl-C, when it leaves the cluster.
+    Executor {
+        /// The coordinator's URL, e.g. http://127.0.0.1:50050.
+        #[arg(long, env = "FLETCH_COORDINATOR")]
+        coordinator: String,
+        /// Address to serve Flight on (port 0: any free port).
+        #[arg(long, env = "FLETCH_LISTEN", default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+        /// Tasks this executor runs at once (default: its cores).
+        #[arg(long, env = "FLETCH_SLOTS")]
+        slots: Option<usize>,
+        #[command(flatten)]
+        heartbeats: HeartbeatArgs,
+    },
     /// Time queries on single-node DataFusion and on the embedded cluster, side by side.
     Bench {
         #[command(subcommand)]
         suite: BenchSuite,
     },
+}
+
+#[derive(Debug, clap::Args)]
+struct HeartbeatArgs {
+    /// Milliseconds between an executor's heartbeats.
+    #[arg(long, env = "FLETCH_HEARTBEAT_MS", default_value_t = 1000)]
+    heartbeat_ms: u64,
+    /// Missed heartbeats after which the coordinator declares an executor lost.
+    #[arg(long, env = "FLETCH_LOST_AFTER", default_value_t = 3)]
+    lost_after: u32,
+}
+
+impl HeartbeatArgs {
+    fn options(&self) -> MembershipOptions {
+        MembershipOptions {
+            heartbeat_interval: Duration::from_millis(self.heartbeat_ms.max(1)),
+            lost_after: self.lost_after.max(1),
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -125,6 +171,30 @@ fn main_inner() -> Result<ExitCode> {
         .build()
         .context("starting the async runtime")?;
     let data_dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
+    match &args.command {
+        Some(Command::Coordinator { listen, heartbeats }) => {
+            runtime.block_on(cluster::run_coordinator(*listen, heartbeats.options()))?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Some(Command::Executor {
+            coordinator,
+            listen,
+            slots,
+            heartbeats,
+        }) => {
+            let slots = slots
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+            runtime.block_on(cluster::run_executor(
+                coordinator,
+                *listen,
+                slots,
+                args.memory,
+                heartbeats.options().heartbeat_interval,
+            ))?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        _ => {}
+    }
     if let Some(Command::Bench {
         suite:
             BenchSuite::Tpch {

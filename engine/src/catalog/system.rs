@@ -1,7 +1,8 @@
 //! The `fletch` system schema: `fletch.tables` (every table of the cluster, with the
-//! size and layout of in-memory ones) and `fletch.fragments` (each fragment of each
-//! in-memory table: rows, bytes, holders). Each is a snapshot taken when a query is
-//! planned.
+//! size and layout of in-memory ones), `fletch.fragments` (each fragment of each
+//! in-memory table: rows, bytes, holders) and `fletch.executors` (each executor:
+//! state, slots, memory, running tasks, last heartbeat). Each is a snapshot taken when
+//! a query is planned.
 
 use std::sync::Arc;
 
@@ -12,19 +13,57 @@ use datafusion::catalog::{MemTable, SchemaProvider, TableProvider};
 use datafusion::common::{DataFusionError, Result};
 use datafusion::datasource::TableType;
 
+use fletch_executor::protocol::ExecutorStatus;
+
 use super::{ClusterSchema, as_fletch_table};
+use crate::Coordinator;
 
 const TABLES: &str = "tables";
 const FRAGMENTS: &str = "fragments";
+const EXECUTORS: &str = "executors";
 
 #[derive(Debug)]
 pub struct SystemSchema {
+    coordinator: Arc<Coordinator>,
     cluster: Arc<ClusterSchema>,
 }
 
 impl SystemSchema {
-    pub fn new(cluster: Arc<ClusterSchema>) -> Self {
-        Self { cluster }
+    pub fn new(coordinator: Arc<Coordinator>) -> Self {
+        let cluster = Arc::clone(coordinator.tables());
+        Self {
+            coordinator,
+            cluster,
+        }
+    }
+
+    fn executors(&self) -> Result<RecordBatch> {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("url", DataType::Utf8, false),
+            Field::new("state", DataType::Utf8, false),
+            Field::new("slots", DataType::UInt64, false),
+            Field::new("memory_used", DataType::UInt64, false),
+            Field::new("memory_limit", DataType::UInt64, false),
+            Field::new("running_tasks", DataType::UInt64, false),
+            Field::new("since_heartbeat_ms", DataType::UInt64, false),
+        ]));
+        let executors = self.coordinator.executors();
+        let text = |f: fn(&ExecutorStatus) -> &str| -> ArrayRef {
+            Arc::new(StringArray::from_iter_values(executors.iter().map(f)))
+        };
+        let number = |f: fn(&ExecutorStatus) -> u64| -> ArrayRef {
+            Arc::new(UInt64Array::from_iter_values(executors.iter().map(f)))
+        };
+        let columns = vec![
+            text(|e| &e.url),
+            text(|e| &e.state),
+            number(|e| e.slots),
+            number(|e| e.memory_used),
+            number(|e| e.memory_limit),
+            number(|e| e.running_tasks),
+            number(|e| e.since_heartbeat_ms),
+        ];
+        Ok(RecordBatch::try_new(schema, columns)?)
     }
 
     fn tables(&self) -> Result<RecordBatch> {
@@ -129,18 +168,23 @@ fn as_table(batch: RecordBatch) -> Result<Arc<dyn TableProvider>> {
 #[async_trait]
 impl SchemaProvider for SystemSchema {
     fn table_names(&self) -> Vec<String> {
-        vec![FRAGMENTS.to_string(), TABLES.to_string()]
+        vec![
+            EXECUTORS.to_string(),
+            FRAGMENTS.to_string(),
+            TABLES.to_string(),
+        ]
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>, DataFusionError> {
         match name {
             TABLES => Ok(Some(as_table(self.tables()?)?)),
             FRAGMENTS => Ok(Some(as_table(self.fragments()?)?)),
+            EXECUTORS => Ok(Some(as_table(self.executors()?)?)),
             _ => Ok(None),
         }
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        name == TABLES || name == FRAGMENTS
+        [TABLES, FRAGMENTS, EXECUTORS].contains(&name)
     }
 }

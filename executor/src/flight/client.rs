@@ -24,8 +24,8 @@ use tonic::transport::{Channel, Endpoint};
 use super::validate::validate_batch;
 use super::{MAX_FRAME_BYTES, MAX_MESSAGE_BYTES};
 use crate::protocol::{
-    self, DropPieces, FletchTicket, MemoryLimit, PartitionTicket, PieceId, ReleaseQuery,
-    StageLocations, TaskDefinition, fletch_ticket,
+    self, DropPieces, ExecutorStatus, FletchTicket, MemoryLimit, PartitionTicket, PieceId,
+    ReleaseQuery, StageLocations, TaskDefinition, fletch_ticket,
 };
 use crate::status::{FailureReason, TaskFailure};
 use crate::store::PartitionStore;
@@ -126,6 +126,36 @@ impl ExecutorClient {
             reply.map_err(|e| self.failure(e))?;
         }
         Ok(())
+    }
+
+    /// Sends `status` to the coordinator at this client's URL with `action`
+    /// ([`protocol::REGISTER_EXECUTOR`], [`protocol::HEARTBEAT`] or [`protocol::LEAVE`]).
+    pub async fn announce(&self, action: &str, status: &ExecutorStatus) -> Result<(), TaskFailure> {
+        self.action(action, status.encode_to_vec()).await
+    }
+
+    /// The executors the coordinator at this client's URL knows.
+    pub async fn list_executors(&self) -> Result<Vec<ExecutorStatus>, TaskFailure> {
+        let mut replies = self
+            .flight()
+            .do_action(Action::new(protocol::LIST_EXECUTORS, Vec::new()))
+            .await
+            .map_err(|e| self.failure(e))?;
+        let mut executors = Vec::new();
+        while let Some(reply) = replies.next().await {
+            let bytes = reply.map_err(|e| self.failure(e))?;
+            let status = ExecutorStatus::decode(bytes).map_err(|e| {
+                TaskFailure::new(
+                    FailureReason::BadRequest,
+                    format!("malformed executor status from {}: {e}", self.url),
+                    usize::MAX,
+                    usize::MAX,
+                    &self.url,
+                )
+            })?;
+            executors.push(status);
+        }
+        Ok(executors)
     }
 
     /// Sets this executor's memory limit.

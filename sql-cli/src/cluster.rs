@@ -1,0 +1,76 @@
+//! `fletch coordinator` and `fletch executor`: the processes of a real cluster. Each
+//! prints `listening on URL` on stdout once it serves, and runs until SIGTERM or
+//! Ctrl-C; an executor then leaves the cluster before it stops.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use fletch_engine::{Coordinator, MembershipOptions, serve_coordinator};
+use fletch_executor::{ExecutorOptions, start_executor_with};
+
+fn announce(url: &str) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "listening on {url}")?;
+    out.flush()?;
+    Ok(())
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn stop_signal() -> Result<()> {
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .context("listening for SIGTERM")?;
+        tokio::select! {
+            _ = terminate.recv() => {}
+            r = tokio::signal::ctrl_c() => r.context("listening for Ctrl-C")?,
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c()
+        .await
+        .context("listening for Ctrl-C")?;
+    Ok(())
+}
+
+pub async fn run_coordinator(listen: SocketAddr, options: MembershipOptions) -> Result<()> {
+    let coordinator =
+        Coordinator::with_membership(&[], options).context("starting the coordinator")?;
+    let server = serve_coordinator(coordinator, listen)
+        .await
+        .with_context(|| format!("serving on {listen}"))?;
+    announce(server.url())?;
+    stop_signal().await?;
+    server.shutdown().await;
+    Ok(())
+}
+
+pub async fn run_executor(
+    coordinator: &str,
+    listen: SocketAddr,
+    slots: usize,
+    memory: Option<usize>,
+    heartbeat_interval: Duration,
+) -> Result<()> {
+    let options = match memory {
+        Some(memory_limit) => ExecutorOptions { memory_limit },
+        None => ExecutorOptions::default(),
+    };
+    let mut executor = start_executor_with(listen, options)
+        .await
+        .with_context(|| format!("serving on {listen}"))?;
+    executor
+        .join(coordinator, slots, heartbeat_interval)
+        .await
+        .with_context(|| format!("joining the coordinator at {coordinator}"))?;
+    announce(executor.url())?;
+    stop_signal().await?;
+    if let Err(e) = executor.leave().await {
+        tracing::warn!("leaving the cluster: {e}");
+    }
+    executor.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,248 @@
+//! A real multi-process cluster: `fletch coordinator` and `fletch executor` processes
+//! on loopback with OS-picked ports. Executors join, are listed, and the coordinator
+//! declares one lost when it is killed, and one left when it stops on SIGTERM. Every
+//! process is killed when the test ends, whatever happens.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fletch_executor::ExecutorClient;
+use fletch_executor::protocol::ExecutorStatus;
+
+/// A child process killed and reaped on drop.
+struct Process {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `fletch args...` and waits for its `listening on URL` line.
+fn start(args: &[&str]) -> Process {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fletch"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start fletch");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut process = Process {
+        child,
+        url: String::new(),
+    };
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("read the first line");
+    let url = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("fletch {args:?} printed {line:?}"));
+    process.url = url.to_string();
+    process
+}
+
+// Generous for loaded CI machines: a live executor must never look lost.
+const HEARTBEATS: [&str; 4] = ["--heartbeat-ms", "250", "--lost-after", "8"];
+
+fn start_executor(coordinator: &str) -> Process {
+    let mut args = vec![
+        "--memory",
+        "256MB",
+        "executor",
+        "--coordinator",
+        coordinator,
+        "--listen",
+        "127.0.0.1:0",
+        "--slots",
+        "2",
+    ];
+    args.extend(HEARTBEATS);
+    start(&args)
+}
+
+/// Polls the coordinator until `done` holds for its executor list (at most 30 s).
+async fn wait_for(
+    coordinator: &ExecutorClient,
+    what: &str,
+    done: impl Fn(&[ExecutorStatus]) -> bool,
+) -> Vec<ExecutorStatus> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let executors = coordinator.list_executors().await.expect("list executors");
+        if done(&executors) {
+            return executors;
+        }
+        assert!(Instant::now() < deadline, "{what}: {executors:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn state_of<'a>(executors: &'a [ExecutorStatus], url: &str) -> Option<&'a str> {
+    executors
+        .iter()
+        .find(|e| e.url == url)
+        .map(|e| e.state.as_str())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn executors_join_are_lost_when_killed_and_leave_on_sigterm() {
+    let mut args = vec!["coordinator", "--listen", "127.0.0.1:0"];
+    args.extend(HEARTBEATS);
+    let coordinator = start(&args);
+    let client = ExecutorClient::new(&coordinator.url).expect("client");
+
+    let mut killed = start_executor(&coordinator.url);
+    let mut stopped = start_executor(&coordinator.url);
+    let joined = wait_for(&client, "both executors alive", |e| {
+        e.len() == 2 && e.iter().all(|e| e.state == "alive")
+    })
+    .await;
+    for executor in &joined {
+        assert_eq!(executor.slots, 2);
+        assert_eq!(executor.memory_limit, 256 << 20);
+    }
+
+    killed.child.kill().expect("SIGKILL");
+    let after_kill = wait_for(&client, "the killed executor declared lost", |e| {
+        state_of(e, &killed.url) == Some("lost")
+    })
+    .await;
+    assert_eq!(state_of(&after_kill, &stopped.url), Some("alive"));
+
+    let pid = stopped.child.id().to_string();
+    let status = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill -TERM");
+    assert!(status.success());
+    let exit = stopped.child.wait().expect("executor exits");
+    assert!(exit.success(), "a stopped executor exits cleanly: {exit:?}");
+    let after_term = client.list_executors().await.expect("list");
+    assert_eq!(state_of(&after_term, &stopped.url), Some("left"));
+
+    // A new executor joins the running cluster.
+    let newcomer = start_executor(&coordinator.url);
+    wait_for(&client, "the newcomer alive", |e| {
+        state_of(e, &newcomer.url) == Some("alive")
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_coordinator_refuses_garbage_and_keeps_serving() {
+    let coordinator = start(&["coordinator", "--listen", "127.0.0.1:0"]);
+    let mut flight = arrow_flight::FlightClient::new(
+        tonic::transport::Channel::from_shared(coordinator.url.clone())
+            .expect("url")
+            .connect()
+            .await
+            .expect("connect"),
+    );
+    for (kind, body) in [
+        ("fletch.heartbeat", vec![0xff, 0xff, 0xff]),
+        ("fletch.register_executor", Vec::new()),
+        ("fletch.no_such_action", Vec::new()),
+    ] {
+        let result = flight
+            .do_action(arrow_flight::Action::new(kind, body))
+            .await;
+        let err = match result {
+            Err(e) => e.to_string(),
+            Ok(mut stream) => {
+                use futures::StreamExt;
+                match stream.next().await {
+                    Some(Err(e)) => e.to_string(),
+                    other => panic!("{kind}: expected an error, got {other:?}"),
+                }
+            }
+        };
+        assert!(!err.is_empty(), "{kind}");
+    }
+    let client = ExecutorClient::new(&coordinator.url).expect("client");
+    assert!(
+        client
+            .list_executors()
+            .await
+            .expect("still serving")
+            .is_empty()
+    );
+}
+
+/// Queries run on executor processes that joined an in-process coordinator; a table
+/// with two replicas still answers once one executor is killed and declared lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_run_on_executor_processes_and_survive_a_lost_replica() {
+    use datafusion::prelude::{SessionConfig, SessionContext};
+    use fletch_engine::{Coordinator, MembershipOptions, default_session_config, fletch_session};
+
+    let options = MembershipOptions {
+        heartbeat_interval: Duration::from_millis(250),
+        lost_after: 8,
+    };
+    let coordinator = Coordinator::with_membership(&[], options).expect("coordinator");
+    let server = fletch_engine::serve_coordinator(
+        std::sync::Arc::clone(&coordinator),
+        "127.0.0.1:0".parse().expect("address"),
+    )
+    .await
+    .expect("serve");
+    let client = ExecutorClient::new(server.url()).expect("client");
+    let executors: Vec<Process> = (0..3).map(|_| start_executor(server.url())).collect();
+    wait_for(&client, "three executors alive", |e| {
+        e.len() == 3 && e.iter().all(|e| e.state == "alive")
+    })
+    .await;
+
+    let ctx = fletch_session(Arc::clone(&coordinator), default_session_config());
+    let oracle = SessionContext::new_with_config(SessionConfig::new());
+    let load = "CREATE TABLE t PARTITION BY HASH (k) INTO 3 FRAGMENTS REPLICAS 2 AS \
+                SELECT value AS k, value % 7 AS g FROM generate_series(1, 20000)";
+    collect(fletch_engine::sql(&ctx, load).await).await;
+    collect(
+        oracle
+            .sql("CREATE TABLE t AS SELECT value AS k, value % 7 AS g FROM generate_series(1, 20000)")
+            .await,
+    )
+    .await;
+    let query = "SELECT g, count(*), sum(k) FROM t GROUP BY g ORDER BY g";
+    let expected = text(collect(oracle.sql(query).await).await);
+    assert_eq!(
+        text(collect(fletch_engine::sql(&ctx, query).await).await),
+        expected
+    );
+
+    let mut executors = executors;
+    let victim = executors.remove(0);
+    let victim_url = victim.url.clone();
+    drop(victim); // SIGKILL
+    wait_for(&client, "the killed executor declared lost", |e| {
+        state_of(e, &victim_url) == Some("lost")
+    })
+    .await;
+    assert_eq!(
+        text(collect(fletch_engine::sql(&ctx, query).await).await),
+        expected
+    );
+    drop(executors);
+    server.shutdown().await;
+}
+
+async fn collect(
+    df: datafusion::error::Result<datafusion::dataframe::DataFrame>,
+) -> Vec<arrow::array::RecordBatch> {
+    df.expect("plan").collect().await.expect("run")
+}
+
+fn text(batches: Vec<arrow::array::RecordBatch>) -> String {
+    arrow::util::pretty::pretty_format_batches(&batches)
+        .expect("format")
+        .to_string()
+}
