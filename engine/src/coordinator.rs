@@ -187,12 +187,49 @@ impl Coordinator {
             .collect()
     }
 
+    /// Runs a distributed plan. If an executor is lost before any row reached the
+    /// caller, the lost executor is taken out of placement and the whole plan runs again
+    /// on the others (at most [`MAX_ATTEMPTS`] times): the caller sees every row once.
     pub(crate) fn run(
         self: Arc<Self>,
         plan: Arc<DistributedPlan>,
         encoded: Arc<Vec<Bytes>>,
         ctx: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
+        let attempt = self.launch(&plan, &encoded, &ctx)?;
+        let schema = plan.root.schema();
+        let run = QueryRun {
+            coordinator: self,
+            plan,
+            encoded,
+            ctx,
+            attempt,
+            attempts: 1,
+            delivered: false,
+        };
+        let stream = futures::stream::unfold(run, |mut run| async move {
+            let item = run.next().await?;
+            Some((item, run))
+        });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
+    }
+
+    /// Takes an executor that broke a query's connections out of placement, unless it
+    /// was started with the coordinator (no heartbeats tell when it is back).
+    fn suspect_lost(&self, url: &str) {
+        if self.members.suspect_lost(url) {
+            tracing::warn!(%url, "executor lost: its connections broke");
+            self.executors.write().retain(|e| e.url() != url);
+        }
+    }
+
+    /// Places and launches every task of one attempt at `plan`.
+    fn launch(
+        &self,
+        plan: &DistributedPlan,
+        encoded: &[Bytes],
+        ctx: &Arc<TaskContext>,
+    ) -> Result<Attempt> {
         let executors = self.executors.read().clone();
         if executors.is_empty() {
             return Err(DataFusionError::Execution(
@@ -228,10 +265,10 @@ impl Coordinator {
             })
             .collect();
         let config = shipped_config(ctx.session_config().options());
-        let prelude = self.memory_limit_update(&ctx, &executors)?;
+        let prelude = self.memory_limit_update(ctx, &executors)?;
 
         let tasks = FuturesUnordered::new();
-        for (stage, bytes) in plan.stages.iter().zip(encoded.iter()) {
+        for (stage, bytes) in plan.stages.iter().zip(encoded) {
             let inputs: Vec<StageLocations> = stage
                 .inputs
                 .iter()
@@ -260,11 +297,9 @@ impl Coordinator {
             .unwrap_or_default();
         let source =
             FlightExchangeSource::new(query_id.clone(), final_locations, self.clients.clone());
-        let root_ctx = with_extension(&ctx, ExchangeSourceExt(Arc::new(source)));
+        let root_ctx = with_extension(ctx, ExchangeSourceExt(Arc::new(source)));
         let results = plan.root.execute(0, root_ctx)?;
-        let schema = results.schema();
-
-        let run = QueryRun {
+        Ok(Attempt {
             prelude,
             query_id: query_id.clone(),
             executors,
@@ -275,12 +310,7 @@ impl Coordinator {
                 query_id,
                 releases: Some(self.releases.clone()),
             },
-        };
-        let stream = futures::stream::unfold(run, |mut run| async move {
-            let item = run.next().await?;
-            Some((item, run))
-        });
-        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
+        })
     }
 }
 
@@ -322,8 +352,79 @@ impl Coordinator {
 
 type TaskFuture = BoxFuture<'static, std::result::Result<(), TaskFailure>>;
 
-/// One running query as seen by the caller's stream.
+/// How many times a query runs when executors are lost under it.
+pub const MAX_ATTEMPTS: usize = 3;
+
+/// One query as the caller's stream sees it, across attempts.
 struct QueryRun {
+    coordinator: Arc<Coordinator>,
+    plan: Arc<DistributedPlan>,
+    encoded: Arc<Vec<Bytes>>,
+    ctx: Arc<TaskContext>,
+    attempt: Attempt,
+    attempts: usize,
+    /// Whether any row reached the caller: from then on a retry would repeat rows.
+    delivered: bool,
+}
+
+impl QueryRun {
+    async fn next(&mut self) -> Option<Result<RecordBatch>> {
+        loop {
+            match self.attempt.next().await? {
+                Ok(batch) => {
+                    self.delivered |= batch.num_rows() > 0;
+                    return Some(Ok(batch));
+                }
+                Err((error, lost)) => {
+                    let Some(url) = lost else {
+                        return Some(Err(error));
+                    };
+                    if self.delivered || self.attempts >= MAX_ATTEMPTS {
+                        let why = if self.delivered {
+                            "after rows were returned, so it cannot run again"
+                        } else {
+                            "on every attempt"
+                        };
+                        return Some(Err(error.context(format!(
+                            "executor {url} was lost {why} (attempt {} of at most {MAX_ATTEMPTS})",
+                            self.attempts
+                        ))));
+                    }
+                    self.coordinator.suspect_lost(&url);
+                    self.attempts += 1;
+                    tracing::warn!(
+                        %url,
+                        attempt = self.attempts,
+                        "executor lost during a query; running it again"
+                    );
+                    match self
+                        .coordinator
+                        .launch(&self.plan, &self.encoded, &self.ctx)
+                    {
+                        Ok(attempt) => self.attempt = attempt,
+                        Err(e) => {
+                            return Some(Err(e.context(format!(
+                                "running the query again after executor {url} was lost"
+                            ))));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The executor a failure says is gone, if it says so.
+fn lost_executor(failure: &TaskFailure) -> Option<String> {
+    (failure.reason == FailureReason::ExecutorLost && !failure.executor.is_empty())
+        .then(|| failure.executor.clone())
+}
+
+/// An error, and the executor whose loss caused it, if that was the cause.
+type AttemptError = (DataFusionError, Option<String>);
+
+/// One run of a query's tasks.
+struct Attempt {
     /// Runs before any task is launched.
     prelude: Option<BoxFuture<'static, std::result::Result<(), TaskFailure>>>,
     query_id: String,
@@ -341,8 +442,8 @@ fn is_root_cause(failure: &TaskFailure) -> bool {
     )
 }
 
-impl QueryRun {
-    async fn next(&mut self) -> Option<Result<RecordBatch>> {
+impl Attempt {
+    async fn next(&mut self) -> Option<std::result::Result<RecordBatch, AttemptError>> {
         if self.done {
             return None;
         }
@@ -363,10 +464,7 @@ impl QueryRun {
                 }
                 item = self.results.next() => match item {
                     Some(Ok(batch)) => return Some(Ok(batch)),
-                    Some(Err(e)) => {
-                        let failure = self.root_cause(e).await;
-                        return Some(Err(failure));
-                    }
+                    Some(Err(e)) => return Some(Err(self.root_cause(e).await)),
                     None => {
                         self.finish().await;
                         return None;
@@ -378,7 +476,7 @@ impl QueryRun {
 
     /// The error to report for `err`, which surfaced in the result stream: a failure of
     /// an upstream task is reported as that task's own failure, not as its echo.
-    async fn root_cause(&mut self, err: DataFusionError) -> DataFusionError {
+    async fn root_cause(&mut self, err: DataFusionError) -> AttemptError {
         if let Some(failure) = fletch_executor::find_failure(&err)
             && is_root_cause(failure)
         {
@@ -393,12 +491,13 @@ impl QueryRun {
             }
         }
         self.finish().await;
-        err
+        (err, None)
     }
 
-    async fn fail(&mut self, failure: TaskFailure) -> DataFusionError {
+    async fn fail(&mut self, failure: TaskFailure) -> AttemptError {
         self.finish().await;
-        failure.into_datafusion()
+        let lost = lost_executor(&failure);
+        (failure.into_datafusion(), lost)
     }
 
     /// Stops waiting for tasks and frees the query on every executor.

@@ -107,6 +107,18 @@ impl Members {
         }
     }
 
+    /// A query found the executor unreachable. One that sends heartbeats is declared
+    /// lost now (its next heartbeat brings it back); returns whether it was.
+    pub(crate) fn suspect_lost(&self, url: &str) -> bool {
+        match self.members.lock().get_mut(url) {
+            Some(m) if m.sends_heartbeats && m.state == MemberState::Alive => {
+                m.state = MemberState::Lost;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Executors whose heartbeats stopped for longer than `silence`; they are now lost.
     pub(crate) fn declare_lost(&self, silence: Duration) -> Vec<String> {
         let mut lost = Vec::new();

@@ -26,6 +26,8 @@ pub enum FailureReason {
     FetchFailed = 5,
     /// The executor's memory limit left no room (and the operator could not spill).
     OutOfMemory = 6,
+    /// The executor could not be reached or its connection broke: it is probably gone.
+    ExecutorLost = 7,
 }
 
 impl FailureReason {
@@ -36,6 +38,7 @@ impl FailureReason {
             3 => Self::Cancelled,
             4 => Self::BadRequest,
             6 => Self::OutOfMemory,
+            7 => Self::ExecutorLost,
             _ => Self::FetchFailed,
         }
     }
@@ -47,6 +50,7 @@ impl FailureReason {
             Self::BadRequest => Code::InvalidArgument,
             Self::FetchFailed => Code::Unavailable,
             Self::OutOfMemory => Code::ResourceExhausted,
+            Self::ExecutorLost => Code::Unavailable,
         }
     }
 }
@@ -97,9 +101,13 @@ impl TaskFailure {
         executor: &str,
     ) -> Self {
         if let Some(upstream) = find_failure(err) {
-            let reason = match upstream.reason {
-                FailureReason::Cancelled => FailureReason::Cancelled,
-                _ => FailureReason::UpstreamFailed,
+            let (reason, executor) = match upstream.reason {
+                FailureReason::Cancelled => (FailureReason::Cancelled, executor),
+                // The news that matters is which executor is gone, whoever noticed.
+                FailureReason::ExecutorLost => {
+                    (FailureReason::ExecutorLost, upstream.executor.as_str())
+                }
+                _ => (FailureReason::UpstreamFailed, executor),
             };
             return Self::new(reason, upstream.message.clone(), stage, task, executor);
         }
@@ -126,8 +134,9 @@ impl TaskFailure {
         )
     }
 
-    /// Decodes an executor's status; a status without Fletch detail (transport errors)
-    /// becomes a fetch failure naming `executor`.
+    /// Decodes an executor's status. A status without Fletch detail comes from the
+    /// transport: unreachable or broken connections make the executor lost, anything
+    /// else is a fetch failure naming `executor`.
     pub fn from_status(status: &Status, executor: &str) -> Self {
         match ErrorDetail::decode(status.details()) {
             Ok(d) if d.reason != 0 => Self {
@@ -137,13 +146,24 @@ impl TaskFailure {
                 task: usize::try_from(d.task).unwrap_or(usize::MAX),
                 executor: d.executor,
             },
-            _ => Self::new(
-                FailureReason::FetchFailed,
-                format!("executor {executor} unreachable: {}", status.message()),
-                usize::MAX,
-                usize::MAX,
-                executor,
-            ),
+            _ => {
+                let gone = matches!(
+                    status.code(),
+                    Code::Unavailable | Code::Unknown | Code::Internal | Code::Cancelled
+                );
+                let (reason, what) = if gone {
+                    (FailureReason::ExecutorLost, "unreachable")
+                } else {
+                    (FailureReason::FetchFailed, "failed")
+                };
+                Self::new(
+                    reason,
+                    format!("executor {executor} {what}: {}", status.message()),
+                    usize::MAX,
+                    usize::MAX,
+                    executor,
+                )
+            }
         }
     }
 

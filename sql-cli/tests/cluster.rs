@@ -246,3 +246,90 @@ fn text(batches: Vec<arrow::array::RecordBatch>) -> String {
         .expect("format")
         .to_string()
 }
+
+/// Chaos: a query runs on three executor processes over a table with two replicas;
+/// one executor is SIGKILLed at a moment picked by the seed. The answer must equal the
+/// oracle's every time. Seeds come from `FLETCH_CHAOS_SEEDS` (default 1,2,3,4).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_a_query_survives_an_executor_killed_mid_run() {
+    use datafusion::prelude::{SessionConfig, SessionContext};
+    use fletch_engine::{Coordinator, MembershipOptions, default_session_config, fletch_session};
+
+    let seeds: Vec<u64> = std::env::var("FLETCH_CHAOS_SEEDS")
+        .unwrap_or_else(|_| "1,2,3,4".to_string())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let oracle = SessionContext::new_with_config(SessionConfig::new());
+    let data =
+        "SELECT value AS k, value % 101 AS g, value % 997 AS j FROM generate_series(1, 300000)";
+    collect(oracle.sql(&format!("CREATE TABLE t AS {data}")).await).await;
+    let query = "SELECT a.g, count(*), sum(b.k) FROM t a JOIN t b ON a.j = b.j AND a.g = b.g \
+                 GROUP BY a.g ORDER BY a.g";
+    let expected = text(collect(oracle.sql(query).await).await);
+
+    let mut correct = 0;
+    for &seed in &seeds {
+        let options = MembershipOptions {
+            heartbeat_interval: Duration::from_millis(250),
+            lost_after: 8,
+        };
+        let coordinator = Coordinator::with_membership(&[], options).expect("coordinator");
+        let server = fletch_engine::serve_coordinator(
+            Arc::clone(&coordinator),
+            "127.0.0.1:0".parse().expect("address"),
+        )
+        .await
+        .expect("serve");
+        let client = ExecutorClient::new(server.url()).expect("client");
+        let mut executors: Vec<Process> = (0..3).map(|_| start_executor(server.url())).collect();
+        wait_for(&client, "three executors alive", |e| {
+            e.iter().filter(|e| e.state == "alive").count() == 3
+        })
+        .await;
+        let ctx = fletch_session(Arc::clone(&coordinator), default_session_config());
+        let load =
+            format!("CREATE TABLE t PARTITION BY HASH (k) INTO 6 FRAGMENTS REPLICAS 2 AS {data}");
+        collect(fletch_engine::sql(&ctx, &load).await).await;
+
+        let started = Instant::now();
+        let running = {
+            let ctx = ctx.clone();
+            datafusion::common::runtime::SpawnedTask::spawn(async move {
+                let df = fletch_engine::sql(&ctx, query).await?;
+                df.collect().await
+            })
+        };
+        // A pseudo-random moment in the first 400 ms of the query, and a victim.
+        let delay = (seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407)
+            >> 33)
+            % 400;
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+        let victim = executors.remove((seed % 3) as usize);
+        drop(victim); // SIGKILL
+        let answer = running.join().await.expect("query task").map(text);
+        let states: Vec<String> = coordinator
+            .executors()
+            .into_iter()
+            .map(|e| e.state)
+            .collect();
+        println!(
+            "seed {seed}: executor killed {delay} ms into the query, answer after {:?}, executors {states:?}",
+            started.elapsed()
+        );
+        match answer {
+            Ok(answer) if answer == expected => correct += 1,
+            Ok(answer) => panic!("seed {seed}: wrong answer\n{answer}\nexpected\n{expected}"),
+            Err(e) => panic!("seed {seed}: the query failed: {e}"),
+        }
+        drop(executors);
+        server.shutdown().await;
+    }
+    println!(
+        "chaos: {correct} of {} runs correct, one executor killed in each",
+        seeds.len()
+    );
+    assert_eq!(correct, seeds.len());
+}
