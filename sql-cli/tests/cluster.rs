@@ -333,3 +333,159 @@ async fn chaos_a_query_survives_an_executor_killed_mid_run() {
     );
     assert_eq!(correct, seeds.len());
 }
+
+/// With every executor gone, a query fails within a few attempts instead of hanging,
+/// the next one says the cluster has no executors, and once an executor joins again
+/// queries run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_no_executor_left_queries_fail_fast_and_run_again_when_one_returns() {
+    use fletch_engine::{Coordinator, MembershipOptions, default_session_config, fletch_session};
+
+    let options = MembershipOptions {
+        heartbeat_interval: Duration::from_millis(250),
+        lost_after: 8,
+    };
+    let coordinator = Coordinator::with_membership(&[], options).expect("coordinator");
+    let server = fletch_engine::serve_coordinator(
+        Arc::clone(&coordinator),
+        "127.0.0.1:0".parse().expect("address"),
+    )
+    .await
+    .expect("serve");
+    let client = ExecutorClient::new(server.url()).expect("client");
+    let executors: Vec<Process> = (0..2).map(|_| start_executor(server.url())).collect();
+    wait_for(&client, "two executors alive", |e| {
+        e.iter().filter(|e| e.state == "alive").count() == 2
+    })
+    .await;
+    let ctx = fletch_session(Arc::clone(&coordinator), default_session_config());
+    let query = "SELECT value % 10 AS g, count(*) FROM generate_series(1, 10000) GROUP BY g";
+    let run = |ctx: datafusion::prelude::SessionContext| async move {
+        // Only a hang detector: a failing query takes milliseconds.
+        tokio::time::timeout(Duration::from_secs(60), async move {
+            fletch_engine::sql(&ctx, query).await?.collect().await
+        })
+        .await
+        .expect("the query must not hang")
+    };
+    assert_eq!(
+        text(run(ctx.clone()).await.expect("runs")).lines().count(),
+        14
+    );
+
+    drop(executors); // SIGKILL both
+    let err = run(ctx.clone()).await.expect_err("no executor can run it");
+    assert!(err.to_string().contains("was lost"), "{err}");
+    let err = run(ctx.clone()).await.expect_err("still none");
+    assert!(err.to_string().contains("no executors"), "{err}");
+
+    let _back = start_executor(server.url());
+    wait_for(&client, "an executor alive again", |e| {
+        e.iter().any(|e| e.state == "alive")
+    })
+    .await;
+    assert_eq!(
+        text(run(ctx).await.expect("runs again")).lines().count(),
+        14
+    );
+    server.shutdown().await;
+}
+
+/// Random bytes on every entry point of an executor and a coordinator process: each
+/// gets an error status, and both keep serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_on_every_port_is_refused_and_the_processes_keep_serving() {
+    use arrow_flight::{Action, FlightClient, FlightData, FlightDescriptor, Ticket};
+    use futures::StreamExt;
+
+    let mut args = vec!["coordinator", "--listen", "127.0.0.1:0"];
+    args.extend(HEARTBEATS);
+    let coordinator = start(&args);
+    let executor = start_executor(&coordinator.url);
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut random_bytes = |max: usize| -> Vec<u8> {
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let len = (next() as usize) % max;
+        (0..len).map(|_| next() as u8).collect()
+    };
+    let connect = |url: String| async move {
+        FlightClient::new(
+            tonic::transport::Channel::from_shared(url)
+                .expect("url")
+                .connect()
+                .await
+                .expect("connect"),
+        )
+    };
+    let actions = [
+        "fletch.run_task",
+        "fletch.release_query",
+        "fletch.drop_table",
+        "fletch.drop_load",
+        "fletch.set_memory_limit",
+        "fletch.register_executor",
+        "fletch.heartbeat",
+        "fletch.leave",
+        "no.such.action",
+    ];
+    let mut refused = 0;
+    for url in [&executor.url, &coordinator.url] {
+        let mut flight = connect(url.clone()).await;
+        for round in 0..40 {
+            let ticket = Ticket::new(random_bytes(200));
+            if let Ok(mut stream) = flight.do_get(ticket).await {
+                while let Some(item) = stream.next().await {
+                    if item.is_err() {
+                        break;
+                    }
+                }
+            }
+            let kind = actions[round % actions.len()];
+            let outcome = match flight.do_action(Action::new(kind, random_bytes(300))).await {
+                Err(_) => Err(()),
+                Ok(mut replies) => match replies.next().await {
+                    Some(Err(_)) => Err(()),
+                    _ => Ok(()),
+                },
+            };
+            refused += usize::from(outcome.is_err());
+            let data = FlightData::new()
+                .with_descriptor(FlightDescriptor::new_cmd(random_bytes(100)))
+                .with_data_header(random_bytes(100))
+                .with_data_body(random_bytes(1000));
+            let put = futures::stream::iter(vec![Ok(data)]);
+            if let Ok(mut results) = flight.do_put(put).await {
+                while let Some(item) = results.next().await {
+                    if item.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        refused > 40,
+        "most random actions are refused: {refused} of 80"
+    );
+    // Both still serve: the coordinator lists the executor, which still answers.
+    let client = ExecutorClient::new(&coordinator.url).expect("client");
+    let executors = wait_for(&client, "the executor still alive", |e| {
+        state_of(e, &executor.url) == Some("alive")
+    })
+    .await;
+    assert_eq!(
+        executors.len(),
+        1,
+        "random registrations were refused: {executors:?}"
+    );
+    let executor_client = ExecutorClient::new(&executor.url).expect("client");
+    executor_client
+        .set_memory_limit(256 << 20)
+        .await
+        .expect("the executor still serves");
+}
