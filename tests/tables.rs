@@ -370,7 +370,7 @@ async fn a_query_over_the_memory_limit_fails_cleanly_and_the_cluster_keeps_servi
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_table_with_two_replicas_answers_without_one_of_its_executors() {
+async fn a_table_with_two_replicas_answers_without_one_of_its_executors_and_is_rereplicated() {
     let mut cluster = LocalCluster::start(3).await.expect("cluster");
     let ctx = cluster.session();
     must(
@@ -400,5 +400,22 @@ async fn a_table_with_two_replicas_answers_without_one_of_its_executors() {
     let message = err.to_string();
     assert!(message.contains("table single fragment 0"), "{message}");
     assert!(message.contains(&gone), "{message}");
+    // Its fragments were copied from their other holder onto the third executor.
+    cluster.coordinator().wait_for_releases().await;
+    let holders = rows(
+        &ctx,
+        "SELECT executors FROM fletch.fragments WHERE table_name = 't' ORDER BY fragment",
+    )
+    .await;
+    assert_eq!(holders.len(), 3);
+    for line in &holders {
+        let urls: Vec<&str> = line.split(", ").collect();
+        assert_eq!(urls.len(), 2, "two replicas again: {line}");
+        assert_ne!(urls[0], urls[1], "{line}");
+        assert!(!urls.contains(&gone.as_str()), "{line}");
+    }
+    // So losing a second executor loses no row of t either.
+    cluster.stop_executor(0).await.expect("stop a second");
+    assert_eq!(common::sorted(rows(&ctx, query).await), before);
     cluster.shutdown().await;
 }

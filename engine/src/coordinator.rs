@@ -28,6 +28,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::catalog::ClusterSchema;
 use crate::membership::{MemberState, Members, MembershipOptions};
+use crate::replication::rereplicate;
 
 /// Schedules distributed plans onto executors. Shared by every session of a cluster.
 pub struct Coordinator {
@@ -72,7 +73,9 @@ impl Coordinator {
             .collect::<std::result::Result<Vec<_>, _>>()?;
         let executors = Arc::new(RwLock::new(executors));
         let (releases, mut pending) = mpsc::unbounded_channel::<JanitorJob>();
+        let tables = Arc::new(ClusterSchema::new(releases.clone()));
         let janitor_executors = Arc::clone(&executors);
+        let janitor_tables = Arc::clone(&tables);
         let janitor = SpawnedTask::spawn(async move {
             while let Some(job) = pending.recv().await {
                 match job {
@@ -88,13 +91,16 @@ impl Coordinator {
                         let executors = janitor_executors.read().clone();
                         drop_everywhere(&executors, &uid, Some(load)).await;
                     }
+                    JanitorJob::Rereplicate(lost) => {
+                        let executors = janitor_executors.read().clone();
+                        rereplicate(&janitor_tables, &executors, &lost).await;
+                    }
                     JanitorJob::Sync(done) => {
                         let _ = done.send(());
                     }
                 }
             }
         });
-        let tables = Arc::new(ClusterSchema::new(releases.clone()));
         let members = Arc::new(Members::default());
         for url in urls {
             members.add_static(url);
@@ -102,6 +108,7 @@ impl Coordinator {
         let reaper = {
             let members = Arc::clone(&members);
             let executors = Arc::clone(&executors);
+            let janitor = releases.clone();
             SpawnedTask::spawn(async move {
                 let mut ticks = tokio::time::interval(options.heartbeat_interval / 2);
                 loop {
@@ -109,6 +116,7 @@ impl Coordinator {
                     for url in members.declare_lost(options.silence_before_lost()) {
                         tracing::warn!(%url, "executor lost: no heartbeat for {:?}", options.silence_before_lost());
                         executors.write().retain(|e| e.url() != url);
+                        let _ = janitor.send(JanitorJob::Rereplicate(url));
                     }
                 }
             })
@@ -146,14 +154,19 @@ impl Coordinator {
         drop_everywhere(&executors, table_uid, Some(load)).await;
     }
 
-    /// Stops placing work on the executor at `url`; returns whether it was known. Tables
-    /// keep listing it as a holder: reads of its fragments go to the other holders.
+    /// Stops placing work on the executor at `url` and copies the table fragments it
+    /// held onto other executors (in the background: [`Self::wait_for_releases`] waits
+    /// for it); returns whether it was known.
     pub fn remove_executor(&self, url: &str) -> bool {
         self.members.mark(url, MemberState::Left);
-        let mut executors = self.executors.write();
-        let before = executors.len();
-        executors.retain(|e| e.url() != url);
-        executors.len() != before
+        let known = {
+            let mut executors = self.executors.write();
+            let before = executors.len();
+            executors.retain(|e| e.url() != url);
+            executors.len() != before
+        };
+        let _ = self.releases.send(JanitorJob::Rereplicate(url.to_string()));
+        known
     }
 
     /// An executor registered or sent a heartbeat: it is (again) a member and gets work
@@ -220,6 +233,7 @@ impl Coordinator {
         if self.members.suspect_lost(url) {
             tracing::warn!(%url, "executor lost: its connections broke");
             self.executors.write().retain(|e| e.url() != url);
+            let _ = self.releases.send(JanitorJob::Rereplicate(url.to_string()));
         }
     }
 
@@ -536,6 +550,8 @@ pub(crate) enum JanitorJob {
     Sync(oneshot::Sender<()>),
     DropTable(String),
     DropLoad(String, u64),
+    /// Restore the replica count of every fragment the executor at this URL held.
+    Rereplicate(String),
 }
 
 /// Drops a load's pieces everywhere unless disarmed: when its query is dropped before

@@ -14,6 +14,7 @@ mod coordinator_service;
 mod distributed_exec;
 mod local_cluster;
 mod membership;
+mod replication;
 mod rule;
 mod session;
 mod statements;

@@ -83,6 +83,19 @@ pub struct PieceId {
     pub fragment: u64,
 }
 
+/// Action type: fetch a piece from another holder and keep a copy (re-replication).
+pub const COPY_PIECE: &str = "fletch.copy_piece";
+
+/// Body of [`COPY_PIECE`].
+#[derive(Clone, PartialEq, Message)]
+pub struct CopyPiece {
+    #[prost(message, optional, tag = "1")]
+    pub piece: Option<PieceId>,
+    /// The executor to copy from.
+    #[prost(string, tag = "2")]
+    pub from: String,
+}
+
 /// Body of [`DROP_TABLE`] and [`DROP_LOAD`] (the latter names the load).
 #[derive(Clone, PartialEq, Message)]
 pub struct DropPieces {

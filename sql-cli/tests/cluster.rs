@@ -177,7 +177,8 @@ async fn the_coordinator_refuses_garbage_and_keeps_serving() {
 }
 
 /// Queries run on executor processes that joined an in-process coordinator; a table
-/// with two replicas still answers once one executor is killed and declared lost.
+/// with two replicas still answers once one executor is killed and declared lost, its
+/// fragments are re-replicated, and it answers after a second executor is killed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queries_run_on_executor_processes_and_survive_a_lost_replica() {
     use datafusion::prelude::{SessionConfig, SessionContext};
@@ -225,6 +226,36 @@ async fn queries_run_on_executor_processes_and_survive_a_lost_replica() {
     drop(victim); // SIGKILL
     wait_for(&client, "the killed executor declared lost", |e| {
         state_of(e, &victim_url) == Some("lost")
+    })
+    .await;
+    assert_eq!(
+        text(collect(fletch_engine::sql(&ctx, query).await).await),
+        expected
+    );
+
+    // The lost executor's fragments are copied onto the third executor: two replicas
+    // each again, so a second loss loses nothing either.
+    coordinator.wait_for_releases().await;
+    let holders = text(
+        collect(
+            fletch_engine::sql(
+                &ctx,
+                "SELECT executors FROM fletch.fragments ORDER BY fragment",
+            )
+            .await,
+        )
+        .await,
+    );
+    // Three fragments, two replicas, two executors left: each holds every fragment.
+    for url in executors.iter().map(|e| e.url.as_str()) {
+        assert_eq!(holders.matches(url).count(), 3, "{holders}");
+    }
+    assert!(!holders.contains(&victim_url), "{holders}");
+    let second = executors.remove(0);
+    let second_url = second.url.clone();
+    drop(second); // SIGKILL
+    wait_for(&client, "the second killed executor declared lost", |e| {
+        state_of(e, &second_url) == Some("lost")
     })
     .await;
     assert_eq!(

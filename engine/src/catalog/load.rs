@@ -138,7 +138,7 @@ impl ExecutionPlan for LoadCommitExec {
             let outcome = async {
                 let batches: Vec<RecordBatch> = input.try_collect().await?;
                 let pieces = piece_summaries(&batches, table.schema.fields().len())?;
-                let mut seen = vec![false; table.layout.fragment_count()];
+                let mut seen = vec![false; table.spec.fragments];
                 for piece in &pieces {
                     match seen.get_mut(piece.fragment) {
                         Some(s) if !*s => *s = true,

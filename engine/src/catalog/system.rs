@@ -141,7 +141,9 @@ impl SystemSchema {
             let Some(t) = as_fletch_table(&table) else {
                 continue;
             };
-            for (f, ((r, b), h)) in t.fragment_sizes().into_iter().zip(t.holders()).enumerate() {
+            let fragment_holders = t.holders();
+            let sizes = t.fragment_sizes();
+            for (f, ((r, b), h)) in sizes.into_iter().zip(&fragment_holders).enumerate() {
                 names.push(name.clone());
                 ids.push(f as u64);
                 rows.push(r as u64);

@@ -54,6 +54,7 @@ pub(crate) struct TableState {
     pub(crate) name: String,
     pub(crate) uid: String,
     pub(crate) schema: SchemaRef,
+    /// Hash keys only: holders live in each version.
     pub(crate) layout: FragmentLayout,
     pub(crate) spec: TableLayout,
     /// The table `CACHE TABLE` loaded this one from, given back by `UNCACHE TABLE`.
@@ -64,10 +65,13 @@ pub(crate) struct TableState {
     version: RwLock<Arc<TableVersion>>,
 }
 
-/// What a table holds at one moment.
+/// What a table holds at one moment, and where.
 #[derive(Debug, Clone)]
 pub(crate) struct TableVersion {
     pub(crate) fragments: Vec<FragmentVersion>,
+    /// `holders[f]`: executors holding fragment `f`, preferred first. Changes when a
+    /// fragment is re-replicated onto another executor.
+    pub(crate) holders: Vec<Vec<String>>,
 }
 
 #[derive(Debug, Clone)]
@@ -147,7 +151,7 @@ impl FletchTable {
             .collect();
         let layout = FragmentLayout {
             hash_keys: (!hash_keys.is_empty()).then_some(hash_keys),
-            holders,
+            holders: Vec::new(),
         };
         let empty = FragmentVersion {
             loads: vec![],
@@ -165,6 +169,7 @@ impl FletchTable {
                 next_load: AtomicU64::new(1),
                 version: RwLock::new(Arc::new(TableVersion {
                     fragments: vec![empty; spec.fragments],
+                    holders,
                 })),
                 schema,
             }),
@@ -184,8 +189,38 @@ impl FletchTable {
     }
 
     /// Executors holding each fragment, preferred first.
-    pub fn holders(&self) -> &[Vec<String>] {
-        &self.state.layout.holders
+    pub fn holders(&self) -> Vec<Vec<String>> {
+        self.state.version().holders.clone()
+    }
+
+    /// Committed loads with rows in each fragment.
+    pub(crate) fn fragment_loads(&self) -> Vec<Vec<u64>> {
+        self.state
+            .version()
+            .fragments
+            .iter()
+            .map(|f| f.loads.clone())
+            .collect()
+    }
+
+    /// Records that `to` now holds fragment `fragment` in place of `lost`.
+    pub(crate) fn replace_holder(&self, fragment: usize, lost: &str, to: &str) {
+        let mut version = self.state.version.write();
+        let mut next = TableVersion::clone(&version);
+        if let Some(holders) = next.holders.get_mut(fragment) {
+            for holder in holders.iter_mut().filter(|h| *h == lost) {
+                *holder = to.to_string();
+            }
+        }
+        *version = Arc::new(next);
+    }
+
+    /// The layout with the holders of the current version.
+    fn current_layout(&self) -> FragmentLayout {
+        FragmentLayout {
+            hash_keys: self.state.layout.hash_keys.clone(),
+            holders: self.state.version().holders.clone(),
+        }
     }
 
     pub(crate) fn source(&self) -> Option<&Arc<dyn TableProvider>> {
@@ -209,7 +244,7 @@ impl FletchTable {
             self.state.name.clone(),
             self.state.uid.clone(),
             load,
-            self.state.layout.clone(),
+            self.current_layout(),
             input,
         )?;
         Ok(LoadCommitExec::new(
@@ -358,7 +393,10 @@ impl TableProvider for FletchTable {
             table: self.state.name.clone(),
             table_uid: self.state.uid.clone(),
             schema: Arc::clone(&self.state.schema),
-            layout: self.state.layout.clone(),
+            layout: FragmentLayout {
+                hash_keys: self.state.layout.hash_keys.clone(),
+                holders: version.holders.clone(),
+            },
             loads: version.fragments.iter().map(|f| f.loads.clone()).collect(),
         };
         let statistics = version

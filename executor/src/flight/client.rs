@@ -24,8 +24,8 @@ use tonic::transport::{Channel, Endpoint};
 use super::validate::validate_batch;
 use super::{MAX_FRAME_BYTES, MAX_MESSAGE_BYTES};
 use crate::protocol::{
-    self, DropPieces, ExecutorStatus, FletchTicket, MemoryLimit, PartitionTicket, PieceId,
-    ReleaseQuery, StageLocations, TaskDefinition, fletch_ticket,
+    self, CopyPiece, DropPieces, ExecutorStatus, FletchTicket, MemoryLimit, PartitionTicket,
+    PieceId, ReleaseQuery, StageLocations, TaskDefinition, fletch_ticket,
 };
 use crate::status::{FailureReason, TaskFailure};
 use crate::store::PartitionStore;
@@ -158,6 +158,16 @@ impl ExecutorClient {
         Ok(executors)
     }
 
+    /// Has this executor copy a table piece from the executor at `from`.
+    pub async fn copy_piece(&self, piece: &PieceId, from: &str) -> Result<(), TaskFailure> {
+        let body = CopyPiece {
+            piece: Some(piece.clone()),
+            from: from.to_string(),
+        };
+        self.action(protocol::COPY_PIECE, body.encode_to_vec())
+            .await
+    }
+
     /// Sets this executor's memory limit.
     pub async fn set_memory_limit(&self, bytes: usize) -> Result<(), TaskFailure> {
         let body = MemoryLimit {
@@ -211,7 +221,7 @@ impl ExecutorClient {
     }
 
     /// Streams a table piece this executor holds.
-    pub(crate) async fn fetch_piece(
+    pub async fn fetch_piece(
         &self,
         id: &PieceId,
     ) -> Result<impl Stream<Item = Result<RecordBatch, TaskFailure>> + use<>, TaskFailure> {

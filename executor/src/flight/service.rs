@@ -19,7 +19,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::flight::client::decode_validated;
 use crate::protocol::{
-    self, DropPieces, FletchTicket, MemoryLimit, PieceId, ReleaseQuery, TaskDefinition,
+    self, CopyPiece, DropPieces, FletchTicket, MemoryLimit, PieceId, ReleaseQuery, TaskDefinition,
     fletch_ticket,
 };
 use crate::status::{FailureReason, TaskFailure, bad_request};
@@ -33,6 +33,28 @@ pub(crate) struct ExecutorService {
 
 fn unsupported(what: &str) -> Status {
     Status::unimplemented(format!("a Fletch executor does not serve {what}"))
+}
+
+impl ExecutorService {
+    /// Fetches a piece from the executor at `from` and keeps it, reserving its memory.
+    async fn copy_piece(&self, id: PieceId, from: &str) -> Result<(), TaskFailure> {
+        let url = &self.runner.url;
+        let fail = |reason, message: String| {
+            TaskFailure::new(reason, message, usize::MAX, usize::MAX, url)
+        };
+        let source = self.runner.clients.get(from)?;
+        let mut batches = std::pin::pin!(source.fetch_piece(&id).await?);
+        let mut builder = self.runner.fragments.builder(id);
+        while let Some(batch) = batches.next().await {
+            builder
+                .push(batch?)
+                .map_err(|e| fail(FailureReason::OutOfMemory, e.strip_backtrace()))?;
+        }
+        self.runner
+            .fragments
+            .insert(builder)
+            .map_err(|message| fail(FailureReason::Cancelled, message))
+    }
 }
 
 #[tonic::async_trait]
@@ -212,6 +234,16 @@ impl FlightService for ExecutorService {
                 let release = ReleaseQuery::decode(action.body)
                     .map_err(|e| bad_request(format!("malformed release request: {e}")))?;
                 self.runner.store.release(&release.query_id).await;
+            }
+            protocol::COPY_PIECE => {
+                let copy = CopyPiece::decode(action.body)
+                    .map_err(|e| bad_request(format!("malformed copy request: {e}")))?;
+                let Some(id) = copy.piece.filter(|p| !p.table_uid.is_empty()) else {
+                    return Err(bad_request("copy request without a piece"));
+                };
+                self.copy_piece(id, &copy.from)
+                    .await
+                    .map_err(|f| f.to_status())?;
             }
             protocol::SET_MEMORY_LIMIT => {
                 let limit = MemoryLimit::decode(action.body)
