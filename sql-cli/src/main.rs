@@ -2,6 +2,7 @@
 
 mod bench;
 mod cluster;
+mod config;
 mod exec;
 mod shell;
 
@@ -11,7 +12,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use fletch_engine::{DEFAULT_EXECUTORS, LocalCluster, MembershipOptions, tpch};
 
 #[global_allocator]
@@ -24,6 +25,11 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Debug, Parser)]
 #[command(name = "fletch", version)]
 pub struct Args {
+    /// Settings from a TOML file (keys are flag names; `[executor]` and `[coordinator]`
+    /// tables for those subcommands), below FLETCH_* variables and flags.
+    #[arg(long, env = "FLETCH_CONFIG", value_name = "FILE", global = true)]
+    config: Option<PathBuf>,
+
     /// Executors in the embedded cluster.
     #[arg(long, env = "FLETCH_EXECUTORS", default_value_t = DEFAULT_EXECUTORS)]
     executors: usize,
@@ -165,7 +171,15 @@ fn main() -> ExitCode {
 }
 
 fn main_inner() -> Result<ExitCode> {
-    let args = Args::parse();
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let mut command = Args::command();
+    if let Some(path) = config::config_path(&argv) {
+        command = config::apply(command, &path)?;
+    }
+    let args = match Args::from_arg_matches(&command.get_matches_from(argv)) {
+        Ok(args) => args,
+        Err(e) => e.exit(),
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -207,3 +207,56 @@ fn bench_rejects_unknown_queries() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("queries 1 to 22, not 23"), "{stderr}");
 }
+
+#[test]
+fn settings_come_from_defaults_then_the_config_file_then_the_environment_then_flags() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("fletch.toml");
+    std::fs::write(
+        &file,
+        "executors = 3\nformat = \"csv\"\n[executor]\nslots = 5\n",
+    )
+    .expect("write config");
+    let count = "SELECT count(*) AS n FROM fletch.executors";
+    let run = |env: Option<&str>, extra: &[&str]| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_fletch"));
+        command
+            .env("FLETCH_DATA_DIR", dir.path())
+            .env_remove("FLETCH_EXECUTORS")
+            .args(["-q", "--config", file.to_str().expect("utf-8 path")])
+            .args(extra)
+            .args(["-c", count]);
+        if let Some(executors) = env {
+            command.env("FLETCH_EXECUTORS", executors);
+        }
+        let out = command.output().expect("run fletch");
+        assert!(
+            out.status.success(),
+            "stderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    assert_eq!(run(None, &[]), "n\n3\n", "the file over the default (2)");
+    assert_eq!(
+        run(Some("1"), &[]),
+        "n\n1\n",
+        "the environment over the file"
+    );
+    assert_eq!(
+        run(Some("1"), &["--executors", "2"]),
+        "n\n2\n",
+        "a flag over the environment"
+    );
+
+    std::fs::write(&file, "executers = 3\n").expect("write config");
+    let out = fletch(&[
+        "--config",
+        file.to_str().expect("utf-8 path"),
+        "-c",
+        "SELECT 1",
+    ]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("unknown setting \"executers\""), "{stderr}");
+}
