@@ -520,3 +520,108 @@ async fn garbage_on_every_port_is_refused_and_the_processes_keep_serving() {
         .await
         .expect("the executor still serves");
 }
+
+/// Chaos over TPC-H at SF 0.1: three executor processes; a query over the parquet
+/// files loses one executor at a seeded moment, then, with the tables cached (two
+/// replicas, hash-fragmented on their keys), another query loses a second one. Every
+/// answer equals single-node DataFusion's. `FLETCH_CHAOS_SEEDS` picks the runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_tpch_over_files_then_cached_tables_loses_two_executors() {
+    use datafusion::prelude::{SessionConfig, SessionContext};
+    use fletch_engine::{
+        Coordinator, MembershipOptions, default_session_config, fletch_session, tpch,
+    };
+
+    let dir = std::env::var_os("FLETCH_TEST_DATA")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::env::temp_dir().join("fletch-test-data"))
+        .join("tpch-sf0.1");
+    let generated = dir.clone();
+    tokio::task::spawn_blocking(move || tpch::generate(&generated, 0.1))
+        .await
+        .expect("generation task")
+        .expect("TPC-H generation");
+    let oracle = SessionContext::new_with_config(SessionConfig::new());
+    tpch::register(&oracle, &dir)
+        .await
+        .expect("register oracle");
+
+    let seeds: Vec<u64> = std::env::var("FLETCH_CHAOS_SEEDS")
+        .unwrap_or_else(|_| "1".to_string())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let queries = [3usize, 5, 9, 10, 18, 21];
+    let mut runs = 0;
+    for &seed in &seeds {
+        let options = MembershipOptions {
+            heartbeat_interval: Duration::from_millis(250),
+            lost_after: 8,
+        };
+        let coordinator = Coordinator::with_membership(&[], options).expect("coordinator");
+        let server = fletch_engine::serve_coordinator(
+            Arc::clone(&coordinator),
+            "127.0.0.1:0".parse().expect("address"),
+        )
+        .await
+        .expect("serve");
+        let client = ExecutorClient::new(server.url()).expect("client");
+        let mut executors: Vec<Process> = (0..3).map(|_| start_executor(server.url())).collect();
+        wait_for(&client, "three executors alive", |e| {
+            e.iter().filter(|e| e.state == "alive").count() == 3
+        })
+        .await;
+        let ctx = fletch_session(Arc::clone(&coordinator), default_session_config());
+        tpch::register(&ctx, &dir).await.expect("register");
+
+        let mut random = seed;
+        let mut next = move || {
+            random = random
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            random >> 33
+        };
+        for cached in [false, true] {
+            if cached {
+                tpch::cache(&ctx).await.expect("cache the tables");
+            }
+            let n = queries[(next() as usize) % queries.len()];
+            let (_, expected) = tpch::run_query(&oracle, n).await.expect("oracle");
+            let expected = tpch::canonical_rows(&expected).expect("rows");
+            let running = {
+                let ctx = ctx.clone();
+                datafusion::common::runtime::SpawnedTask::spawn(async move {
+                    tpch::run_query(&ctx, n).await
+                })
+            };
+            let delay = next() % 300;
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+            let victim = executors.remove((next() as usize) % executors.len());
+            let victim_url = victim.url.clone();
+            drop(victim); // SIGKILL
+            let (_, actual) = running
+                .join()
+                .await
+                .expect("query task")
+                .unwrap_or_else(|e| panic!("seed {seed} q{n} (cached: {cached}): {e}"));
+            assert_eq!(
+                tpch::canonical_rows(&actual).expect("rows"),
+                expected,
+                "seed {seed} q{n} (cached: {cached})"
+            );
+            println!(
+                "seed {seed}: q{n} over {} lost an executor {delay} ms in; answer correct",
+                if cached { "cached tables" } else { "files" }
+            );
+            runs += 1;
+            wait_for(&client, "the killed executor declared lost", |e| {
+                state_of(e, &victim_url) == Some("lost")
+            })
+            .await;
+            coordinator.wait_for_releases().await;
+        }
+        drop(executors);
+        server.shutdown().await;
+    }
+    println!("chaos tpch: {runs} of {runs} runs correct, {runs} executors killed");
+}
