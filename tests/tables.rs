@@ -193,6 +193,13 @@ async fn the_memory_limit_is_a_setting() {
             .iter()
             .all(|(used, limit)| *limit == 1 << 30 && *used > 0)
     );
+    // SHOW EXECUTORS reads the same figures.
+    let listed = rows(
+        &ctx,
+        "SELECT DISTINCT memory_limit, memory_used > 0, state FROM fletch.executors",
+    )
+    .await;
+    assert_eq!(listed, [format!("{}|true|alive", 1u64 << 30)]);
 
     let bad = run(&ctx, "SET fletch.executor_memory = 'lots'").await;
     let bad = match bad {

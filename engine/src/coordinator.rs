@@ -27,7 +27,7 @@ use parking_lot::{Mutex, RwLock};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::catalog::ClusterSchema;
-use crate::membership::{MemberState, Members, MembershipOptions};
+use crate::membership::{MemberState, Members, MembershipOptions, StatusSource};
 use crate::replication::rereplicate;
 
 /// Schedules distributed plans onto executors. Shared by every session of a cluster.
@@ -184,6 +184,12 @@ impl Coordinator {
             }
         }
         Ok(())
+    }
+
+    /// Lets the coordinator read the live status of an executor it was started with
+    /// and that runs in its process (the embedded cluster).
+    pub fn set_status_source(&self, url: &str, source: StatusSource) {
+        self.members.set_source(url, source);
     }
 
     /// Every executor the coordinator knows, with its state (alive, lost, left), last

@@ -25,7 +25,7 @@ pub use coordinator::Coordinator;
 pub use coordinator_service::{CoordinatorServer, serve_coordinator};
 pub use distributed_exec::DistributedExec;
 pub use local_cluster::{DEFAULT_EXECUTORS, LocalCluster};
-pub use membership::{MemberState, MembershipOptions};
+pub use membership::{MemberState, MembershipOptions, StatusSource};
 pub use rule::DistributeRule;
 pub use session::{default_session_config, fletch_session};
 pub use statements::{split_statements, sql};

@@ -46,6 +46,12 @@ impl LocalCluster {
         let urls: Vec<String> = handles.iter().map(|h| h.url().to_string()).collect();
         let coordinator =
             Coordinator::new(&urls).map_err(|e| DataFusionError::External(Box::new(e)))?;
+        // The embedded executors share this machine's cores.
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let slots = (cores / executors).max(1);
+        for handle in &handles {
+            coordinator.set_status_source(handle.url(), Box::new(handle.status_source(slots)));
+        }
         Ok(Self {
             coordinator,
             executors: handles,

@@ -50,12 +50,25 @@ impl MemberState {
     }
 }
 
-#[derive(Debug)]
+/// Reads the current status of an executor in the coordinator's own process.
+pub type StatusSource = Box<dyn Fn() -> ExecutorStatus + Send + Sync>;
+
 struct Member {
     status: ExecutorStatus,
     state: MemberState,
     last_heard: Instant,
     sends_heartbeats: bool,
+    /// For executors in this process: their live status, read when listed.
+    source: Option<StatusSource>,
+}
+
+impl std::fmt::Debug for Member {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Member")
+            .field("status", &self.status)
+            .field("state", &self.state)
+            .finish()
+    }
 }
 
 #[derive(Debug, Default)]
@@ -77,8 +90,16 @@ impl Members {
                 state: MemberState::Alive,
                 last_heard: Instant::now(),
                 sends_heartbeats: false,
+                source: None,
             },
         );
+    }
+
+    /// Where the coordinator reads the status of an executor in its own process.
+    pub(crate) fn set_source(&self, url: &str, source: StatusSource) {
+        if let Some(m) = self.members.lock().get_mut(url) {
+            m.source = Some(source);
+        }
     }
 
     /// Records a registration or heartbeat; returns whether the executor was not alive
@@ -96,6 +117,7 @@ impl Members {
                 state: MemberState::Alive,
                 last_heard: Instant::now(),
                 sends_heartbeats: true,
+                source: None,
             },
         );
         !was_alive
@@ -140,10 +162,16 @@ impl Members {
             .members
             .lock()
             .values()
-            .map(|m| ExecutorStatus {
-                state: m.state.as_str().to_string(),
-                since_heartbeat_ms: m.last_heard.elapsed().as_millis() as u64,
-                ..m.status.clone()
+            .map(|m| match &m.source {
+                Some(source) => ExecutorStatus {
+                    state: m.state.as_str().to_string(),
+                    ..source()
+                },
+                None => ExecutorStatus {
+                    state: m.state.as_str().to_string(),
+                    since_heartbeat_ms: m.last_heard.elapsed().as_millis() as u64,
+                    ..m.status.clone()
+                },
             })
             .collect();
         list.sort_by(|a, b| a.url.cmp(&b.url));

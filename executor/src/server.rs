@@ -159,13 +159,21 @@ impl ExecutorHandle {
 
     /// What this executor tells a coordinator about itself.
     pub fn status(&self, slots: usize) -> ExecutorStatus {
-        let (used, limit) = self.memory();
-        ExecutorStatus {
-            url: self.url.clone(),
+        (self.status_source(slots))()
+    }
+
+    /// A function that reads this executor's current status, for a coordinator in the
+    /// same process (no heartbeats needed).
+    pub fn status_source(&self, slots: usize) -> impl Fn() -> ExecutorStatus + Send + Sync + use<> {
+        let store = Arc::clone(&self.store);
+        let pool = Arc::clone(&self.pool);
+        let url = self.url.clone();
+        move || ExecutorStatus {
+            url: url.clone(),
             slots: slots as u64,
-            memory_limit: limit as u64,
-            memory_used: used as u64,
-            running_tasks: self.store.stats().running_tasks as u64,
+            memory_limit: pool.limit() as u64,
+            memory_used: pool.reserved() as u64,
+            running_tasks: store.stats().running_tasks as u64,
             state: String::new(),
             since_heartbeat_ms: 0,
         }
@@ -184,8 +192,7 @@ impl ExecutorHandle {
         coordinator
             .announce(protocol::REGISTER_EXECUTOR, &self.status(slots))
             .await?;
-        let store = Arc::clone(&self.store);
-        let pool = Arc::clone(&self.pool);
+        let status = self.status_source(slots);
         let url = self.url.clone();
         let client = coordinator.clone();
         let beats = SpawnedTask::spawn(async move {
@@ -193,16 +200,7 @@ impl ExecutorHandle {
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 ticks.tick().await;
-                let status = ExecutorStatus {
-                    url: url.clone(),
-                    slots: slots as u64,
-                    memory_limit: pool.limit() as u64,
-                    memory_used: pool.reserved() as u64,
-                    running_tasks: store.stats().running_tasks as u64,
-                    state: String::new(),
-                    since_heartbeat_ms: 0,
-                };
-                if let Err(e) = client.announce(protocol::HEARTBEAT, &status).await {
+                if let Err(e) = client.announce(protocol::HEARTBEAT, &status()).await {
                     tracing::warn!(%url, "heartbeat to the coordinator failed: {e}");
                 }
             }
