@@ -182,27 +182,14 @@ async fn the_coordinator_refuses_garbage_and_keeps_serving() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queries_run_on_executor_processes_and_survive_a_lost_replica() {
     use datafusion::prelude::{SessionConfig, SessionContext};
-    use fletch_engine::{Coordinator, MembershipOptions, default_session_config, fletch_session};
 
-    let options = MembershipOptions {
-        heartbeat_interval: Duration::from_millis(250),
-        lost_after: 8,
-    };
-    let coordinator = Coordinator::with_membership(&[], options).expect("coordinator");
-    let server = fletch_engine::serve_coordinator(
-        std::sync::Arc::clone(&coordinator),
-        "127.0.0.1:0".parse().expect("address"),
-    )
-    .await
-    .expect("serve");
-    let client = ExecutorClient::new(server.url()).expect("client");
-    let executors: Vec<Process> = (0..3).map(|_| start_executor(server.url())).collect();
-    wait_for(&client, "three executors alive", |e| {
-        e.len() == 3 && e.iter().all(|e| e.state == "alive")
-    })
-    .await;
-
-    let ctx = fletch_session(Arc::clone(&coordinator), default_session_config());
+    let ProcessCluster {
+        coordinator,
+        server,
+        client,
+        executors,
+        ctx,
+    } = process_cluster(3).await;
     let oracle = SessionContext::new_with_config(SessionConfig::new());
     let load = "CREATE TABLE t PARTITION BY HASH (k) INTO 3 FRAGMENTS REPLICAS 2 AS \
                 SELECT value AS k, value % 7 AS g FROM generate_series(1, 20000)";
@@ -284,7 +271,6 @@ fn text(batches: Vec<arrow::array::RecordBatch>) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_a_query_survives_an_executor_killed_mid_run() {
     use datafusion::prelude::{SessionConfig, SessionContext};
-    use fletch_engine::{Coordinator, MembershipOptions, default_session_config, fletch_session};
 
     let seeds: Vec<u64> = std::env::var("FLETCH_CHAOS_SEEDS")
         .unwrap_or_else(|_| "1,2,3,4".to_string())
@@ -301,24 +287,13 @@ async fn chaos_a_query_survives_an_executor_killed_mid_run() {
 
     let mut correct = 0;
     for &seed in &seeds {
-        let options = MembershipOptions {
-            heartbeat_interval: Duration::from_millis(250),
-            lost_after: 8,
-        };
-        let coordinator = Coordinator::with_membership(&[], options).expect("coordinator");
-        let server = fletch_engine::serve_coordinator(
-            Arc::clone(&coordinator),
-            "127.0.0.1:0".parse().expect("address"),
-        )
-        .await
-        .expect("serve");
-        let client = ExecutorClient::new(server.url()).expect("client");
-        let mut executors: Vec<Process> = (0..3).map(|_| start_executor(server.url())).collect();
-        wait_for(&client, "three executors alive", |e| {
-            e.iter().filter(|e| e.state == "alive").count() == 3
-        })
-        .await;
-        let ctx = fletch_session(Arc::clone(&coordinator), default_session_config());
+        let ProcessCluster {
+            coordinator,
+            server,
+            mut executors,
+            ctx,
+            ..
+        } = process_cluster(3).await;
         let load =
             format!("CREATE TABLE t PARTITION BY HASH (k) INTO 6 FRAGMENTS REPLICAS 2 AS {data}");
         collect(fletch_engine::sql(&ctx, &load).await).await;
@@ -370,26 +345,13 @@ async fn chaos_a_query_survives_an_executor_killed_mid_run() {
 /// queries run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_no_executor_left_queries_fail_fast_and_run_again_when_one_returns() {
-    use fletch_engine::{Coordinator, MembershipOptions, default_session_config, fletch_session};
-
-    let options = MembershipOptions {
-        heartbeat_interval: Duration::from_millis(250),
-        lost_after: 8,
-    };
-    let coordinator = Coordinator::with_membership(&[], options).expect("coordinator");
-    let server = fletch_engine::serve_coordinator(
-        Arc::clone(&coordinator),
-        "127.0.0.1:0".parse().expect("address"),
-    )
-    .await
-    .expect("serve");
-    let client = ExecutorClient::new(server.url()).expect("client");
-    let executors: Vec<Process> = (0..2).map(|_| start_executor(server.url())).collect();
-    wait_for(&client, "two executors alive", |e| {
-        e.iter().filter(|e| e.state == "alive").count() == 2
-    })
-    .await;
-    let ctx = fletch_session(Arc::clone(&coordinator), default_session_config());
+    let ProcessCluster {
+        server,
+        client,
+        executors,
+        ctx,
+        ..
+    } = process_cluster(2).await;
     let query = "SELECT value % 10 AS g, count(*) FROM generate_series(1, 10000) GROUP BY g";
     let run = |ctx: datafusion::prelude::SessionContext| async move {
         // Only a hang detector: a failing query takes milliseconds.
@@ -528,9 +490,7 @@ async fn garbage_on_every_port_is_refused_and_the_processes_keep_serving() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_tpch_over_files_then_cached_tables_loses_two_executors() {
     use datafusion::prelude::{SessionConfig, SessionContext};
-    use fletch_engine::{
-        Coordinator, MembershipOptions, default_session_config, fletch_session, tpch,
-    };
+    use fletch_engine::tpch;
 
     let dir = std::env::var_os("FLETCH_TEST_DATA")
         .map(std::path::PathBuf::from)
@@ -554,24 +514,13 @@ async fn chaos_tpch_over_files_then_cached_tables_loses_two_executors() {
     let queries = [3usize, 5, 9, 10, 18, 21];
     let mut runs = 0;
     for &seed in &seeds {
-        let options = MembershipOptions {
-            heartbeat_interval: Duration::from_millis(250),
-            lost_after: 8,
-        };
-        let coordinator = Coordinator::with_membership(&[], options).expect("coordinator");
-        let server = fletch_engine::serve_coordinator(
-            Arc::clone(&coordinator),
-            "127.0.0.1:0".parse().expect("address"),
-        )
-        .await
-        .expect("serve");
-        let client = ExecutorClient::new(server.url()).expect("client");
-        let mut executors: Vec<Process> = (0..3).map(|_| start_executor(server.url())).collect();
-        wait_for(&client, "three executors alive", |e| {
-            e.iter().filter(|e| e.state == "alive").count() == 3
-        })
-        .await;
-        let ctx = fletch_session(Arc::clone(&coordinator), default_session_config());
+        let ProcessCluster {
+            coordinator,
+            server,
+            client,
+            mut executors,
+            ctx,
+        } = process_cluster(3).await;
         tpch::register(&ctx, &dir).await.expect("register");
 
         let mut random = seed;
@@ -624,4 +573,46 @@ async fn chaos_tpch_over_files_then_cached_tables_loses_two_executors() {
         server.shutdown().await;
     }
     println!("chaos tpch: {runs} of {runs} runs correct, {runs} executors killed");
+}
+
+/// A coordinator in this process, serving on loopback, and executor processes that
+/// joined it, with a session over it.
+struct ProcessCluster {
+    coordinator: Arc<fletch_engine::Coordinator>,
+    server: fletch_engine::CoordinatorServer,
+    client: ExecutorClient,
+    executors: Vec<Process>,
+    ctx: datafusion::prelude::SessionContext,
+}
+
+async fn process_cluster(executors: usize) -> ProcessCluster {
+    use fletch_engine::{Coordinator, MembershipOptions, default_session_config, fletch_session};
+
+    let options = MembershipOptions {
+        heartbeat_interval: Duration::from_millis(250),
+        lost_after: 8,
+    };
+    let coordinator = Coordinator::with_membership(&[], options).expect("coordinator");
+    let server = fletch_engine::serve_coordinator(
+        Arc::clone(&coordinator),
+        "127.0.0.1:0".parse().expect("address"),
+    )
+    .await
+    .expect("serve");
+    let client = ExecutorClient::new(server.url()).expect("client");
+    let processes: Vec<Process> = (0..executors)
+        .map(|_| start_executor(server.url()))
+        .collect();
+    wait_for(&client, "every executor alive", |e| {
+        e.iter().filter(|e| e.state == "alive").count() == executors
+    })
+    .await;
+    let ctx = fletch_session(Arc::clone(&coordinator), default_session_config());
+    ProcessCluster {
+        coordinator,
+        server,
+        client,
+        executors: processes,
+        ctx,
+    }
 }
