@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
+use std::time::Duration;
 
 use arrow::array::RecordBatch;
 use bytes::Bytes;
@@ -24,7 +25,7 @@ use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use parking_lot::{Mutex, RwLock};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::catalog::ClusterSchema;
 use crate::membership::{MemberState, Members, MembershipOptions, StatusSource};
@@ -39,6 +40,9 @@ pub struct Coordinator {
     /// The last `fletch.executor_memory` every executor accepted.
     applied_memory_limit: Arc<Mutex<Option<usize>>>,
     members: Arc<Members>,
+    /// Executors declared lost because their heartbeats stopped; running queries
+    /// listen, since such an executor may hang their tasks without breaking anything.
+    silenced: broadcast::Sender<String>,
     /// Declares executors lost when their heartbeats stop.
     _reaper: SpawnedTask<()>,
     releases: mpsc::UnboundedSender<JanitorJob>,
@@ -105,10 +109,12 @@ impl Coordinator {
         for url in urls {
             members.add_static(url);
         }
+        let (silenced, _) = broadcast::channel(64);
         let reaper = {
             let members = Arc::clone(&members);
             let executors = Arc::clone(&executors);
             let janitor = releases.clone();
+            let silenced = silenced.clone();
             SpawnedTask::spawn(async move {
                 let mut ticks = tokio::time::interval(options.heartbeat_interval / 2);
                 loop {
@@ -116,6 +122,8 @@ impl Coordinator {
                     for url in members.declare_lost(options.silence_before_lost()) {
                         tracing::warn!(%url, "executor lost: no heartbeat for {:?}", options.silence_before_lost());
                         executors.write().retain(|e| e.url() != url);
+                        // No running query may be listening: nothing to tell then.
+                        let _ = silenced.send(url.clone());
                         let _ = janitor.send(JanitorJob::Rereplicate(url));
                     }
                 }
@@ -127,6 +135,7 @@ impl Coordinator {
             tables,
             applied_memory_limit: Arc::default(),
             members,
+            silenced,
             _reaper: reaper,
             releases,
             _janitor: janitor,
@@ -320,6 +329,7 @@ impl Coordinator {
         let root_ctx = with_extension(ctx, ExchangeSourceExt(Arc::new(source)));
         let results = plan.root.execute(0, root_ctx)?;
         Ok(Attempt {
+            silenced: self.silenced.subscribe(),
             prelude,
             query_id: query_id.clone(),
             executors,
@@ -445,6 +455,8 @@ type AttemptError = (DataFusionError, Option<String>);
 
 /// One run of a query's tasks.
 struct Attempt {
+    /// Executors declared lost for silence while this attempt runs.
+    silenced: broadcast::Receiver<String>,
     /// Runs before any task is launched.
     prelude: Option<BoxFuture<'static, std::result::Result<(), TaskFailure>>>,
     query_id: String,
@@ -482,6 +494,18 @@ impl Attempt {
                         return Some(Err(self.fail(failure).await));
                     }
                 }
+                Ok(url) = self.silenced.recv() => {
+                    if self.executors.iter().any(|e| e.url() == url) {
+                        let failure = TaskFailure::new(
+                            FailureReason::ExecutorLost,
+                            format!("executor {url} stopped sending heartbeats"),
+                            usize::MAX,
+                            usize::MAX,
+                            &url,
+                        );
+                        return Some(Err(self.fail(failure).await));
+                    }
+                }
                 item = self.results.next() => match item {
                     Some(Ok(batch)) => return Some(Ok(batch)),
                     Some(Err(e)) => return Some(Err(self.root_cause(e).await)),
@@ -515,8 +539,12 @@ impl Attempt {
     }
 
     async fn fail(&mut self, failure: TaskFailure) -> AttemptError {
-        self.finish().await;
         let lost = lost_executor(&failure);
+        // A lost executor has nothing left to release, and may not answer at all.
+        if let Some(url) = &lost {
+            self.executors.retain(|e| e.url() != url);
+        }
+        self.finish().await;
         (failure.into_datafusion(), lost)
     }
 
@@ -615,10 +643,16 @@ impl Drop for ReleaseGuard {
     }
 }
 
+/// How long a release or drop may wait for one executor: a frozen executor (alive to
+/// TCP, deaf to everything) must not hold up the query or the janitor.
+const CONTROL_TIMEOUT: Duration = Duration::from_secs(5);
+
 async fn release_everywhere(executors: &[ExecutorClient], query_id: &str) {
     let releases = executors.iter().map(|e| async move {
-        if let Err(failure) = e.release(query_id).await {
-            tracing::warn!("releasing query {query_id}: {failure}");
+        match tokio::time::timeout(CONTROL_TIMEOUT, e.release(query_id)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(failure)) => tracing::warn!("releasing query {query_id}: {failure}"),
+            Err(_) => tracing::warn!("releasing query {query_id}: {} did not answer", e.url()),
         }
     });
     futures::future::join_all(releases).await;
@@ -628,11 +662,16 @@ async fn release_everywhere(executors: &[ExecutorClient], query_id: &str) {
 async fn drop_everywhere(executors: &[ExecutorClient], table_uid: &str, load: Option<u64>) {
     let drops = executors.iter().map(|e| async move {
         let dropped = match load {
-            Some(load) => e.drop_load(table_uid, load).await,
-            None => e.drop_table(table_uid).await,
+            Some(load) => tokio::time::timeout(CONTROL_TIMEOUT, e.drop_load(table_uid, load)).await,
+            None => tokio::time::timeout(CONTROL_TIMEOUT, e.drop_table(table_uid)).await,
         };
-        if let Err(failure) = dropped {
-            tracing::warn!("dropping table {table_uid} fragments: {failure}");
+        match dropped {
+            Ok(Ok(())) => {}
+            Ok(Err(failure)) => tracing::warn!("dropping table {table_uid} fragments: {failure}"),
+            Err(_) => tracing::warn!(
+                "dropping table {table_uid} fragments: {} did not answer",
+                e.url()
+            ),
         }
     });
     futures::future::join_all(drops).await;

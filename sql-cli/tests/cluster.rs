@@ -616,3 +616,61 @@ async fn process_cluster(executors: usize) -> ProcessCluster {
         ctx,
     }
 }
+
+/// An executor frozen mid-query (SIGSTOP: its connections stay open, it answers
+/// nothing) is declared lost when its heartbeats stop, and the query that was waiting
+/// on it runs again on the others instead of hanging.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_executor_is_declared_lost_and_its_query_runs_again() {
+    use datafusion::prelude::{SessionConfig, SessionContext};
+
+    let ProcessCluster {
+        coordinator,
+        server,
+        client,
+        executors,
+        ctx,
+    } = process_cluster(3).await;
+    let data =
+        "SELECT value AS k, value % 101 AS g, value % 997 AS j FROM generate_series(1, 300000)";
+    let oracle = SessionContext::new_with_config(SessionConfig::new());
+    collect(oracle.sql(&format!("CREATE TABLE t AS {data}")).await).await;
+    let load =
+        format!("CREATE TABLE t PARTITION BY HASH (k) INTO 6 FRAGMENTS REPLICAS 2 AS {data}");
+    collect(fletch_engine::sql(&ctx, &load).await).await;
+    let query = "SELECT a.g, count(*), sum(b.k) FROM t a JOIN t b ON a.j = b.j AND a.g = b.g \
+                 GROUP BY a.g ORDER BY a.g";
+    let expected = text(collect(oracle.sql(query).await).await);
+
+    let running = {
+        let ctx = ctx.clone();
+        datafusion::common::runtime::SpawnedTask::spawn(async move {
+            // Only a hang detector: the test passes in seconds.
+            tokio::time::timeout(Duration::from_secs(120), async move {
+                fletch_engine::sql(&ctx, query).await?.collect().await
+            })
+            .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let frozen = &executors[1];
+    let pid = frozen.child.id().to_string();
+    let status = Command::new("kill")
+        .args(["-STOP", &pid])
+        .status()
+        .expect("kill -STOP");
+    assert!(status.success());
+    let answer = running
+        .join()
+        .await
+        .expect("query task")
+        .expect("the query must not hang")
+        .map(text)
+        .expect("the query runs again on the others");
+    assert_eq!(answer, expected);
+    let states = client.list_executors().await.expect("list");
+    assert_eq!(state_of(&states, &frozen.url), Some("lost"), "{states:?}");
+    drop(coordinator);
+    drop(executors); // SIGKILL, stopped or not
+    server.shutdown().await;
+}
