@@ -297,6 +297,13 @@ async fn chaos_a_query_survives_an_executor_killed_mid_run() {
         let load =
             format!("CREATE TABLE t PARTITION BY HASH (k) INTO 6 FRAGMENTS REPLICAS 2 AS {data}");
         collect(fletch_engine::sql(&ctx, &load).await).await;
+        // The same query with nothing killed, for the printed comparison only.
+        let undisturbed = Instant::now();
+        assert_eq!(
+            text(collect(fletch_engine::sql(&ctx, query).await).await),
+            expected
+        );
+        let undisturbed = undisturbed.elapsed();
 
         let started = Instant::now();
         let running = {
@@ -322,7 +329,8 @@ async fn chaos_a_query_survives_an_executor_killed_mid_run() {
             .map(|e| e.state)
             .collect();
         println!(
-            "seed {seed}: executor killed {delay} ms into the query, answer after {:?}, executors {states:?}",
+            "seed {seed}: executor killed {delay} ms into the query, answer after {:?} \
+             (without a kill: {undisturbed:?}), executors {states:?}",
             started.elapsed()
         );
         match answer {
