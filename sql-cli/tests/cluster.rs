@@ -682,3 +682,48 @@ async fn a_frozen_executor_is_declared_lost_and_its_query_runs_again() {
     drop(executors); // SIGKILL, stopped or not
     server.shutdown().await;
 }
+
+/// A caller that drops a running query's stream stops its tasks on every executor
+/// process, which give back all the memory they held for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_query_stops_its_tasks_on_every_executor_process() {
+    use futures::StreamExt;
+
+    let ProcessCluster {
+        coordinator,
+        server,
+        client,
+        executors,
+        ctx,
+    } = process_cluster(2).await;
+    let query = "SELECT a.value % 1000 AS g, count(*) \
+                 FROM generate_series(1, 3000000) a JOIN generate_series(1, 3000000) b \
+                 ON a.value = b.value GROUP BY g";
+    let running = {
+        let ctx = ctx.clone();
+        datafusion::common::runtime::SpawnedTask::spawn(async move {
+            let mut stream = fletch_engine::sql(&ctx, query)
+                .await?
+                .execute_stream()
+                .await?;
+            while let Some(batch) = stream.next().await {
+                batch?;
+            }
+            Ok::<_, datafusion::error::DataFusionError>(())
+        })
+    };
+    let busy = wait_for(&client, "tasks running on the executors", |e| {
+        e.iter().any(|e| e.running_tasks > 0)
+    })
+    .await;
+    assert!(busy.iter().all(|e| e.state == "alive"), "{busy:?}");
+    // The caller walks away: the task reading the stream is aborted, dropping it.
+    drop(running);
+    coordinator.wait_for_releases().await;
+    wait_for(&client, "no task running and no memory held", |e| {
+        e.len() == 2 && e.iter().all(|e| e.running_tasks == 0 && e.memory_used == 0)
+    })
+    .await;
+    drop(executors);
+    server.shutdown().await;
+}
