@@ -19,7 +19,7 @@ use fletch_executor::{
     ClientPool, ExecutorClient, FailureReason, FlightExchangeSource, TaskFailure,
 };
 use fletch_planner::{
-    DistributedPlan, ExchangeSourceExt, FletchOptions, Stage, parse_size, preferred_holders,
+    DistributedPlan, ExchangeSourceExt, FletchOptions, parse_size, preferred_holders,
 };
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
@@ -267,10 +267,17 @@ impl Coordinator {
         }
         let query_id = uuid::Uuid::new_v4().to_string();
         // placement[stage id] = the executor index of each task.
+        let mut slots = Slots::of(&executors, &self.members.list());
         let placement: HashMap<usize, Vec<usize>> = plan
             .stages
             .iter()
-            .map(|s| (s.id, place_stage(s, &executors)))
+            .map(|s| {
+                let holders = preferred_holders(&s.plan);
+                (
+                    s.id,
+                    slots.place(s.id, s.task_count, holders.as_deref(), &executors),
+                )
+            })
             .collect();
         let placed = |stage: usize, task: usize| {
             let index = placement
@@ -557,26 +564,69 @@ impl Attempt {
     }
 }
 
-/// Places a stage's tasks: a task that reads or writes a table fragment goes to the
-/// least busy (in this stage) of the fragment's holders that are in the cluster, so
-/// replicas share the work; any other task goes round robin from the stage's id.
-fn place_stage(stage: &Stage, executors: &[ExecutorClient]) -> Vec<usize> {
-    let holders = preferred_holders(&stage.plan);
-    let mut load = vec![0usize; executors.len()];
-    (0..stage.task_count)
-        .map(|task| {
-            let preferred = holders
-                .as_ref()
-                .and_then(|h| h.get(task))
-                .into_iter()
-                .flatten()
-                .filter_map(|url| executors.iter().position(|e| e.url() == url))
-                .min_by_key(|&i| load[i]);
-            let index = preferred.unwrap_or((stage.id + task) % executors.len());
-            load[index] += 1;
-            index
-        })
-        .collect()
+/// How busy each executor is for placement: its slots, the tasks it reported running,
+/// and the tasks this query placed on it so far.
+struct Slots {
+    slots: Vec<usize>,
+    busy: Vec<usize>,
+}
+
+impl Slots {
+    fn of(executors: &[ExecutorClient], statuses: &[ExecutorStatus]) -> Self {
+        let status = |url: &str| statuses.iter().find(|s| s.url == url);
+        Self {
+            slots: executors
+                .iter()
+                .map(|e| status(e.url()).map_or(1, |s| (s.slots as usize).max(1)))
+                .collect(),
+            busy: executors
+                .iter()
+                .map(|e| status(e.url()).map_or(0, |s| s.running_tasks as usize))
+                .collect(),
+        }
+    }
+
+    /// Executor `i`'s busy tasks per slot, compared without division.
+    fn less_busy(&self, i: usize, j: usize) -> bool {
+        self.busy[i] * self.slots[j] < self.busy[j] * self.slots[i]
+    }
+
+    /// Places a stage's tasks. Data locality first: a task that reads or writes a table
+    /// fragment goes to the least busy of the fragment's holders that are in the
+    /// cluster. Any other task goes to the executor with the most free slots (busy
+    /// tasks per slot), ties broken round robin from the stage's id.
+    fn place(
+        &mut self,
+        stage: usize,
+        tasks: usize,
+        holders: Option<&[Vec<String>]>,
+        executors: &[ExecutorClient],
+    ) -> Vec<usize> {
+        let n = executors.len();
+        (0..tasks)
+            .map(|task| {
+                let preferred: Vec<usize> = holders
+                    .and_then(|h| h.get(task))
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|url| executors.iter().position(|e| e.url() == url))
+                    .collect();
+                let candidates: Vec<usize> = if preferred.is_empty() {
+                    (0..n).map(|k| (stage + task + k) % n).collect()
+                } else {
+                    preferred
+                };
+                let mut best = candidates[0];
+                for &i in &candidates[1..] {
+                    if self.less_busy(i, best) {
+                        best = i;
+                    }
+                }
+                self.busy[best] += 1;
+                best
+            })
+            .collect()
+    }
 }
 
 pub(crate) enum JanitorJob {
@@ -721,4 +771,68 @@ fn with_extension<T: Send + Sync + 'static>(ctx: &TaskContext, ext: T) -> Arc<Ta
         ctx.window_functions().clone(),
         ctx.runtime_env(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn executors(n: usize) -> Vec<ExecutorClient> {
+        (0..n)
+            .map(|i| ExecutorClient::new(&format!("http://127.0.0.1:{}", 1000 + i)).expect("url"))
+            .collect()
+    }
+
+    fn status(url: &str, slots: u64, running: u64) -> ExecutorStatus {
+        ExecutorStatus {
+            url: url.to_string(),
+            slots,
+            running_tasks: running,
+            ..ExecutorStatus::default()
+        }
+    }
+
+    fn counts(placed: &[usize], n: usize) -> Vec<usize> {
+        (0..n)
+            .map(|i| placed.iter().filter(|&&p| p == i).count())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn tasks_go_where_slots_are_free() {
+        let executors = executors(2);
+        let statuses = [
+            status(executors[0].url(), 1, 0),
+            status(executors[1].url(), 3, 0),
+        ];
+        let mut slots = Slots::of(&executors, &statuses);
+        let placed = slots.place(1, 8, None, &executors);
+        assert_eq!(counts(&placed, 2), [2, 6]);
+
+        // An executor already running tasks gets fewer new ones.
+        let statuses = [
+            status(executors[0].url(), 2, 4),
+            status(executors[1].url(), 2, 0),
+        ];
+        let mut slots = Slots::of(&executors, &statuses);
+        let placed = slots.place(1, 4, None, &executors);
+        assert_eq!(counts(&placed, 2), [0, 4]);
+    }
+
+    #[tokio::test]
+    async fn fragment_tasks_stay_on_their_holders() {
+        let executors = executors(3);
+        let statuses: Vec<_> = executors.iter().map(|e| status(e.url(), 1, 0)).collect();
+        let holders = vec![
+            vec![
+                executors[2].url().to_string(),
+                executors[1].url().to_string(),
+            ],
+            vec![executors[2].url().to_string()],
+            vec!["http://gone:1".to_string(), executors[0].url().to_string()],
+        ];
+        let mut slots = Slots::of(&executors, &statuses);
+        let placed = slots.place(1, 3, Some(&holders), &executors);
+        assert_eq!(placed, [2, 2, 0]);
+    }
 }
