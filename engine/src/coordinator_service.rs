@@ -1,19 +1,29 @@
-//! The coordinator's Flight endpoint. Today it serves the cluster's membership
-//! actions (executors register, send heartbeats, leave; anyone may list them); it is a
-//! `FlightSqlService` so the Flight SQL front door grows in the same place.
+//! The coordinator's Flight endpoint, a `FlightSqlService`: Flight SQL statements
+//! (`CommandStatementQuery`: planned — and DDL executed — at `GetFlightInfo`, streamed
+//! by the coordinator at `DoGet`; what `fletch --connect` uses), and the cluster's
+//! membership actions (executors register, send heartbeats, leave; anyone may list
+//! them). The rest of Flight SQL is issue 7.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use std::collections::HashMap;
+
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
-use arrow_flight::sql::SqlInfo;
 use arrow_flight::sql::server::FlightSqlService;
-use arrow_flight::{Action, ActionType};
+use arrow_flight::sql::{CommandStatementQuery, ProstMessageExt, SqlInfo, TicketStatementQuery};
+use arrow_flight::{Action, ActionType, FlightDescriptor, FlightEndpoint, FlightInfo, Ticket};
 use datafusion::common::runtime::SpawnedTask;
+use datafusion::dataframe::DataFrame;
+use datafusion::error::DataFusionError;
+use datafusion::prelude::SessionContext;
 use fletch_executor::protocol::{self, ExecutorStatus};
 use fletch_executor::{FailureReason, TaskFailure};
-use futures::{Stream, StreamExt};
+use futures::{Stream, StreamExt, TryStreamExt};
+use parking_lot::Mutex;
 use prost::Message;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -21,13 +31,32 @@ use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 
-use crate::Coordinator;
+use crate::{Coordinator, default_session_config, fletch_session};
 
 type ActionStream =
     Pin<Box<dyn Stream<Item = Result<arrow_flight::Result, Status>> + Send + 'static>>;
 
 struct CoordinatorService {
     coordinator: Arc<Coordinator>,
+    /// The session statements run in (one for every client, for now).
+    session: SessionContext,
+    /// Statements planned by `GetFlightInfo`, waiting for their `DoGet`.
+    statements: Mutex<HashMap<String, DataFrame>>,
+}
+
+/// How many planned statements may wait for their `DoGet` at once; beyond that one of
+/// them is forgotten to make room (its DoGet then gets NotFound).
+const WAITING_STATEMENTS: usize = 1024;
+
+fn to_status(e: DataFusionError) -> Status {
+    let message = e.strip_backtrace();
+    match e.find_root() {
+        DataFusionError::SQL(..) | DataFusionError::Plan(_) | DataFusionError::SchemaError(..) => {
+            Status::invalid_argument(message)
+        }
+        DataFusionError::ResourcesExhausted(_) => Status::resource_exhausted(message),
+        _ => Status::internal(message),
+    }
 }
 
 fn bad_request(message: impl Into<String>) -> Status {
@@ -105,6 +134,61 @@ impl FlightSqlService for CoordinatorService {
         )
     }
 
+    async fn get_flight_info_statement(
+        &self,
+        query: CommandStatementQuery,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let df = crate::sql(&self.session, &query.query)
+            .await
+            .map_err(to_status)?;
+        let schema = df.schema().as_arrow().clone();
+        let handle = uuid::Uuid::new_v4().to_string();
+        {
+            let mut statements = self.statements.lock();
+            if statements.len() >= WAITING_STATEMENTS
+                && let Some(oldest) = statements.keys().next().cloned()
+            {
+                statements.remove(&oldest);
+            }
+            statements.insert(handle.clone(), df);
+        }
+        let ticket = TicketStatementQuery {
+            statement_handle: handle.into_bytes().into(),
+        };
+        let endpoint =
+            FlightEndpoint::new().with_ticket(Ticket::new(ticket.as_any().encode_to_vec()));
+        let info = FlightInfo::new()
+            .try_with_schema(&schema)
+            .map_err(|e| Status::internal(format!("encoding the result schema: {e}")))?
+            .with_endpoint(endpoint)
+            .with_descriptor(request.into_inner());
+        Ok(Response::new(info))
+    }
+
+    async fn do_get_statement(
+        &self,
+        ticket: TicketStatementQuery,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let handle = String::from_utf8_lossy(&ticket.statement_handle).to_string();
+        let df = self
+            .statements
+            .lock()
+            .remove(&handle)
+            .ok_or_else(|| Status::not_found(format!("no statement {handle:?} is waiting")))?;
+        let batches = df.execute_stream().await.map_err(to_status)?;
+        let schema = batches.schema();
+        let encoded = FlightDataEncoderBuilder::new()
+            .with_schema(schema)
+            .build(batches.map_err(|e| FlightError::Tonic(Box::new(to_status(e)))))
+            .map_err(|e| match e {
+                FlightError::Tonic(status) => *status,
+                other => Status::internal(other.to_string()),
+            });
+        Ok(Response::new(encoded.boxed()))
+    }
+
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
 }
 
@@ -149,7 +233,14 @@ pub async fn serve_coordinator(
 ) -> std::io::Result<CoordinatorServer> {
     let listener = TcpListener::bind(addr).await?;
     let url = format!("http://{}", listener.local_addr()?);
-    let service = FlightServiceServer::new(CoordinatorService { coordinator });
+    let session = fletch_session(Arc::clone(&coordinator), default_session_config());
+    let service = FlightServiceServer::new(CoordinatorService {
+        coordinator,
+        session,
+        statements: Mutex::default(),
+    })
+    .max_decoding_message_size(256 << 20)
+    .max_encoding_message_size(256 << 20);
     let (shutdown, stop) = oneshot::channel::<()>();
     let server = Server::builder()
         .add_service(service)

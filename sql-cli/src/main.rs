@@ -30,6 +30,11 @@ pub struct Args {
     #[arg(long, env = "FLETCH_CONFIG", value_name = "FILE", global = true)]
     config: Option<PathBuf>,
 
+    /// Run statements on the coordinator at this URL (Flight SQL) instead of an
+    /// embedded cluster.
+    #[arg(long, env = "FLETCH_CONNECT", value_name = "URL")]
+    connect: Option<String>,
+
     /// Executors in the embedded cluster.
     #[arg(long, env = "FLETCH_EXECUTORS", default_value_t = DEFAULT_EXECUTORS)]
     executors: usize,
@@ -236,6 +241,33 @@ fn main_inner() -> Result<ExitCode> {
         runtime.block_on(bench.run(&data_dir))?;
         return Ok(ExitCode::SUCCESS);
     }
+    let printer = exec::Printer {
+        format: args.format,
+        quiet: args.quiet,
+    };
+    if let Some(url) = &args.connect {
+        if args.tpch.is_some() {
+            anyhow::bail!("--tpch registers tables in an embedded cluster; not with --connect");
+        }
+        let channel = runtime
+            .block_on(
+                tonic::transport::Channel::from_shared(url.clone())
+                    .with_context(|| format!("invalid coordinator URL {url}"))?
+                    .connect(),
+            )
+            .with_context(|| format!("connecting to the coordinator at {url}"))?;
+        let client = arrow_flight::sql::client::FlightSqlServiceClient::new(channel);
+        if !args.quiet {
+            eprintln!("Fletch {}: connected to {url}", env!("CARGO_PKG_VERSION"));
+        }
+        return run_statements(
+            &runtime,
+            &exec::Target::Remote(client),
+            &args,
+            &printer,
+            &data_dir,
+        );
+    }
     let cluster = runtime
         .block_on(LocalCluster::start_with(args.executors, args.memory))
         .context("starting the embedded cluster")?;
@@ -261,32 +293,43 @@ fn main_inner() -> Result<ExitCode> {
             .block_on(tpch::register(&ctx, &dir))
             .context("registering TPC-H tables")?;
     }
+    let code = run_statements(
+        &runtime,
+        &exec::Target::Local(ctx),
+        &args,
+        &printer,
+        &data_dir,
+    );
+    runtime.block_on(cluster.shutdown());
+    code
+}
 
-    let printer = exec::Printer {
-        format: args.format,
-        quiet: args.quiet,
-    };
-    let code = if args.commands.is_empty() && args.files.is_empty() {
-        shell::run(&runtime, &ctx, &printer, &data_dir)?;
+/// The shell, or the `-c` / `-f` statements, against `target`.
+fn run_statements(
+    runtime: &tokio::runtime::Runtime,
+    target: &exec::Target,
+    args: &Args,
+    printer: &exec::Printer,
+    data_dir: &std::path::Path,
+) -> Result<ExitCode> {
+    if args.commands.is_empty() && args.files.is_empty() {
+        shell::run(runtime, target, printer, data_dir)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut ok = true;
+    for sql in &args.commands {
+        ok &= runtime.block_on(exec::run_script(target, sql, printer));
+    }
+    for file in &args.files {
+        let sql =
+            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+        ok &= runtime.block_on(exec::run_script(target, &sql, printer));
+    }
+    Ok(if ok {
         ExitCode::SUCCESS
     } else {
-        let mut ok = true;
-        for sql in &args.commands {
-            ok &= runtime.block_on(exec::run_script(&ctx, sql, &printer));
-        }
-        for file in &args.files {
-            let sql = std::fs::read_to_string(file)
-                .with_context(|| format!("reading {}", file.display()))?;
-            ok &= runtime.block_on(exec::run_script(&ctx, &sql, &printer));
-        }
-        if ok {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::FAILURE
-        }
-    };
-    runtime.block_on(cluster.shutdown());
-    Ok(code)
+        ExitCode::FAILURE
+    })
 }
 
 fn parse_memory(text: &str) -> Result<usize, String> {

@@ -3,22 +3,16 @@
 use std::path::Path;
 
 use anyhow::Result;
-use datafusion::prelude::SessionContext;
 use rustyline::DefaultEditor;
 use rustyline::error::ReadlineError;
 use tokio::runtime::Runtime;
 
-use crate::exec::{Printer, run_script};
+use crate::exec::{Printer, Target, run_script};
 
 const HELP: &str = "Statements end with ';'. \\q quits, \\? shows this help.
 Try: CREATE EXTERNAL TABLE t STORED AS PARQUET LOCATION 'path'; EXPLAIN SELECT ...;";
 
-pub fn run(
-    runtime: &Runtime,
-    ctx: &SessionContext,
-    printer: &Printer,
-    data_dir: &Path,
-) -> Result<()> {
+pub fn run(runtime: &Runtime, target: &Target, printer: &Printer, data_dir: &Path) -> Result<()> {
     let mut editor = DefaultEditor::new()?;
     let history = data_dir.join("history.txt");
     // A missing history file is normal on the first run.
@@ -51,7 +45,7 @@ pub fn run(
                 pending.push('\n');
                 if trimmed.ends_with(';') {
                     let _ = editor.add_history_entry(pending.trim());
-                    runtime.block_on(run_script(ctx, &pending, printer));
+                    runtime.block_on(run_script(target, &pending, printer));
                     pending.clear();
                 }
             }

@@ -727,3 +727,51 @@ async fn a_dropped_query_stops_its_tasks_on_every_executor_process() {
     drop(executors);
     server.shutdown().await;
 }
+
+/// `fletch --connect URL` runs statements on a coordinator process over Flight SQL:
+/// tables made there live in the executor processes, and errors come back as errors.
+#[test]
+fn the_shell_connects_to_a_coordinator_process() {
+    let mut args = vec!["coordinator", "--listen", "127.0.0.1:0"];
+    args.extend(HEARTBEATS);
+    let coordinator = start(&args);
+    let _executors: Vec<Process> = (0..2).map(|_| start_executor(&coordinator.url)).collect();
+    let run = |sql: &str| {
+        Command::new(env!("CARGO_BIN_EXE_fletch"))
+            .args([
+                "--connect",
+                &coordinator.url,
+                "-q",
+                "--format",
+                "csv",
+                "-c",
+                sql,
+            ])
+            .output()
+            .expect("run fletch --connect")
+    };
+    // Executors may still be registering: wait until both are listed.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = run("SELECT count(*) AS alive FROM fletch.executors WHERE state = 'alive'");
+        if String::from_utf8_lossy(&out.stdout) == "alive\n2\n" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{out:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = run(
+        "CREATE TABLE t PARTITION BY HASH (k) REPLICAS 2 AS SELECT value AS k FROM generate_series(1, 1000); \
+         SELECT count(*) AS n, sum(k) AS s FROM t; \
+         SELECT sum(rows) AS stored FROM fletch.fragments",
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "n,s\n1000,500500\nstored\n1000\n"
+    );
+    let out = run("SELEC 1");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("SELEC"), "{stderr}");
+}
