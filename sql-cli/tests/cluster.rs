@@ -202,55 +202,46 @@ async fn queries_run_on_executor_processes_and_survive_a_lost_replica() {
     .await;
     let query = "SELECT g, count(*), sum(k) FROM t GROUP BY g ORDER BY g";
     let expected = text(collect(oracle.sql(query).await).await);
-    assert_eq!(
-        text(collect(fletch_engine::sql(&ctx, query).await).await),
-        expected
-    );
+    assert_eq!(fletch_text(&ctx, query).await, expected);
 
     let mut executors = executors;
-    let victim = executors.remove(0);
-    let victim_url = victim.url.clone();
-    drop(victim); // SIGKILL
-    wait_for(&client, "the killed executor declared lost", |e| {
-        state_of(e, &victim_url) == Some("lost")
-    })
-    .await;
-    assert_eq!(
-        text(collect(fletch_engine::sql(&ctx, query).await).await),
-        expected
-    );
+    let victim_url = kill_and_wait_lost(&mut executors, &client).await;
+    assert_eq!(fletch_text(&ctx, query).await, expected);
 
     // The lost executor's fragments are copied onto the third executor: two replicas
     // each again, so a second loss loses nothing either.
     coordinator.wait_for_releases().await;
-    let holders = text(
-        collect(
-            fletch_engine::sql(
-                &ctx,
-                "SELECT executors FROM fletch.fragments ORDER BY fragment",
-            )
-            .await,
-        )
-        .await,
-    );
+    let holders = fletch_text(
+        &ctx,
+        "SELECT executors FROM fletch.fragments ORDER BY fragment",
+    )
+    .await;
     // Three fragments, two replicas, two executors left: each holds every fragment.
     for url in executors.iter().map(|e| e.url.as_str()) {
         assert_eq!(holders.matches(url).count(), 3, "{holders}");
     }
     assert!(!holders.contains(&victim_url), "{holders}");
-    let second = executors.remove(0);
-    let second_url = second.url.clone();
-    drop(second); // SIGKILL
-    wait_for(&client, "the second killed executor declared lost", |e| {
-        state_of(e, &second_url) == Some("lost")
-    })
-    .await;
-    assert_eq!(
-        text(collect(fletch_engine::sql(&ctx, query).await).await),
-        expected
-    );
+    kill_and_wait_lost(&mut executors, &client).await;
+    assert_eq!(fletch_text(&ctx, query).await, expected);
     drop(executors);
     server.shutdown().await;
+}
+
+/// SIGKILLs the first executor and waits until the coordinator calls it lost.
+async fn kill_and_wait_lost(executors: &mut Vec<Process>, client: &ExecutorClient) -> String {
+    let victim = executors.remove(0);
+    let url = victim.url.clone();
+    drop(victim); // SIGKILL
+    wait_for(client, "the killed executor declared lost", |e| {
+        state_of(e, &url) == Some("lost")
+    })
+    .await;
+    url
+}
+
+/// The answer of `sql` on a Fletch session, as a table of text.
+async fn fletch_text(ctx: &datafusion::prelude::SessionContext, sql: &str) -> String {
+    text(collect(fletch_engine::sql(ctx, sql).await).await)
 }
 
 async fn collect(
