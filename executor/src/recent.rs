@@ -1,6 +1,7 @@
 //! [`RecentSet`]: the last N keys seen, so an executor can refuse late work for
 //! something already released or dropped without remembering everything forever.
 
+use std::borrow::Borrow;
 use std::collections::{HashSet, VecDeque};
 use std::hash::Hash;
 
@@ -31,7 +32,11 @@ impl<K: Clone + Eq + Hash> RecentSet<K> {
         }
     }
 
-    pub(crate) fn contains(&self, key: &K) -> bool {
+    pub(crate) fn contains<Q>(&self, key: &Q) -> bool
+    where
+        K: Borrow<Q>,
+        Q: Eq + Hash + ?Sized,
+    {
         self.members.contains(key)
     }
 }

@@ -102,7 +102,7 @@ impl PartitionStore {
     /// The query's state, created on first use; `Err` once the query was released.
     pub(crate) fn query(&self, query_id: &str) -> Result<Arc<QueryState>, TaskFailure> {
         let mut state = self.state.lock();
-        if state.released.contains(&query_id.to_string()) {
+        if state.released.contains(query_id) {
             return Err(TaskFailure::new(
                 FailureReason::Cancelled,
                 format!("query {query_id} was released"),

@@ -6,6 +6,7 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
+use arrow::array::RecordBatch;
 use arrow_flight::encode::{DictionaryHandling, FlightDataEncoderBuilder};
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_server::FlightService;
@@ -38,22 +39,36 @@ fn unsupported(what: &str) -> Status {
 impl ExecutorService {
     /// Fetches a piece from the executor at `from` and keeps it, reserving its memory.
     async fn copy_piece(&self, id: PieceId, from: &str) -> Result<(), TaskFailure> {
-        let url = &self.runner.url;
-        let fail = |reason, message: String| {
-            TaskFailure::new(reason, message, usize::MAX, usize::MAX, url)
-        };
         let source = self.runner.clients.get(from)?;
-        let mut batches = std::pin::pin!(source.fetch_piece(&id).await?);
+        let batches = source.fetch_piece(&id).await?;
+        self.store_piece(id, batches).await
+    }
+
+    /// Keeps the piece `batches` carry once they all arrived, each batch reserved in
+    /// the executor's memory as it comes (a piece that does not fit fails as
+    /// `OutOfMemory`). A piece of a table or load dropped meanwhile is refused.
+    async fn store_piece(
+        &self,
+        id: PieceId,
+        batches: impl Stream<Item = Result<RecordBatch, TaskFailure>>,
+    ) -> Result<(), TaskFailure> {
+        let url = &self.runner.url;
+        let mut batches = std::pin::pin!(batches);
         let mut builder = self.runner.fragments.builder(id);
         while let Some(batch) = batches.next().await {
             builder
                 .push(batch?)
-                .map_err(|e| fail(FailureReason::OutOfMemory, e.strip_backtrace()))?;
+                .map_err(|e| TaskFailure::from_task_error(&e, usize::MAX, usize::MAX, url))?;
         }
-        self.runner
-            .fragments
-            .insert(builder)
-            .map_err(|message| fail(FailureReason::Cancelled, message))
+        self.runner.fragments.insert(builder).map_err(|message| {
+            TaskFailure::new(
+                FailureReason::Cancelled,
+                message,
+                usize::MAX,
+                usize::MAX,
+                url,
+            )
+        })
     }
 }
 
@@ -178,41 +193,19 @@ impl FlightService for ExecutorService {
         let flight_data = futures::stream::once(async move { Ok(first) })
             .chain(input)
             .map_err(|status| FlightError::Tonic(Box::new(status)));
-        let mut batches = std::pin::pin!(decode_validated(flight_data));
-        let mut builder = self.runner.fragments.builder(id);
-        let url = &self.runner.url;
-        while let Some(batch) = batches.next().await {
-            let batch = batch.map_err(|e| {
-                TaskFailure::new(
-                    FailureReason::BadRequest,
-                    format!("receiving a table piece: {e}"),
-                    usize::MAX,
-                    usize::MAX,
-                    url,
-                )
-                .to_status()
-            })?;
-            builder.push(batch).map_err(|e| {
-                TaskFailure::new(
-                    FailureReason::OutOfMemory,
-                    e.strip_backtrace(),
-                    usize::MAX,
-                    usize::MAX,
-                    url,
-                )
-                .to_status()
-            })?;
-        }
-        self.runner.fragments.insert(builder).map_err(|message| {
+        let url = self.runner.url.clone();
+        let batches = decode_validated(flight_data).map_err(move |e| {
             TaskFailure::new(
-                FailureReason::Cancelled,
-                message,
+                FailureReason::BadRequest,
+                format!("receiving a table piece: {e}"),
                 usize::MAX,
                 usize::MAX,
-                url,
+                &url,
             )
-            .to_status()
-        })?;
+        });
+        self.store_piece(id, batches)
+            .await
+            .map_err(|f| f.to_status())?;
         Ok(Response::new(futures::stream::empty().boxed()))
     }
 
