@@ -4,6 +4,7 @@
 //! every executor when it ends, fails or is dropped.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
@@ -82,21 +83,18 @@ impl Coordinator {
         let janitor_tables = Arc::clone(&tables);
         let janitor = SpawnedTask::spawn(async move {
             while let Some(job) = pending.recv().await {
+                let executors = janitor_executors.read().clone();
                 match job {
                     JanitorJob::Release(query_id) => {
-                        let executors = janitor_executors.read().clone();
                         release_everywhere(&executors, &query_id).await;
                     }
                     JanitorJob::DropTable(uid) => {
-                        let executors = janitor_executors.read().clone();
                         drop_everywhere(&executors, &uid, None).await;
                     }
                     JanitorJob::DropLoad(uid, load) => {
-                        let executors = janitor_executors.read().clone();
                         drop_everywhere(&executors, &uid, Some(load)).await;
                     }
                     JanitorJob::Rereplicate(lost) => {
-                        let executors = janitor_executors.read().clone();
                         rereplicate(&janitor_tables, &executors, &lost).await;
                     }
                     JanitorJob::Sync(done) => {
@@ -121,10 +119,9 @@ impl Coordinator {
                     ticks.tick().await;
                     for url in members.declare_lost(options.silence_before_lost()) {
                         tracing::warn!(%url, "executor lost: no heartbeat for {:?}", options.silence_before_lost());
-                        executors.write().retain(|e| e.url() != url);
+                        forget_executor(&executors, &janitor, &url);
                         // No running query may be listening: nothing to tell then.
-                        let _ = silenced.send(url.clone());
-                        let _ = janitor.send(JanitorJob::Rereplicate(url));
+                        let _ = silenced.send(url);
                     }
                 }
             })
@@ -168,14 +165,7 @@ impl Coordinator {
     /// for it); returns whether it was known.
     pub fn remove_executor(&self, url: &str) -> bool {
         self.members.mark(url, MemberState::Left);
-        let known = {
-            let mut executors = self.executors.write();
-            let before = executors.len();
-            executors.retain(|e| e.url() != url);
-            executors.len() != before
-        };
-        let _ = self.releases.send(JanitorJob::Rereplicate(url.to_string()));
-        known
+        forget_executor(&self.executors, &self.releases, url)
     }
 
     /// An executor registered or sent a heartbeat: it is (again) a member and gets work
@@ -247,8 +237,7 @@ impl Coordinator {
     fn suspect_lost(&self, url: &str) {
         if self.members.suspect_lost(url) {
             tracing::warn!(%url, "executor lost: its connections broke");
-            self.executors.write().retain(|e| e.url() != url);
-            let _ = self.releases.send(JanitorJob::Rereplicate(url.to_string()));
+            forget_executor(&self.executors, &self.releases, url);
         }
     }
 
@@ -697,34 +686,53 @@ impl Drop for ReleaseGuard {
 /// TCP, deaf to everything) must not hold up the query or the janitor.
 const CONTROL_TIMEOUT: Duration = Duration::from_secs(5);
 
-async fn release_everywhere(executors: &[ExecutorClient], query_id: &str) {
-    let releases = executors.iter().map(|e| async move {
-        match tokio::time::timeout(CONTROL_TIMEOUT, e.release(query_id)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(failure)) => tracing::warn!("releasing query {query_id}: {failure}"),
-            Err(_) => tracing::warn!("releasing query {query_id}: {} did not answer", e.url()),
+/// Takes the executor at `url` out of placement and has the janitor copy the table
+/// fragments it held onto others; returns whether it was placed on.
+fn forget_executor(
+    executors: &RwLock<Vec<ExecutorClient>>,
+    janitor: &mpsc::UnboundedSender<JanitorJob>,
+    url: &str,
+) -> bool {
+    let known = {
+        let mut executors = executors.write();
+        let before = executors.len();
+        executors.retain(|e| e.url() != url);
+        executors.len() != before
+    };
+    // The janitor lives as long as the coordinator.
+    let _ = janitor.send(JanitorJob::Rereplicate(url.to_string()));
+    known
+}
+
+/// Calls `call` on every executor at once, each given [`CONTROL_TIMEOUT`]; failures are
+/// logged as `what` failed, not returned: these are clean-ups.
+async fn on_every_executor<'a, F, Fut>(executors: &'a [ExecutorClient], what: &str, call: F)
+where
+    F: Fn(&'a ExecutorClient) -> Fut,
+    Fut: Future<Output = std::result::Result<(), TaskFailure>>,
+{
+    let calls = executors.iter().map(|e| {
+        let call = call(e);
+        async move {
+            match tokio::time::timeout(CONTROL_TIMEOUT, call).await {
+                Ok(Ok(())) => {}
+                Ok(Err(failure)) => tracing::warn!("{what}: {failure}"),
+                Err(_) => tracing::warn!("{what}: {} did not answer", e.url()),
+            }
         }
     });
-    futures::future::join_all(releases).await;
+    futures::future::join_all(calls).await;
+}
+
+async fn release_everywhere(executors: &[ExecutorClient], query_id: &str) {
+    let what = format!("releasing query {query_id}");
+    on_every_executor(executors, &what, |e| e.release(query_id)).await;
 }
 
 /// Frees a table's fragments (or one load's pieces) on every executor.
 async fn drop_everywhere(executors: &[ExecutorClient], table_uid: &str, load: Option<u64>) {
-    let drops = executors.iter().map(|e| async move {
-        let dropped = match load {
-            Some(load) => tokio::time::timeout(CONTROL_TIMEOUT, e.drop_load(table_uid, load)).await,
-            None => tokio::time::timeout(CONTROL_TIMEOUT, e.drop_table(table_uid)).await,
-        };
-        match dropped {
-            Ok(Ok(())) => {}
-            Ok(Err(failure)) => tracing::warn!("dropping table {table_uid} fragments: {failure}"),
-            Err(_) => tracing::warn!(
-                "dropping table {table_uid} fragments: {} did not answer",
-                e.url()
-            ),
-        }
-    });
-    futures::future::join_all(drops).await;
+    let what = format!("dropping table {table_uid} fragments");
+    on_every_executor(executors, &what, |e| e.drop_pieces(table_uid, load)).await;
 }
 
 /// Settings that differ from DataFusion's defaults travel with every task, and so do

@@ -177,23 +177,18 @@ impl ExecutorClient {
             .await
     }
 
-    /// Frees every fragment of a table incarnation on this executor.
-    pub async fn drop_table(&self, table_uid: &str) -> Result<(), TaskFailure> {
+    /// Frees every fragment of a table incarnation on this executor, or only the pieces
+    /// one load wrote.
+    pub async fn drop_pieces(&self, table_uid: &str, load: Option<u64>) -> Result<(), TaskFailure> {
+        let action = match load {
+            Some(_) => protocol::DROP_LOAD,
+            None => protocol::DROP_TABLE,
+        };
         let body = DropPieces {
             table_uid: table_uid.to_string(),
-            load: None,
+            load,
         };
-        self.action(protocol::DROP_TABLE, body.encode_to_vec())
-            .await
-    }
-
-    /// Frees the pieces one load wrote on this executor.
-    pub async fn drop_load(&self, table_uid: &str, load: u64) -> Result<(), TaskFailure> {
-        let body = DropPieces {
-            table_uid: table_uid.to_string(),
-            load: Some(load),
-        };
-        self.action(protocol::DROP_LOAD, body.encode_to_vec()).await
+        self.action(action, body.encode_to_vec()).await
     }
 
     /// Stores a replica of a table piece on this executor.
