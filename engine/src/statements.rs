@@ -33,29 +33,30 @@ use datafusion::sql::sqlparser::tokenizer::{Location, Token, TokenWithSpan, Toke
 use crate::Coordinator;
 use crate::catalog::{FletchTable, TableDefinition, TableLayout, as_fletch_table};
 
-/// Splits SQL text into statements at top-level semicolons, each with its own text.
+/// Splits SQL text into statements at top-level semicolons, each with its own text;
+/// statements of nothing but whitespace and comments are left out.
 pub fn split_statements(sql: &str) -> Result<Vec<String>> {
-    let tokens = tokenize(sql)?;
     let mut statements = Vec::new();
     let mut start = 0;
-    for token in &tokens {
-        if token.token == Token::SemiColon {
-            let end = offset(sql, token.span.start);
-            push_statement(&mut statements, &sql[start..end]);
-            start = offset(sql, token.span.end);
+    let mut blank = true;
+    for token in tokenize(sql)? {
+        match token.token {
+            Token::SemiColon => {
+                let end = offset(sql, token.span.start);
+                if !blank {
+                    statements.push(sql[start..end].trim().to_string());
+                }
+                start = offset(sql, token.span.end);
+                blank = true;
+            }
+            Token::Whitespace(_) => {}
+            _ => blank = false,
         }
     }
-    push_statement(&mut statements, &sql[start..]);
-    Ok(statements)
-}
-
-fn push_statement(statements: &mut Vec<String>, text: &str) {
-    let is_blank = tokenize(text)
-        .map(|t| t.iter().all(|t| matches!(t.token, Token::Whitespace(_))))
-        .unwrap_or(false);
-    if !is_blank {
-        statements.push(text.trim().to_string());
+    if !blank {
+        statements.push(sql[start..].trim().to_string());
     }
+    Ok(statements)
 }
 
 /// Runs one SQL statement on a Fletch session.
@@ -254,12 +255,26 @@ async fn create_table(
     };
     let input = Arc::unwrap_or_clone(cmd.input);
     let table = load_table(ctx, &coordinator, &name, input, clauses, None, definition).await?;
-    if !cmd.or_replace && coordinator.tables().get(&name).is_some() {
-        coordinator.tables().replace(&name, Arc::new(table));
+    if cmd.or_replace {
+        return register(ctx, &coordinator, &name, Arc::new(table)).await;
+    }
+    if !coordinator.tables().insert_new(&name, Arc::new(table)) {
+        // Another session made the table while this one loaded: ours is freed.
         coordinator.wait_for_releases().await;
         return exec_err!("Table '{name}' was created by another session meanwhile");
     }
-    coordinator.tables().replace(&name, Arc::new(table));
+    empty(ctx)
+}
+
+/// Puts `table` under `name` and returns once what it replaced is freed on every
+/// executor.
+async fn register(
+    ctx: &SessionContext,
+    coordinator: &Coordinator,
+    name: &str,
+    table: Arc<dyn TableProvider>,
+) -> Result<DataFrame> {
+    coordinator.tables().replace(name, table);
     coordinator.wait_for_releases().await;
     empty(ctx)
 }
@@ -311,9 +326,7 @@ async fn cache_table(
     };
     let definition = TableDefinition::default();
     let table = load_table(ctx, &coordinator, &name, input, clauses, source, definition).await?;
-    coordinator.tables().replace(&name, Arc::new(table));
-    coordinator.wait_for_releases().await;
-    empty(ctx)
+    register(ctx, &coordinator, &name, Arc::new(table)).await
 }
 
 /// The table `UNCACHE TABLE` names, and whether it said `IF EXISTS`.
@@ -343,11 +356,7 @@ async fn uncache_table(ctx: &SessionContext, tokens: Vec<TokenWithSpan>) -> Resu
         (Some(_), None) => plan_err!(
             "table '{name}' is not a cached table (DROP TABLE frees a table created in memory)"
         ),
-        (Some(_), Some(source)) => {
-            coordinator.tables().replace(&name, source);
-            coordinator.wait_for_releases().await;
-            empty(ctx)
-        }
+        (Some(_), Some(source)) => register(ctx, &coordinator, &name, source).await,
     }
 }
 
@@ -402,4 +411,17 @@ async fn load_table(
         ctx.execute_logical_plan(insert).await?.collect().await?;
     }
     Ok(table)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_statements;
+
+    #[test]
+    fn statements_split_at_top_level_semicolons_and_blank_ones_are_dropped() {
+        let sql = "SELECT 1; -- a comment\n ;\nSELECT 'a;b' AS x;\n  ";
+        let statements = split_statements(sql).expect("split");
+        assert_eq!(statements, ["SELECT 1", "SELECT 'a;b' AS x"]);
+        assert!(split_statements(" -- nothing\n").expect("split").is_empty());
+    }
 }

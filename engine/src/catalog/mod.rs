@@ -54,6 +54,19 @@ impl ClusterSchema {
         old
     }
 
+    /// Puts `table` under `name` if no table has it, in one step; otherwise frees
+    /// `table`'s fragments and returns false.
+    pub(crate) fn insert_new(&self, name: &str, table: Arc<dyn TableProvider>) -> bool {
+        let mut tables = self.tables.write();
+        if tables.contains_key(name) {
+            drop(tables);
+            self.free_if_replaced(&table, None);
+            return false;
+        }
+        tables.insert(name.to_string(), table);
+        true
+    }
+
     fn free_if_replaced(&self, old: &Arc<dyn TableProvider>, new_uid: Option<&str>) {
         if let Some(old) = as_fletch_table(old)
             && Some(old.uid()) != new_uid
