@@ -54,8 +54,8 @@ pub(crate) struct TableState {
     pub(crate) name: String,
     pub(crate) uid: String,
     pub(crate) schema: SchemaRef,
-    /// Hash keys only: holders live in each version.
-    pub(crate) layout: FragmentLayout,
+    /// Columns rows are hashed on into fragments; `None`: round robin.
+    pub(crate) hash_keys: Option<Vec<usize>>,
     pub(crate) spec: TableLayout,
     /// The table `CACHE TABLE` loaded this one from, given back by `UNCACHE TABLE`.
     pub(crate) source: Option<Arc<dyn TableProvider>>,
@@ -149,10 +149,6 @@ impl FletchTable {
                     .collect()
             })
             .collect();
-        let layout = FragmentLayout {
-            hash_keys: (!hash_keys.is_empty()).then_some(hash_keys),
-            holders: Vec::new(),
-        };
         let empty = FragmentVersion {
             loads: vec![],
             statistics: empty_statistics(&schema),
@@ -161,7 +157,7 @@ impl FletchTable {
             state: Arc::new(TableState {
                 name,
                 uid: uuid::Uuid::new_v4().to_string(),
-                layout,
+                hash_keys: (!hash_keys.is_empty()).then_some(hash_keys),
                 spec: spec.clone(),
                 source,
                 constraints: definition.constraints,
@@ -215,11 +211,11 @@ impl FletchTable {
         *version = Arc::new(next);
     }
 
-    /// The layout with the holders of the current version.
-    fn current_layout(&self) -> FragmentLayout {
+    /// The table's layout with the holders `version` records.
+    fn layout_in(&self, version: &TableVersion) -> FragmentLayout {
         FragmentLayout {
-            hash_keys: self.state.layout.hash_keys.clone(),
-            holders: self.state.version().holders.clone(),
+            hash_keys: self.state.hash_keys.clone(),
+            holders: version.holders.clone(),
         }
     }
 
@@ -244,7 +240,7 @@ impl FletchTable {
             self.state.name.clone(),
             self.state.uid.clone(),
             load,
-            self.current_layout(),
+            self.layout_in(&self.state.version()),
             input,
         )?;
         Ok(LoadCommitExec::new(
@@ -393,10 +389,7 @@ impl TableProvider for FletchTable {
             table: self.state.name.clone(),
             table_uid: self.state.uid.clone(),
             schema: Arc::clone(&self.state.schema),
-            layout: FragmentLayout {
-                hash_keys: self.state.layout.hash_keys.clone(),
-                holders: version.holders.clone(),
-            },
+            layout: self.layout_in(&version),
             loads: version.fragments.iter().map(|f| f.loads.clone()).collect(),
         };
         let statistics = version
