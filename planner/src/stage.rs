@@ -347,24 +347,42 @@ fn partition_if_probe_must_be_gathered(
     if !emits_build_side_at_end(&plan) || join.null_aware || partitions < 2 {
         return Ok(plan);
     }
-    let (left_keys, right_keys): (Vec<_>, Vec<_>) = join
-        .on()
-        .iter()
-        .map(|(l, r)| (Arc::clone(l), Arc::clone(r)))
-        .unzip();
-    let mut left = Arc::clone(join.left());
-    // The build side arrives gathered for CollectLeft; hash partitioning replaces that.
-    if let Some(gather) = left.downcast_ref::<CoalescePartitionsExec>() {
-        left = Arc::clone(gather.input());
-    }
+    let (left, left_keys, right_keys) = build_side_and_keys(join);
     let left = RepartitionExec::try_new(left, Partitioning::Hash(left_keys, partitions))?;
     let right = RepartitionExec::try_new(
         Arc::clone(join.right()),
         Partitioning::Hash(right_keys, partitions),
     )?;
+    partitioned(join, Arc::new(left), Arc::new(right))
+}
+
+/// One side's join key expressions.
+type JoinKeys = Vec<Arc<dyn PhysicalExpr>>;
+
+/// A `CollectLeft` join's build side without the gather DataFusion put over it (a
+/// partitioned join replaces that), and the join keys of each side.
+fn build_side_and_keys(join: &HashJoinExec) -> (Arc<dyn ExecutionPlan>, JoinKeys, JoinKeys) {
+    let mut left = Arc::clone(join.left());
+    if let Some(gather) = left.downcast_ref::<CoalescePartitionsExec>() {
+        left = Arc::clone(gather.input());
+    }
+    let (left_keys, right_keys) = join
+        .on()
+        .iter()
+        .map(|(l, r)| (Arc::clone(l), Arc::clone(r)))
+        .unzip();
+    (left, left_keys, right_keys)
+}
+
+/// `join` as a partitioned hash join over `left` and `right`.
+fn partitioned(
+    join: &HashJoinExec,
+    left: Arc<dyn ExecutionPlan>,
+    right: Arc<dyn ExecutionPlan>,
+) -> Result<Arc<dyn ExecutionPlan>> {
     join.builder()
         .with_partition_mode(PartitionMode::Partitioned)
-        .with_new_children(vec![Arc::new(left), Arc::new(right)])?
+        .with_new_children(vec![left, right])?
         .recompute_properties()
         .reset_state()
         .build_exec()
@@ -383,16 +401,8 @@ fn join_co_partitioned_in_place(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn 
     if join.mode != PartitionMode::CollectLeft || join.null_aware {
         return Ok(plan);
     }
-    let mut left = Arc::clone(join.left());
-    if let Some(gather) = left.downcast_ref::<CoalescePartitionsExec>() {
-        left = Arc::clone(gather.input());
-    }
+    let (left, left_keys, right_keys) = build_side_and_keys(join);
     let right = Arc::clone(join.right());
-    let (left_keys, right_keys): (Vec<_>, Vec<_>) = join
-        .on()
-        .iter()
-        .map(|(l, r)| (Arc::clone(l), Arc::clone(r)))
-        .unzip();
     let partitioned_on = |side: &Arc<dyn ExecutionPlan>, keys: &[Arc<dyn PhysicalExpr>]| match &side
         .properties()
         .partitioning
@@ -415,12 +425,7 @@ fn join_co_partitioned_in_place(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn 
         )?),
         _ => return Ok(plan),
     };
-    join.builder()
-        .with_partition_mode(PartitionMode::Partitioned)
-        .with_new_children(vec![left, right])?
-        .recompute_properties()
-        .reset_state()
-        .build_exec()
+    partitioned(join, left, right)
 }
 
 /// Estimated under DataFusion's single-node broadcast limits (1 MiB, 128K rows).
