@@ -13,6 +13,15 @@ fn fletch(args: &[&str]) -> std::process::Output {
         .expect("run fletch")
 }
 
+/// Fails the test with the command's stderr unless it succeeded.
+fn assert_succeeded(out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn csv_stdout_carries_only_results() {
     let out = fletch(&[
@@ -21,11 +30,7 @@ fn csv_stdout_carries_only_results() {
         "-c",
         "CREATE TABLE t (a INT, b VARCHAR) AS VALUES (2, 'y'), (1, 'x'); SELECT a, b FROM t ORDER BY a; SELECT count(*) AS n FROM t",
     ]);
-    assert!(
-        out.status.success(),
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
         "a,b\n1,x\n2,y\nn\n2\n"
@@ -61,11 +66,7 @@ fn runs_files() {
         "-f",
         file.to_str().expect("utf-8 path"),
     ]);
-    assert!(
-        out.status.success(),
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
         r#"[{"answer":42}]"#
@@ -91,11 +92,7 @@ fn bench_compares_with_single_node_datafusion() {
         "--json",
         json.to_str().expect("utf-8 path"),
     ]);
-    assert!(
-        out.status.success(),
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines[0], "query,datafusion_s,fletch_s,ratio");
@@ -157,11 +154,7 @@ fn bench_over_cached_tables_reports_both_ratios_and_the_load() {
         "--json",
         json.to_str().expect("utf-8 path"),
     ]);
-    assert!(
-        out.status.success(),
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(
@@ -230,11 +223,7 @@ fn settings_come_from_defaults_then_the_config_file_then_the_environment_then_fl
             command.env("FLETCH_EXECUTORS", executors);
         }
         let out = command.output().expect("run fletch");
-        assert!(
-            out.status.success(),
-            "stderr: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_succeeded(&out);
         String::from_utf8_lossy(&out.stdout).to_string()
     };
     assert_eq!(run(None, &[]), "n\n3\n", "the file over the default (2)");
