@@ -12,23 +12,19 @@ use std::collections::HashMap;
 
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
-use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
+use arrow_flight::flight_service_server::FlightService;
 use arrow_flight::sql::server::FlightSqlService;
 use arrow_flight::sql::{CommandStatementQuery, ProstMessageExt, SqlInfo, TicketStatementQuery};
 use arrow_flight::{Action, ActionType, FlightDescriptor, FlightEndpoint, FlightInfo, Ticket};
-use datafusion::common::runtime::SpawnedTask;
 use datafusion::dataframe::DataFrame;
 use datafusion::error::DataFusionError;
 use datafusion::prelude::SessionContext;
 use fletch_executor::protocol::{self, ExecutorStatus};
-use fletch_executor::{FailureReason, TaskFailure};
+use fletch_executor::{FailureReason, FlightServer, TaskFailure};
 use futures::{Stream, StreamExt, TryStreamExt};
 use parking_lot::Mutex;
 use prost::Message;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-use tonic::transport::Server;
-use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 
 use crate::{Coordinator, default_session_config, fletch_session};
@@ -193,38 +189,7 @@ impl FlightSqlService for CoordinatorService {
 }
 
 /// A coordinator serving Flight on a TCP address; dropping it stops the server.
-pub struct CoordinatorServer {
-    url: String,
-    shutdown: Option<oneshot::Sender<()>>,
-    server: Option<SpawnedTask<Result<(), tonic::transport::Error>>>,
-}
-
-impl CoordinatorServer {
-    /// `http://host:port` executors and clients reach the coordinator at.
-    pub fn url(&self) -> &str {
-        &self.url
-    }
-
-    /// Stops accepting requests and waits for the server to finish.
-    pub async fn shutdown(mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(server) = self.server.take()
-            && let Err(e) = server.await
-        {
-            tracing::warn!(url = %self.url, "coordinator server ended abnormally: {e}");
-        }
-    }
-}
-
-impl Drop for CoordinatorServer {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-    }
-}
+pub type CoordinatorServer = FlightServer;
 
 /// Serves `coordinator`'s Flight endpoint on `addr` (port 0 picks a free port).
 pub async fn serve_coordinator(
@@ -232,27 +197,11 @@ pub async fn serve_coordinator(
     addr: SocketAddr,
 ) -> std::io::Result<CoordinatorServer> {
     let listener = TcpListener::bind(addr).await?;
-    let url = format!("http://{}", listener.local_addr()?);
     let session = fletch_session(Arc::clone(&coordinator), default_session_config());
-    let service = FlightServiceServer::new(CoordinatorService {
+    let service = CoordinatorService {
         coordinator,
         session,
         statements: Mutex::default(),
-    })
-    .max_decoding_message_size(256 << 20)
-    .max_encoding_message_size(256 << 20);
-    let (shutdown, stop) = oneshot::channel::<()>();
-    let server = Server::builder()
-        .add_service(service)
-        .serve_with_incoming_shutdown(
-            TcpIncoming::from(listener).with_nodelay(Some(true)),
-            async {
-                let _ = stop.await;
-            },
-        );
-    Ok(CoordinatorServer {
-        url,
-        shutdown: Some(shutdown),
-        server: Some(SpawnedTask::spawn(server)),
-    })
+    };
+    FlightServer::serve(listener, service)
 }

@@ -25,6 +25,7 @@ mod store;
 mod task;
 
 pub use flight::client::{ClientPool, ExecutorClient, FlightExchangeSource, connect};
+pub use flight::serve::FlightServer;
 pub use fragments::FragmentStats;
 pub use server::{
     ExecutorHandle, ExecutorOptions, start_executor, start_executor_with, system_memory,

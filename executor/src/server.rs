@@ -4,19 +4,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arrow_flight::flight_service_server::FlightServiceServer;
 use datafusion::common::runtime::SpawnedTask;
 use datafusion::execution::memory_pool::MemoryPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-use tonic::transport::Server;
-use tonic::transport::server::TcpIncoming;
 
 use crate::flight::client::{ClientPool, ExecutorClient};
+use crate::flight::serve::FlightServer;
 use crate::flight::service::ExecutorService;
-use crate::flight::{MAX_FRAME_BYTES, MAX_MESSAGE_BYTES};
 use crate::fragments::{FragmentPieces, FragmentStats};
 use crate::memory::ExecutorMemoryPool;
 use crate::protocol::{self, ExecutorStatus};
@@ -32,8 +28,7 @@ pub struct ExecutorHandle {
     store: Arc<PartitionStore>,
     fragments: Arc<FragmentPieces>,
     pool: Arc<ExecutorMemoryPool>,
-    shutdown: Option<oneshot::Sender<()>>,
-    server: Option<SpawnedTask<Result<(), tonic::transport::Error>>>,
+    server: FlightServer,
 }
 
 impl std::fmt::Debug for ExecutorHandle {
@@ -103,22 +98,7 @@ pub async fn start_executor_with(
         session: SessionContext::new_with_config_rt(SessionConfig::new(), runtime),
         clients: ClientPool::default(),
     });
-    let service = FlightServiceServer::new(ExecutorService { runner })
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let (shutdown, stop) = oneshot::channel::<()>();
-    let server = Server::builder()
-        .max_frame_size(MAX_FRAME_BYTES)
-        .tcp_nodelay(true)
-        .add_service(service)
-        // The builder's tcp_nodelay applies only to listeners tonic binds itself; ours
-        // needs it set here, or Nagle plus delayed ACKs add ~40 ms to small replies.
-        .serve_with_incoming_shutdown(
-            TcpIncoming::from(listener).with_nodelay(Some(true)),
-            async {
-                let _ = stop.await;
-            },
-        );
+    let server = FlightServer::serve(listener, ExecutorService { runner })?;
     tracing::debug!(%url, "executor listening");
     Ok(ExecutorHandle {
         membership: None,
@@ -126,8 +106,7 @@ pub async fn start_executor_with(
         store,
         fragments,
         pool,
-        shutdown: Some(shutdown),
-        server: Some(SpawnedTask::spawn(server)),
+        server,
     })
 }
 
@@ -226,22 +205,7 @@ impl ExecutorHandle {
     }
 
     /// Stops accepting requests and waits for the server to finish.
-    pub async fn shutdown(mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(server) = self.server.take()
-            && let Err(e) = server.await
-        {
-            tracing::warn!(url = %self.url, "executor server task ended abnormally: {e}");
-        }
-    }
-}
-
-impl Drop for ExecutorHandle {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
+    pub async fn shutdown(self) {
+        self.server.shutdown().await;
     }
 }

@@ -2,6 +2,7 @@
 //! call executors (other executors' readers, and the coordinator).
 
 pub mod client;
+pub mod serve;
 pub mod service;
 mod validate;
 

@@ -1,0 +1,71 @@
+//! [`FlightServer`]: a Flight service served on a bound listener with Fletch's transport
+//! settings, stopped when asked or dropped. Executors and the coordinator both run one.
+
+use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
+use datafusion::common::runtime::SpawnedTask;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+
+use super::{MAX_FRAME_BYTES, MAX_MESSAGE_BYTES};
+
+/// A running Flight server. Dropping it stops accepting requests.
+pub struct FlightServer {
+    url: String,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<SpawnedTask<Result<(), tonic::transport::Error>>>,
+}
+
+impl FlightServer {
+    /// Serves `service` on `listener` until [`Self::shutdown`] or drop.
+    pub fn serve<S: FlightService>(listener: TcpListener, service: S) -> std::io::Result<Self> {
+        let url = format!("http://{}", listener.local_addr()?);
+        let service = FlightServiceServer::new(service)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let (shutdown, stop) = oneshot::channel::<()>();
+        let server = Server::builder()
+            .max_frame_size(MAX_FRAME_BYTES)
+            .add_service(service)
+            // The builder's tcp_nodelay applies only to listeners tonic binds itself;
+            // ours needs it set here, or Nagle plus delayed ACKs add ~40 ms to small
+            // replies.
+            .serve_with_incoming_shutdown(
+                TcpIncoming::from(listener).with_nodelay(Some(true)),
+                async {
+                    let _ = stop.await;
+                },
+            );
+        Ok(Self {
+            url,
+            shutdown: Some(shutdown),
+            server: Some(SpawnedTask::spawn(server)),
+        })
+    }
+
+    /// `http://host:port` the service is reached at.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Stops accepting requests and waits for the server to finish.
+    pub async fn shutdown(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take()
+            && let Err(e) = server.await
+        {
+            tracing::warn!(url = %self.url, "Flight server ended abnormally: {e}");
+        }
+    }
+}
+
+impl Drop for FlightServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
