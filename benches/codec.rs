@@ -120,6 +120,7 @@ fn main() -> Result<()> {
                     .map(|t| format!("http://127.0.0.1:{}", 40000 + t))
                     .collect(),
                 retain: false,
+                task_attempts: vec![0; 8],
             })
             .collect(),
         config: vec![ConfigEntry {
@@ -127,6 +128,7 @@ fn main() -> Result<()> {
             value: "8".to_string(),
         }],
         retain_outputs: false,
+        attempt: 0,
     };
     let wire = task.encode_to_vec();
     let mut group = criterion.benchmark_group("task_message");

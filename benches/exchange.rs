@@ -148,6 +148,7 @@ async fn load_partition(
             inputs: vec![],
             config: vec![],
             retain_outputs: true,
+            attempt: 0,
         })
         .await
         .map_err(|e| anyhow!("{e}"))?;
@@ -195,6 +196,7 @@ async fn read_partition(client: &ExecutorClient, partition: &LoadedPartition) ->
         task: 0,
         partition: 0,
         retain: true,
+        attempt: 0,
     };
     let batches = client.fetch(ticket, partition.schema.clone());
     let bytes = batches

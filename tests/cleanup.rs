@@ -48,7 +48,9 @@ async fn exchange_memory_returns_to_zero() {
     assert!(err.is_err());
     assert_all_free(&cluster, "a failed query");
 
-    // The caller reads one batch, then drops the stream mid-query.
+    // The caller reads one batch, then drops the stream mid-query (with results
+    // streamed at once, not held back until the query ends).
+    common::query(&ctx, "SET fletch.result_buffer = '0'").await;
     let mut stream = ctx
         .sql(join)
         .await

@@ -1,35 +1,29 @@
-//! The [`Coordinator`]: knows the executors, places every task of a query, launches them
-//! all at once (tasks stream into each other, so downstream stages start while upstream
-//! ones still run), streams the final stage to the caller and releases the query on
-//! every executor when it ends, fails or is dropped.
+//! The [`Coordinator`]: knows the executors (membership, heartbeats, losses), decides
+//! where tasks go ([`Slots`]), and runs the clean-ups (releases, drops,
+//! re-replication) in the background. Running one query is [`crate::query_run`].
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
-use arrow::array::RecordBatch;
 use bytes::Bytes;
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::runtime::SpawnedTask;
-use datafusion::error::{DataFusionError, Result};
+use datafusion::error::Result;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use fletch_executor::protocol::{ConfigEntry, ExecutorStatus, StageLocations, TaskDefinition};
-use fletch_executor::{
-    ClientPool, ExecutorClient, FailureReason, FlightExchangeSource, TaskFailure,
-};
-use fletch_planner::{
-    DistributedPlan, ExchangeSourceExt, FletchOptions, parse_size, preferred_holders,
-};
+use fletch_executor::protocol::{ConfigEntry, ExecutorStatus};
+use fletch_executor::{ClientPool, ExecutorClient, TaskFailure};
+use fletch_planner::{DistributedPlan, FletchOptions, parse_size};
+use futures::FutureExt;
 use futures::future::BoxFuture;
-use futures::stream::FuturesUnordered;
-use futures::{FutureExt, StreamExt};
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::catalog::ClusterSchema;
 use crate::membership::{MemberState, Members, MembershipOptions, StatusSource};
+use crate::query_run::QueryRun;
 use crate::replication::rereplicate;
 
 /// Schedules distributed plans onto executors. Shared by every session of a cluster.
@@ -47,6 +41,7 @@ pub struct Coordinator {
     /// Declares executors lost when their heartbeats stop.
     _reaper: SpawnedTask<()>,
     releases: mpsc::UnboundedSender<JanitorJob>,
+    recoveries: RecoveryCounters,
     /// Releases queries whose result stream was dropped before it ended.
     _janitor: SpawnedTask<()>,
 }
@@ -95,7 +90,7 @@ impl Coordinator {
                         drop_everywhere(&executors, &uid, Some(load)).await;
                     }
                     JanitorJob::Rereplicate(lost) => {
-                        rereplicate(&janitor_tables, &executors, &lost).await;
+                        rereplicate(&janitor_tables, &executors, &lost, None).await;
                     }
                     JanitorJob::Sync(done) => {
                         let _ = done.send(());
@@ -135,6 +130,7 @@ impl Coordinator {
             silenced,
             _reaper: reaper,
             releases,
+            recoveries: RecoveryCounters::default(),
             _janitor: janitor,
         }))
     }
@@ -168,14 +164,27 @@ impl Coordinator {
         forget_executor(&self.executors, &self.releases, url)
     }
 
+    /// The executor at `url` leaves cleanly: it gets no more work, and every table
+    /// fragment it held is copied onto the others — from itself when it was the only
+    /// holder — before this returns (while it still serves). Its running queries keep
+    /// their tasks there; the executor lets them finish before it stops.
+    pub async fn executor_leaving(&self, url: &str) {
+        self.members.mark(url, MemberState::Left);
+        self.executors.write().retain(|e| e.url() != url);
+        let executors = self.executors.read().clone();
+        let leaving = self.clients.get(url).ok();
+        rereplicate(&self.tables, &executors, url, leaving.as_ref()).await;
+    }
+
     /// An executor registered or sent a heartbeat: it is (again) a member and gets work
     /// from the next query on.
     pub fn executor_heard_from(
         &self,
         status: ExecutorStatus,
+        registering: bool,
     ) -> std::result::Result<(), TaskFailure> {
         let client = self.clients.get(&status.url)?;
-        if self.members.heard_from(status) {
+        if self.members.heard_from(status, registering) {
             let mut executors = self.executors.write();
             if !executors.iter().any(|e| e.url() == client.url()) {
                 tracing::info!(url = %client.url(), "executor joined");
@@ -205,145 +214,62 @@ impl Coordinator {
             .collect()
     }
 
-    /// Runs a distributed plan. If an executor is lost before any row reached the
-    /// caller, the lost executor is taken out of placement and the whole plan runs again
-    /// on the others (at most [`MAX_ATTEMPTS`] times): the caller sees every row once.
+    /// Runs a distributed plan; executors lost under it are recovered from
+    /// ([`crate::query_run`]).
     pub(crate) fn run(
         self: Arc<Self>,
         plan: Arc<DistributedPlan>,
         encoded: Arc<Vec<Bytes>>,
         ctx: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
-        let attempt = self.launch(&plan, &encoded, &ctx)?;
-        let schema = plan.root.schema();
-        let run = QueryRun {
-            coordinator: self,
-            plan,
-            encoded,
-            ctx,
-            attempt,
-            attempts: 1,
-            delivered: false,
-        };
-        let stream = futures::stream::unfold(run, |mut run| async move {
-            let item = run.next().await?;
-            Some((item, run))
-        });
-        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
+        QueryRun::start(self, plan, encoded, ctx)
     }
 
     /// Takes an executor that broke a query's connections out of placement, unless it
     /// was started with the coordinator (no heartbeats tell when it is back).
-    fn suspect_lost(&self, url: &str) {
+    pub(crate) fn suspect_lost(&self, url: &str) {
         if self.members.suspect_lost(url) {
             tracing::warn!(%url, "executor lost: its connections broke");
             forget_executor(&self.executors, &self.releases, url);
         }
     }
 
-    /// Places and launches every task of one attempt at `plan`.
-    fn launch(
-        &self,
-        plan: &DistributedPlan,
-        encoded: &[Bytes],
-        ctx: &Arc<TaskContext>,
-    ) -> Result<Attempt> {
-        let executors = self.executors.read().clone();
-        if executors.is_empty() {
-            return Err(DataFusionError::Execution(
-                "the cluster has no executors: cannot run the query".to_string(),
-            ));
-        }
-        let query_id = uuid::Uuid::new_v4().to_string();
-        // placement[stage id] = the executor index of each task.
-        let mut slots = Slots::of(&executors, &self.members.list());
-        let placement: HashMap<usize, Vec<usize>> = plan
-            .stages
-            .iter()
-            .map(|s| {
-                let holders = preferred_holders(&s.plan);
-                (
-                    s.id,
-                    slots.place(s.id, s.task_count, holders.as_deref(), &executors),
-                )
-            })
-            .collect();
-        let placed = |stage: usize, task: usize| {
-            let index = placement
-                .get(&stage)
-                .and_then(|p| p.get(task))
-                .copied()
-                .unwrap_or((stage + task) % executors.len());
-            &executors[index]
-        };
-        let locations: HashMap<u64, StageLocations> = plan
-            .stages
-            .iter()
-            .map(|s| {
-                let urls = (0..s.task_count).map(|t| placed(s.id, t).url().to_string());
-                let location = StageLocations {
-                    stage: s.id as u64,
-                    task_urls: urls.collect(),
-                    retain: s.retain_outputs,
-                };
-                (s.id as u64, location)
-            })
-            .collect();
-        let config = shipped_config(ctx.session_config().options());
-        let prelude = self.memory_limit_update(ctx, &executors)?;
+    /// The executors work may be placed on now.
+    pub(crate) fn live_executors(&self) -> Vec<ExecutorClient> {
+        self.executors.read().clone()
+    }
 
-        let tasks = FuturesUnordered::new();
-        for (stage, bytes) in plan.stages.iter().zip(encoded) {
-            let inputs: Vec<StageLocations> = stage
-                .inputs
-                .iter()
-                .filter_map(|s| locations.get(&(*s as u64)).cloned())
-                .collect();
-            for task in 0..stage.task_count {
-                let def = TaskDefinition {
-                    query_id: query_id.clone(),
-                    stage: stage.id as u64,
-                    task: task as u64,
-                    plan: bytes.clone(),
-                    inputs: inputs.clone(),
-                    config: config.clone(),
-                    retain_outputs: stage.retain_outputs,
-                };
-                let client = placed(stage.id, task).clone();
-                tasks.push(async move { client.run_task(&def).await }.boxed());
-            }
-        }
+    /// Tells of executors declared lost for silence from now on.
+    pub(crate) fn silenced(&self) -> broadcast::Receiver<String> {
+        self.silenced.subscribe()
+    }
 
-        let final_stage = plan.stages.len() as u64;
-        let final_locations = locations
-            .get(&final_stage)
-            .cloned()
-            .map(|location| HashMap::from([(final_stage, location)]))
-            .unwrap_or_default();
-        let source =
-            FlightExchangeSource::new(query_id.clone(), final_locations, self.clients.clone());
-        let root_ctx = with_extension(ctx, ExchangeSourceExt(Arc::new(source)));
-        let results = plan.root.execute(0, root_ctx)?;
-        Ok(Attempt {
-            silenced: self.silenced.subscribe(),
-            prelude,
-            query_id: query_id.clone(),
-            executors,
-            tasks,
-            results,
-            done: false,
-            guard: ReleaseGuard {
-                query_id,
-                releases: Some(self.releases.clone()),
-            },
-        })
+    pub(crate) fn clients(&self) -> &ClientPool {
+        &self.clients
+    }
+
+    /// How queries have recovered from lost executors since the coordinator started.
+    pub fn recovery_stats(&self) -> RecoveryStats {
+        self.recoveries.snapshot()
+    }
+
+    pub(crate) fn recovery_counters(&self) -> &RecoveryCounters {
+        &self.recoveries
+    }
+
+    /// Releases `query_id` on every executor if dropped armed.
+    pub(crate) fn release_guard(&self, query_id: String) -> ReleaseGuard {
+        ReleaseGuard {
+            query_id,
+            releases: Some(self.releases.clone()),
+        }
     }
 }
 
 impl Coordinator {
     /// `SET fletch.executor_memory` applies to every executor before the next query's
     /// tasks start (once per new value).
-    fn memory_limit_update(
+    pub(crate) fn memory_limit_update(
         &self,
         ctx: &TaskContext,
         executors: &[ExecutorClient],
@@ -376,192 +302,52 @@ impl Coordinator {
     }
 }
 
-type TaskFuture = BoxFuture<'static, std::result::Result<(), TaskFailure>>;
-
-/// How many times a query runs when executors are lost under it.
-pub const MAX_ATTEMPTS: usize = 3;
-
-/// One query as the caller's stream sees it, across attempts.
-struct QueryRun {
-    coordinator: Arc<Coordinator>,
-    plan: Arc<DistributedPlan>,
-    encoded: Arc<Vec<Bytes>>,
-    ctx: Arc<TaskContext>,
-    attempt: Attempt,
-    attempts: usize,
-    /// Whether any row reached the caller: from then on a retry would repeat rows.
-    delivered: bool,
+/// How queries recovered from lost executors.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecoveryStats {
+    /// Recoveries that ran again only the tasks the lineage named.
+    pub lineage_recoveries: usize,
+    /// Tasks those recoveries ran again.
+    pub tasks_rerun: usize,
+    /// Recoveries that ran a whole plan again.
+    pub whole_reruns: usize,
 }
 
-impl QueryRun {
-    async fn next(&mut self) -> Option<Result<RecordBatch>> {
-        loop {
-            match self.attempt.next().await? {
-                Ok(batch) => {
-                    self.delivered |= batch.num_rows() > 0;
-                    return Some(Ok(batch));
-                }
-                Err((error, lost)) => {
-                    let Some(url) = lost else {
-                        return Some(Err(error));
-                    };
-                    if self.delivered || self.attempts >= MAX_ATTEMPTS {
-                        let why = if self.delivered {
-                            "after rows were returned, so it cannot run again"
-                        } else {
-                            "on every attempt"
-                        };
-                        return Some(Err(error.context(format!(
-                            "executor {url} was lost {why} (attempt {} of at most {MAX_ATTEMPTS})",
-                            self.attempts
-                        ))));
-                    }
-                    self.coordinator.suspect_lost(&url);
-                    self.attempts += 1;
-                    tracing::warn!(
-                        %url,
-                        attempt = self.attempts,
-                        "executor lost during a query; running it again"
-                    );
-                    match self
-                        .coordinator
-                        .launch(&self.plan, &self.encoded, &self.ctx)
-                    {
-                        Ok(attempt) => self.attempt = attempt,
-                        Err(e) => {
-                            return Some(Err(e.context(format!(
-                                "running the query again after executor {url} was lost"
-                            ))));
-                        }
-                    }
-                }
-            }
-        }
-    }
+#[derive(Debug, Default)]
+pub(crate) struct RecoveryCounters {
+    lineage_recoveries: AtomicUsize,
+    tasks_rerun: AtomicUsize,
+    whole_reruns: AtomicUsize,
 }
 
-/// The executor a failure says is gone, if it says so.
-fn lost_executor(failure: &TaskFailure) -> Option<String> {
-    (failure.reason == FailureReason::ExecutorLost && !failure.executor.is_empty())
-        .then(|| failure.executor.clone())
-}
-
-/// An error, and the executor whose loss caused it, if that was the cause.
-type AttemptError = (DataFusionError, Option<String>);
-
-/// One run of a query's tasks.
-struct Attempt {
-    /// Executors declared lost for silence while this attempt runs.
-    silenced: broadcast::Receiver<String>,
-    /// Runs before any task is launched.
-    prelude: Option<BoxFuture<'static, std::result::Result<(), TaskFailure>>>,
-    query_id: String,
-    executors: Vec<ExecutorClient>,
-    tasks: FuturesUnordered<TaskFuture>,
-    results: SendableRecordBatchStream,
-    done: bool,
-    guard: ReleaseGuard,
-}
-
-fn is_root_cause(failure: &TaskFailure) -> bool {
-    !matches!(
-        failure.reason,
-        FailureReason::UpstreamFailed | FailureReason::Cancelled
-    )
-}
-
-impl Attempt {
-    async fn next(&mut self) -> Option<std::result::Result<RecordBatch, AttemptError>> {
-        if self.done {
-            return None;
-        }
-        if let Some(prelude) = self.prelude.take()
-            && let Err(failure) = prelude.await
-        {
-            return Some(Err(self.fail(failure).await));
-        }
-        loop {
-            tokio::select! {
-                biased;
-                Some(outcome) = self.tasks.next(), if !self.tasks.is_empty() => {
-                    if let Err(failure) = outcome
-                        && is_root_cause(&failure)
-                    {
-                        return Some(Err(self.fail(failure).await));
-                    }
-                }
-                Ok(url) = self.silenced.recv() => {
-                    if self.executors.iter().any(|e| e.url() == url) {
-                        let failure = TaskFailure::new(
-                            FailureReason::ExecutorLost,
-                            format!("executor {url} stopped sending heartbeats"),
-                            usize::MAX,
-                            usize::MAX,
-                            &url,
-                        );
-                        return Some(Err(self.fail(failure).await));
-                    }
-                }
-                item = self.results.next() => match item {
-                    Some(Ok(batch)) => return Some(Ok(batch)),
-                    Some(Err(e)) => return Some(Err(self.root_cause(e).await)),
-                    None => {
-                        self.finish().await;
-                        return None;
-                    }
-                }
-            }
-        }
+impl RecoveryCounters {
+    pub(crate) fn lineage(&self, tasks: usize) {
+        self.lineage_recoveries.fetch_add(1, Ordering::Relaxed);
+        self.tasks_rerun.fetch_add(tasks, Ordering::Relaxed);
     }
 
-    /// The error to report for `err`, which surfaced in the result stream: a failure of
-    /// an upstream task is reported as that task's own failure, not as its echo.
-    async fn root_cause(&mut self, err: DataFusionError) -> AttemptError {
-        if let Some(failure) = fletch_executor::find_failure(&err)
-            && is_root_cause(failure)
-        {
-            let failure = failure.clone();
-            return self.fail(failure).await;
-        }
-        while let Some(outcome) = self.tasks.next().await {
-            if let Err(failure) = outcome
-                && is_root_cause(&failure)
-            {
-                return self.fail(failure).await;
-            }
-        }
-        self.finish().await;
-        (err, None)
+    pub(crate) fn whole(&self) {
+        self.whole_reruns.fetch_add(1, Ordering::Relaxed);
     }
 
-    async fn fail(&mut self, failure: TaskFailure) -> AttemptError {
-        let lost = lost_executor(&failure);
-        // A lost executor has nothing left to release, and may not answer at all.
-        if let Some(url) = &lost {
-            self.executors.retain(|e| e.url() != url);
+    fn snapshot(&self) -> RecoveryStats {
+        RecoveryStats {
+            lineage_recoveries: self.lineage_recoveries.load(Ordering::Relaxed),
+            tasks_rerun: self.tasks_rerun.load(Ordering::Relaxed),
+            whole_reruns: self.whole_reruns.load(Ordering::Relaxed),
         }
-        self.finish().await;
-        (failure.into_datafusion(), lost)
-    }
-
-    /// Stops waiting for tasks and frees the query on every executor.
-    async fn finish(&mut self) {
-        self.done = true;
-        self.tasks = FuturesUnordered::new();
-        release_everywhere(&self.executors, &self.query_id).await;
-        self.guard.releases = None;
     }
 }
 
 /// How busy each executor is for placement: its slots, the tasks it reported running,
 /// and the tasks this query placed on it so far.
-struct Slots {
+pub(crate) struct Slots {
     slots: Vec<usize>,
     busy: Vec<usize>,
 }
 
 impl Slots {
-    fn of(executors: &[ExecutorClient], statuses: &[ExecutorStatus]) -> Self {
+    pub(crate) fn of(executors: &[ExecutorClient], statuses: &[ExecutorStatus]) -> Self {
         let status = |url: &str| statuses.iter().find(|s| s.url == url);
         Self {
             slots: executors
@@ -580,41 +366,37 @@ impl Slots {
         self.busy[i] * self.slots[j] < self.busy[j] * self.slots[i]
     }
 
-    /// Places a stage's tasks. Data locality first: a task that reads or writes a table
-    /// fragment goes to the least busy of the fragment's holders that are in the
-    /// cluster. Any other task goes to the executor with the most free slots (busy
-    /// tasks per slot), ties broken round robin from the stage's id.
-    fn place(
+    /// Places task `task` of stage `stage`. Data locality first: a task that reads or
+    /// writes a table fragment goes to the least busy of the fragment's holders that
+    /// are in the cluster. Any other task goes to the executor with the most free slots
+    /// (busy tasks per slot), ties broken round robin from the stage's id.
+    pub(crate) fn place_one(
         &mut self,
         stage: usize,
-        tasks: usize,
+        task: usize,
         holders: Option<&[Vec<String>]>,
         executors: &[ExecutorClient],
-    ) -> Vec<usize> {
+    ) -> usize {
         let n = executors.len();
-        (0..tasks)
-            .map(|task| {
-                let preferred: Vec<usize> = holders
-                    .and_then(|h| h.get(task))
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|url| executors.iter().position(|e| e.url() == url))
-                    .collect();
-                let candidates: Vec<usize> = if preferred.is_empty() {
-                    (0..n).map(|k| (stage + task + k) % n).collect()
-                } else {
-                    preferred
-                };
-                let mut best = candidates[0];
-                for &i in &candidates[1..] {
-                    if self.less_busy(i, best) {
-                        best = i;
-                    }
-                }
-                self.busy[best] += 1;
-                best
-            })
-            .collect()
+        let preferred: Vec<usize> = holders
+            .and_then(|h| h.get(task))
+            .into_iter()
+            .flatten()
+            .filter_map(|url| executors.iter().position(|e| e.url() == url))
+            .collect();
+        let candidates: Vec<usize> = if preferred.is_empty() {
+            (0..n).map(|k| (stage + task + k) % n).collect()
+        } else {
+            preferred
+        };
+        let mut best = candidates[0];
+        for &i in &candidates[1..] {
+            if self.less_busy(i, best) {
+                best = i;
+            }
+        }
+        self.busy[best] += 1;
+        best
     }
 }
 
@@ -667,9 +449,16 @@ impl Drop for LoadGuard {
 }
 
 /// Sends a query's release to the janitor if its stream is dropped before it ended.
-struct ReleaseGuard {
+pub(crate) struct ReleaseGuard {
     query_id: String,
     releases: Option<mpsc::UnboundedSender<JanitorJob>>,
+}
+
+impl ReleaseGuard {
+    /// The query was released another way.
+    pub(crate) fn disarm(&mut self) {
+        self.releases = None;
+    }
 }
 
 impl Drop for ReleaseGuard {
@@ -724,7 +513,7 @@ where
     futures::future::join_all(calls).await;
 }
 
-async fn release_everywhere(executors: &[ExecutorClient], query_id: &str) {
+pub(crate) async fn release_everywhere(executors: &[ExecutorClient], query_id: &str) {
     let what = format!("releasing query {query_id}");
     on_every_executor(executors, &what, |e| e.release(query_id)).await;
 }
@@ -737,7 +526,7 @@ async fn drop_everywhere(executors: &[ExecutorClient], table_uid: &str, load: Op
 
 /// Settings that differ from DataFusion's defaults travel with every task, and so do
 /// the extensions' (`fletch.*`) that are set.
-fn shipped_config(options: &ConfigOptions) -> Vec<ConfigEntry> {
+pub(crate) fn shipped_config(options: &ConfigOptions) -> Vec<ConfigEntry> {
     static DEFAULTS: LazyLock<HashMap<String, Option<String>>> = LazyLock::new(|| {
         ConfigOptions::default()
             .entries()
@@ -767,7 +556,10 @@ fn shipped_config(options: &ConfigOptions) -> Vec<ConfigEntry> {
     core.chain(extensions).collect()
 }
 
-fn with_extension<T: Send + Sync + 'static>(ctx: &TaskContext, ext: T) -> Arc<TaskContext> {
+pub(crate) fn with_extension<T: Send + Sync + 'static>(
+    ctx: &TaskContext,
+    ext: T,
+) -> Arc<TaskContext> {
     let config = ctx.session_config().clone().with_extension(Arc::new(ext));
     Arc::new(TaskContext::new(
         ctx.task_id(),
@@ -800,6 +592,17 @@ mod tests {
         }
     }
 
+    fn place(
+        slots: &mut Slots,
+        tasks: usize,
+        holders: Option<&[Vec<String>]>,
+        executors: &[ExecutorClient],
+    ) -> Vec<usize> {
+        (0..tasks)
+            .map(|t| slots.place_one(1, t, holders, executors))
+            .collect()
+    }
+
     fn counts(placed: &[usize], n: usize) -> Vec<usize> {
         (0..n)
             .map(|i| placed.iter().filter(|&&p| p == i).count())
@@ -814,7 +617,7 @@ mod tests {
             status(executors[1].url(), 3, 0),
         ];
         let mut slots = Slots::of(&executors, &statuses);
-        let placed = slots.place(1, 8, None, &executors);
+        let placed = place(&mut slots, 8, None, &executors);
         assert_eq!(counts(&placed, 2), [2, 6]);
 
         // An executor already running tasks gets fewer new ones.
@@ -823,7 +626,7 @@ mod tests {
             status(executors[1].url(), 2, 0),
         ];
         let mut slots = Slots::of(&executors, &statuses);
-        let placed = slots.place(1, 4, None, &executors);
+        let placed = place(&mut slots, 4, None, &executors);
         assert_eq!(counts(&placed, 2), [0, 4]);
     }
 
@@ -840,7 +643,7 @@ mod tests {
             vec!["http://gone:1".to_string(), executors[0].url().to_string()],
         ];
         let mut slots = Slots::of(&executors, &statuses);
-        let placed = slots.place(1, 3, Some(&holders), &executors);
+        let placed = place(&mut slots, 3, Some(&holders), &executors);
         assert_eq!(placed, [2, 2, 0]);
     }
 }

@@ -80,15 +80,17 @@ impl FlightSqlService for CoordinatorService {
         let replies: Vec<Result<arrow_flight::Result, Status>> = match action.r#type.as_str() {
             protocol::REGISTER_EXECUTOR | protocol::HEARTBEAT => {
                 let status = executor_status(&action.body)?;
+                let registering = action.r#type == protocol::REGISTER_EXECUTOR;
                 self.coordinator
-                    .executor_heard_from(status)
+                    .executor_heard_from(status, registering)
                     .map_err(|f| f.to_status())?;
                 vec![]
             }
             protocol::LEAVE => {
                 let status = executor_status(&action.body)?;
+                tracing::info!(url = %status.url, "executor leaving: handing over its fragments");
+                self.coordinator.executor_leaving(&status.url).await;
                 tracing::info!(url = %status.url, "executor left");
-                self.coordinator.remove_executor(&status.url);
                 vec![]
             }
             protocol::LIST_EXECUTORS => self

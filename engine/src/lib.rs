@@ -14,6 +14,8 @@ mod coordinator_service;
 mod distributed_exec;
 mod local_cluster;
 mod membership;
+mod query_run;
+mod recovery;
 mod replication;
 mod rule;
 mod session;
@@ -21,7 +23,7 @@ mod statements;
 pub mod tpch;
 
 pub use catalog::{ClusterSchema, FletchTable, LoadCommitExec, SystemSchema, TableLayout};
-pub use coordinator::Coordinator;
+pub use coordinator::{Coordinator, RecoveryStats};
 pub use coordinator_service::{CoordinatorServer, serve_coordinator};
 pub use distributed_exec::DistributedExec;
 pub use local_cluster::{DEFAULT_EXECUTORS, LocalCluster};

@@ -105,16 +105,27 @@ impl LocalCluster {
     /// Stops executor `index` (in [`Self::executor_urls`] order) after taking it out of
     /// the coordinator's placement, as if it had left the cluster.
     pub async fn stop_executor(&mut self, index: usize) -> Result<()> {
+        let executor = self.take_executor(index)?;
+        self.coordinator.remove_executor(executor.url());
+        executor.shutdown().await;
+        Ok(())
+    }
+
+    /// Stops executor `index` without telling the coordinator, as if its process had
+    /// died: the coordinator learns of it when a query finds its connections refused.
+    pub async fn crash_executor(&mut self, index: usize) -> Result<()> {
+        self.take_executor(index)?.shutdown().await;
+        Ok(())
+    }
+
+    fn take_executor(&mut self, index: usize) -> Result<ExecutorHandle> {
         if index >= self.executors.len() {
             return Err(DataFusionError::Configuration(format!(
                 "the cluster has {} executors, no executor {index}",
                 self.executors.len()
             )));
         }
-        let executor = self.executors.remove(index);
-        self.coordinator.remove_executor(executor.url());
-        executor.shutdown().await;
-        Ok(())
+        Ok(self.executors.remove(index))
     }
 
     /// Stops every executor and waits for their servers to end.

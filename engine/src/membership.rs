@@ -103,10 +103,18 @@ impl Members {
     }
 
     /// Records a registration or heartbeat; returns whether the executor was not alive
-    /// before (new, lost or left), so placement must take it (back) in.
-    pub(crate) fn heard_from(&self, status: ExecutorStatus) -> bool {
+    /// before (new, lost or left), so placement must take it (back) in. An executor that
+    /// left comes back only by registering again: a heartbeat sent while it was leaving
+    /// is ignored.
+    pub(crate) fn heard_from(&self, status: ExecutorStatus, registering: bool) -> bool {
         let mut members = self.members.lock();
         let url = status.url.clone();
+        let left = members
+            .get(&url)
+            .is_some_and(|m| m.state == MemberState::Left);
+        if left && !registering {
+            return false;
+        }
         let was_alive = members
             .get(&url)
             .is_some_and(|m| m.state == MemberState::Alive);

@@ -1,6 +1,7 @@
 //! Re-replication: when an executor leaves or is lost, every in-memory table fragment
-//! it held is copied from a surviving holder onto an executor that does not hold it
-//! yet, and the table records the new holder. A fragment with no surviving holder is
+//! it held is copied from a surviving holder (or, for an executor leaving cleanly, from
+//! the leaving executor itself when no other holder has it) onto an executor that does
+//! not hold it yet, and the table records the new holder. A fragment with no surviving holder is
 //! lost (queries over it fail naming table and fragment); one with no executor left to
 //! copy onto keeps fewer replicas until a later loss finds one.
 
@@ -10,8 +11,14 @@ use fletch_executor::protocol::PieceId;
 use crate::catalog::{ClusterSchema, as_fletch_table};
 
 /// Restores the replicas `lost` held, copying onto the least loaded of `executors`
-/// (the cluster's live executors) that do not hold the fragment.
-pub(crate) async fn rereplicate(tables: &ClusterSchema, executors: &[ExecutorClient], lost: &str) {
+/// (the cluster's live executors) that do not hold the fragment. `leaving` is `lost`
+/// itself when it still serves (it leaves cleanly): the source of last resort.
+pub(crate) async fn rereplicate(
+    tables: &ClusterSchema,
+    executors: &[ExecutorClient],
+    lost: &str,
+    leaving: Option<&ExecutorClient>,
+) {
     let mut assigned = vec![0usize; executors.len()];
     for (name, provider) in tables.all() {
         let Some(table) = as_fletch_table(&provider) else {
@@ -25,6 +32,7 @@ pub(crate) async fn rereplicate(tables: &ClusterSchema, executors: &[ExecutorCli
             let Some(source) = executors
                 .iter()
                 .find(|e| e.url() != lost && holders.iter().any(|h| h == e.url()))
+                .or(leaving)
             else {
                 tracing::error!(
                     table = %name,

@@ -119,6 +119,10 @@ pub struct PartitionTicket {
     /// The partition stays readable after this read (see `Stage::retain_outputs`).
     #[prost(bool, tag = "5")]
     pub retain: bool,
+    /// Which run of the task wrote it: a task run again after an executor was lost
+    /// writes new partitions beside (never into) the ones of its earlier run.
+    #[prost(uint64, tag = "6")]
+    pub attempt: u64,
 }
 
 /// Body of [`RUN_TASK`].
@@ -142,6 +146,9 @@ pub struct TaskDefinition {
     /// Keep this task's outputs readable until the query ends (`Stage::retain_outputs`).
     #[prost(bool, tag = "7")]
     pub retain_outputs: bool,
+    /// Which run of this task this is (0 first); see [`PartitionTicket::attempt`].
+    #[prost(uint64, tag = "8")]
+    pub attempt: u64,
 }
 
 /// The executor URL of every task of one stage, indexed by task.
@@ -154,6 +161,9 @@ pub struct StageLocations {
     /// The stage's outputs stay readable after a read (`Stage::retain_outputs`).
     #[prost(bool, tag = "3")]
     pub retain: bool,
+    /// The attempt of every task, indexed by task (missing: 0).
+    #[prost(uint64, repeated, tag = "4")]
+    pub task_attempts: Vec<u64>,
 }
 
 #[derive(Clone, PartialEq, Message)]

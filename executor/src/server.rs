@@ -194,14 +194,35 @@ impl ExecutorHandle {
 
     /// Tells the coordinator this executor is leaving and stops the heartbeats.
     pub async fn leave(&mut self) -> Result<(), TaskFailure> {
-        let Some(membership) = self.membership.take() else {
+        let Some(Membership {
+            coordinator,
+            slots,
+            _beats,
+        }) = self.membership.take()
+        else {
             return Ok(());
         };
-        let status = self.status(membership.slots);
-        membership
-            .coordinator
-            .announce(protocol::LEAVE, &status)
-            .await
+        // No heartbeat may follow the goodbye.
+        drop(_beats);
+        let status = self.status(slots);
+        coordinator.announce(protocol::LEAVE, &status).await
+    }
+
+    /// Waits until no query holds tasks or outputs here (each was released by its
+    /// coordinator), at most `timeout`; returns whether it got there. A leaving executor
+    /// calls this after [`Self::leave`], so running queries finish their tasks and read
+    /// their outputs instead of losing them.
+    pub async fn drain(&self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if self.store.stats().queries == 0 {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Stops accepting requests and waits for the server to finish.

@@ -24,6 +24,28 @@ use crate::status::{FailureReason, TaskFailure};
 /// query fails instead of re-creating its buffers.
 const RELEASED_MEMORY: usize = 4096;
 
+/// One output partition of one run of a task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct OutputId {
+    pub(crate) stage: u64,
+    pub(crate) task: u64,
+    pub(crate) attempt: u64,
+    pub(crate) partition: u64,
+}
+
+impl OutputId {
+    /// Partition `partition` of the first run of a task.
+    #[cfg(test)]
+    pub(crate) fn first(stage: u64, task: u64, partition: u64) -> Self {
+        Self {
+            stage,
+            task,
+            attempt: 0,
+            partition,
+        }
+    }
+}
+
 /// A point-in-time view of what the store holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct StoreStats {
@@ -73,8 +95,10 @@ impl Default for StoreState {
 /// One query's buffers, decoded stage plans and running tasks on this executor.
 #[derive(Default)]
 pub(crate) struct QueryState {
-    buffers: Mutex<HashMap<(u64, u64, u64), Arc<PartitionBuffer>>>,
-    pub(crate) plans: Mutex<HashMap<u64, Arc<dyn ExecutionPlan>>>,
+    buffers: Mutex<HashMap<OutputId, Arc<PartitionBuffer>>>,
+    /// By (stage, attempt): tasks run again get a fresh plan instance, since shared
+    /// state (a collected build side) may hold the failure that made them run again.
+    pub(crate) plans: Mutex<HashMap<(u64, u64), Arc<dyn ExecutionPlan>>>,
     tasks: Mutex<Vec<SpawnedTask<()>>>,
     running: AtomicUsize,
     /// Signalled when the last running task ends.
@@ -121,15 +145,19 @@ impl PartitionStore {
     pub(crate) fn buffer(
         &self,
         query: &QueryState,
-        stage: u64,
-        task: u64,
-        partition: u64,
+        output: OutputId,
         retain: bool,
     ) -> Arc<PartitionBuffer> {
         let mut buffers = query.buffers.lock();
-        Arc::clone(buffers.entry((stage, task, partition)).or_insert_with(|| {
+        Arc::clone(buffers.entry(output).or_insert_with(|| {
+            let OutputId {
+                stage,
+                task,
+                attempt,
+                partition,
+            } = output;
             let consumer = MemoryConsumer::new(format!(
-                "exchange buffer of stage {stage} task {task} partition {partition}"
+                "exchange buffer of stage {stage} task {task} (run {attempt}) partition {partition}"
             ));
             Arc::new(PartitionBuffer {
                 retain,
@@ -156,13 +184,13 @@ impl PartitionStore {
         };
         counter.fetch_add(1, Ordering::Relaxed);
         let query = self.query(&ticket.query_id)?;
-        let buffer = self.buffer(
-            &query,
-            ticket.stage,
-            ticket.task,
-            ticket.partition,
-            ticket.retain,
-        );
+        let output = OutputId {
+            stage: ticket.stage,
+            task: ticket.task,
+            attempt: ticket.attempt,
+            partition: ticket.partition,
+        };
+        let buffer = self.buffer(&query, output, ticket.retain);
         Ok(buffer.read())
     }
 
@@ -450,7 +478,7 @@ mod tests {
     async fn a_retained_partition_serves_every_reader_everything() {
         let store = PartitionStore::default();
         let query = store.query("q").expect("query");
-        let buffer = store.buffer(&query, 1, 0, 0, true);
+        let buffer = store.buffer(&query, OutputId::first(1, 0, 0), true);
         buffer.push(batch(&[1, 2])).await.expect("room");
         buffer.push(batch(&[3])).await.expect("room");
         buffer.finish(Ok(()));
@@ -465,7 +493,7 @@ mod tests {
     async fn a_consumed_partition_frees_what_it_hands_over_and_refuses_a_second_reader() {
         let store = PartitionStore::default();
         let query = store.query("q").expect("query");
-        let buffer = store.buffer(&query, 1, 0, 0, false);
+        let buffer = store.buffer(&query, OutputId::first(1, 0, 0), false);
         buffer.push(batch(&[1])).await.expect("room");
         buffer.push(batch(&[2])).await.expect("room");
         buffer.finish(Ok(()));
@@ -482,7 +510,7 @@ mod tests {
     async fn a_reader_follows_the_writer_and_sees_its_failure() {
         let store = PartitionStore::default();
         let query = store.query("q").expect("query");
-        let buffer = store.buffer(&query, 2, 1, 0, false);
+        let buffer = store.buffer(&query, OutputId::first(2, 1, 0), false);
         let mut stream = Box::pin(Arc::clone(&buffer).read());
         buffer.push(batch(&[7])).await.expect("room");
         let first = stream.next().await.expect("item").expect("batch");

@@ -24,7 +24,7 @@ use crate::fragments::FragmentPieces;
 use crate::memory::ExecutorMemoryPool;
 use crate::protocol::{StageLocations, TaskDefinition};
 use crate::status::{FailureReason, TaskFailure};
-use crate::store::{PartitionBuffer, PartitionStore, QueryState};
+use crate::store::{OutputId, PartitionBuffer, PartitionStore, QueryState};
 
 pub(crate) struct TaskRunner {
     pub(crate) url: String,
@@ -133,9 +133,14 @@ impl TaskRunner {
             ));
         }
         let outputs: Vec<_> = (0..writer.output_partition_count() as u64)
-            .map(|p| {
-                self.store
-                    .buffer(&query, def.stage, def.task, p, def.retain_outputs)
+            .map(|partition| {
+                let output = OutputId {
+                    stage: def.stage,
+                    task: def.task,
+                    attempt: def.attempt,
+                    partition,
+                };
+                self.store.buffer(&query, output, def.retain_outputs)
             })
             .collect();
         let sink = TaskSink {
@@ -171,22 +176,24 @@ impl TaskRunner {
         def: &TaskDefinition,
         config: &SessionConfig,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        if let Some(plan) = query.plans.lock().get(&def.stage) {
+        let key = (def.stage, def.attempt);
+        if let Some(plan) = query.plans.lock().get(&key) {
             return Ok(Arc::clone(plan));
         }
         let decode_ctx = self.task_context(config.clone(), def);
         let plan = decode_stage_plan(&def.plan, &decode_ctx)?;
         // Tasks of one stage share one plan instance, so a broadcast build side or a
         // scalar subquery is computed once per executor, not once per task.
-        Ok(Arc::clone(
-            query.plans.lock().entry(def.stage).or_insert(plan),
-        ))
+        Ok(Arc::clone(query.plans.lock().entry(key).or_insert(plan)))
     }
 
     fn task_context(&self, config: SessionConfig, def: &TaskDefinition) -> TaskContext {
         let state = self.session.state();
         TaskContext::new(
-            Some(format!("{}/{}/{}", def.query_id, def.stage, def.task)),
+            Some(format!(
+                "{}/{}/{}/{}",
+                def.query_id, def.stage, def.task, def.attempt
+            )),
             def.query_id.clone(),
             config,
             state.scalar_functions().clone(),

@@ -12,6 +12,17 @@ extensions_options! {
         /// operators alike: bytes, or a size such as '512MB' or '2GiB' (units are powers
         /// of 1024). Unset: each executor keeps the limit it was started with.
         pub executor_memory: Option<String>, default = None
+        /// When an executor is lost mid-query, run again only the tasks whose outputs
+        /// went with it and the tasks that had read part of those (lineage recovery).
+        /// This keeps every stage's outputs in executor memory until the query ends
+        /// (there is no backpressure between stages then). `false`: stages stream into
+        /// each other and free what was read, and the whole query runs again instead.
+        pub stage_recovery: bool, default = true
+        /// Result bytes the coordinator holds back before it returns the first row, so
+        /// a query that loses an executor can restart its final stage unseen by the
+        /// caller. Past this size rows stream as they come, and a loss that needs the
+        /// final stage to run again fails the query. '0' streams at once.
+        pub result_buffer: String, default = "32MiB".to_string()
     }
 }
 

@@ -72,6 +72,22 @@ pub struct DistributedPlan {
     pub stages: Vec<Stage>,
 }
 
+impl DistributedPlan {
+    /// Whether some stage stores table fragments (a load): such a plan is run again
+    /// whole, never task by task, since its pieces are committed as one load.
+    pub fn writes_fragments(&self) -> bool {
+        self.stages.iter().any(|s| {
+            s.plan
+                .exists(|node| Ok(node.is::<FragmentWriterExec>()))
+                .unwrap_or(true)
+        })
+    }
+
+    pub fn stage(&self, id: StageId) -> Option<&Stage> {
+        self.stages.iter().find(|s| s.id == id)
+    }
+}
+
 /// Cuts `plan` into stages.
 pub fn distribute(plan: Arc<dyn ExecutionPlan>) -> Result<DistributedPlan> {
     let mut cutter = Cutter::default();

@@ -1,6 +1,7 @@
 //! `fletch coordinator` and `fletch executor`: the processes of a real cluster. Each
 //! prints `listening on URL` on stdout once it serves, and runs until SIGTERM or
-//! Ctrl-C; an executor then leaves the cluster before it stops.
+//! Ctrl-C; an executor then leaves the cluster, lets the queries running on it finish
+//! (up to `--drain-secs`), and stops.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -54,6 +55,7 @@ pub async fn run_executor(
     slots: usize,
     memory: Option<usize>,
     heartbeat_interval: Duration,
+    drain: Duration,
 ) -> Result<()> {
     let options = match memory {
         Some(memory_limit) => ExecutorOptions { memory_limit },
@@ -70,6 +72,13 @@ pub async fn run_executor(
     stop_signal().await?;
     if let Err(e) = executor.leave().await {
         tracing::warn!("leaving the cluster: {e}");
+    }
+    // No new work comes now; the queries already running here finish first.
+    if !executor.drain(drain).await {
+        tracing::warn!(
+            "queries still running after {drain:?}: stopping anyway, their coordinator \
+             runs the lost tasks again elsewhere"
+        );
     }
     executor.shutdown().await;
     Ok(())

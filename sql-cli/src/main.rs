@@ -95,6 +95,10 @@ enum Command {
         /// Tasks this executor runs at once (default: its cores).
         #[arg(long, env = "FLETCH_SLOTS")]
         slots: Option<usize>,
+        /// On SIGTERM, seconds the queries running here get to finish before the
+        /// executor stops anyway (their lost tasks then run again elsewhere).
+        #[arg(long, env = "FLETCH_DRAIN_SECS", default_value_t = 30)]
+        drain_secs: u64,
         #[command(flatten)]
         heartbeats: HeartbeatArgs,
     },
@@ -199,6 +203,7 @@ fn main_inner() -> Result<ExitCode> {
             coordinator,
             listen,
             slots,
+            drain_secs,
             heartbeats,
         }) => {
             let slots = slots
@@ -209,6 +214,7 @@ fn main_inner() -> Result<ExitCode> {
                 slots,
                 args.memory,
                 heartbeats.options().heartbeat_interval,
+                Duration::from_secs(*drain_secs),
             ))?;
             return Ok(ExitCode::SUCCESS);
         }

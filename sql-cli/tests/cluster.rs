@@ -256,25 +256,41 @@ fn text(batches: Vec<arrow::array::RecordBatch>) -> String {
         .to_string()
 }
 
+/// The rows of table `t` in the join tests.
+const JOIN_DATA: &str =
+    "SELECT value AS k, value % 101 AS g, value % 997 AS j FROM generate_series(1, 300000)";
+/// A join of `t` with itself that takes about half a second on a debug build.
+const JOIN_QUERY: &str = "SELECT a.g, count(*), sum(b.k) FROM t a JOIN t b \
+     ON a.j = b.j AND a.g = b.g GROUP BY a.g ORDER BY a.g";
+
+/// Single-node DataFusion's answer to [`JOIN_QUERY`].
+async fn join_oracle() -> String {
+    use datafusion::prelude::{SessionConfig, SessionContext};
+
+    let oracle = SessionContext::new_with_config(SessionConfig::new());
+    collect(oracle.sql(&format!("CREATE TABLE t AS {JOIN_DATA}")).await).await;
+    text(collect(oracle.sql(JOIN_QUERY).await).await)
+}
+
+/// Loads `t` into the cluster, hash-fragmented with two replicas.
+async fn load_join_table(ctx: &datafusion::prelude::SessionContext) {
+    let load =
+        format!("CREATE TABLE t PARTITION BY HASH (k) INTO 6 FRAGMENTS REPLICAS 2 AS {JOIN_DATA}");
+    collect(fletch_engine::sql(ctx, &load).await).await;
+}
+
 /// Chaos: a query runs on three executor processes over a table with two replicas;
 /// one executor is SIGKILLed at a moment picked by the seed. The answer must equal the
 /// oracle's every time. Seeds come from `FLETCH_CHAOS_SEEDS` (default 1,2,3,4).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_a_query_survives_an_executor_killed_mid_run() {
-    use datafusion::prelude::{SessionConfig, SessionContext};
-
     let seeds: Vec<u64> = std::env::var("FLETCH_CHAOS_SEEDS")
         .unwrap_or_else(|_| "1,2,3,4".to_string())
         .split(',')
         .filter_map(|s| s.trim().parse().ok())
         .collect();
-    let oracle = SessionContext::new_with_config(SessionConfig::new());
-    let data =
-        "SELECT value AS k, value % 101 AS g, value % 997 AS j FROM generate_series(1, 300000)";
-    collect(oracle.sql(&format!("CREATE TABLE t AS {data}")).await).await;
-    let query = "SELECT a.g, count(*), sum(b.k) FROM t a JOIN t b ON a.j = b.j AND a.g = b.g \
-                 GROUP BY a.g ORDER BY a.g";
-    let expected = text(collect(oracle.sql(query).await).await);
+    let expected = join_oracle().await;
+    let query = JOIN_QUERY;
 
     let mut correct = 0;
     for &seed in &seeds {
@@ -285,9 +301,7 @@ async fn chaos_a_query_survives_an_executor_killed_mid_run() {
             ctx,
             ..
         } = process_cluster(3).await;
-        let load =
-            format!("CREATE TABLE t PARTITION BY HASH (k) INTO 6 FRAGMENTS REPLICAS 2 AS {data}");
-        collect(fletch_engine::sql(&ctx, &load).await).await;
+        load_join_table(&ctx).await;
         // The same query with nothing killed, for the printed comparison only.
         let undisturbed = Instant::now();
         assert_eq!(
@@ -621,8 +635,6 @@ async fn process_cluster(executors: usize) -> ProcessCluster {
 /// on it runs again on the others instead of hanging.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_executor_is_declared_lost_and_its_query_runs_again() {
-    use datafusion::prelude::{SessionConfig, SessionContext};
-
     let ProcessCluster {
         coordinator,
         server,
@@ -630,16 +642,9 @@ async fn a_frozen_executor_is_declared_lost_and_its_query_runs_again() {
         executors,
         ctx,
     } = process_cluster(3).await;
-    let data =
-        "SELECT value AS k, value % 101 AS g, value % 997 AS j FROM generate_series(1, 300000)";
-    let oracle = SessionContext::new_with_config(SessionConfig::new());
-    collect(oracle.sql(&format!("CREATE TABLE t AS {data}")).await).await;
-    let load =
-        format!("CREATE TABLE t PARTITION BY HASH (k) INTO 6 FRAGMENTS REPLICAS 2 AS {data}");
-    collect(fletch_engine::sql(&ctx, &load).await).await;
-    let query = "SELECT a.g, count(*), sum(b.k) FROM t a JOIN t b ON a.j = b.j AND a.g = b.g \
-                 GROUP BY a.g ORDER BY a.g";
-    let expected = text(collect(oracle.sql(query).await).await);
+    let expected = join_oracle().await;
+    load_join_table(&ctx).await;
+    let query = JOIN_QUERY;
 
     let running = {
         let ctx = ctx.clone();
@@ -671,6 +676,82 @@ async fn a_frozen_executor_is_declared_lost_and_its_query_runs_again() {
     assert_eq!(state_of(&states, &frozen.url), Some("lost"), "{states:?}");
     drop(coordinator);
     drop(executors); // SIGKILL, stopped or not
+    server.shutdown().await;
+}
+
+/// SIGTERM mid-query: the executor leaves the cluster (no new work goes to it), hands
+/// the fragments it held over to the others — even those of a one-replica table, which
+/// only it had — and lets the running query finish before it stops, so the query
+/// answers without running anything again, no row is lost, and the process exits
+/// cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_executor_stopped_with_sigterm_lets_its_running_query_finish() {
+    let ProcessCluster {
+        coordinator,
+        server,
+        client,
+        mut executors,
+        ctx,
+    } = process_cluster(3).await;
+    let expected = join_oracle().await;
+    load_join_table(&ctx).await;
+    let single = "SELECT g, sum(k), count(*) FROM single GROUP BY g ORDER BY g";
+    let oracle = datafusion::prelude::SessionContext::new();
+    collect(
+        oracle
+            .sql(&format!("CREATE TABLE single AS {JOIN_DATA}"))
+            .await,
+    )
+    .await;
+    let expected_single = text(collect(oracle.sql(single).await).await);
+    let load = format!("CREATE TABLE single INTO 6 FRAGMENTS REPLICAS 1 AS {JOIN_DATA}");
+    collect(fletch_engine::sql(&ctx, &load).await).await;
+    let before = coordinator.recovery_stats();
+
+    let finished = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let running = {
+        let ctx = ctx.clone();
+        let finished = Arc::clone(&finished);
+        datafusion::common::runtime::SpawnedTask::spawn(async move {
+            let answer = fletch_engine::sql(&ctx, JOIN_QUERY).await?.collect().await;
+            finished.store(true, std::sync::atomic::Ordering::Release);
+            answer
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(
+        !finished.load(std::sync::atomic::Ordering::Acquire),
+        "the query must still run when the executor is told to stop"
+    );
+    let stopping = executors.remove(0);
+    let pid = stopping.child.id().to_string();
+    let status = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill -TERM");
+    assert!(status.success());
+    let answer = running
+        .await
+        .expect("query task")
+        .map(text)
+        .expect("the query");
+    assert_eq!(answer, expected);
+    assert_eq!(
+        coordinator.recovery_stats(),
+        before,
+        "the leaving executor finished its tasks: nothing ran again"
+    );
+    let mut stopping = stopping;
+    let exit = stopping.child.wait().expect("executor exits");
+    assert!(exit.success(), "a drained executor exits cleanly: {exit:?}");
+    let states = client.list_executors().await.expect("list");
+    assert_eq!(state_of(&states, &stopping.url), Some("left"), "{states:?}");
+    // Every fragment of the one-replica table now lives on a remaining executor.
+    let answer = text(collect(fletch_engine::sql(&ctx, single).await).await);
+    assert_eq!(answer, expected_single);
+    let holders = text(collect(ctx.sql("SELECT executors FROM fletch.fragments").await).await);
+    assert!(!holders.contains(&stopping.url), "{holders}");
+    drop(executors);
     server.shutdown().await;
 }
 

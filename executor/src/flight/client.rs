@@ -331,6 +331,9 @@ impl ExchangeSource for FlightExchangeSource {
             task: task as u64,
             partition: output_partition as u64,
             retain: location.is_some_and(|l| l.retain),
+            attempt: location
+                .and_then(|l| l.task_attempts.get(task).copied())
+                .unwrap_or(0),
         };
         if let Some(local) = self.local.as_ref().filter(|l| &l.url == url) {
             let batches = local

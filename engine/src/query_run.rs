@@ -1,0 +1,647 @@
+//! One query as its caller's stream sees it: places and launches its tasks, streams the
+//! final stage and, when executors are lost, runs again what they took with them — the
+//! tasks their lineage names ([`crate::recovery`]), or the whole plan when it loads a
+//! table or `fletch.stage_recovery` is off. Results are held back up to
+//! `fletch.result_buffer` so a restart of the final stage stays invisible.
+
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use bytes::Bytes;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_plan::EmptyRecordBatchStream;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use fletch_executor::protocol::{ConfigEntry, StageLocations, TaskDefinition};
+use fletch_executor::{
+    ClientPool, ExecutorClient, FailureReason, FlightExchangeSource, TaskFailure,
+};
+use fletch_planner::{
+    DistributedPlan, ExchangeSourceExt, FletchOptions, Stage, parse_size, preferred_holders,
+};
+use futures::future::{AbortHandle, BoxFuture};
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
+use tokio::sync::broadcast;
+
+use crate::coordinator::{
+    Coordinator, ReleaseGuard, Slots, release_everywhere, shipped_config, with_extension,
+};
+use crate::recovery::{Lineage, TaskKey, TaskRun};
+
+/// How many times a query runs when executors are lost under it: the first run, then
+/// one recovery (of some tasks or of the whole plan) per loss.
+pub const MAX_ATTEMPTS: usize = 3;
+
+/// What `fletch.result_buffer` is when the session has no Fletch options.
+const DEFAULT_RESULT_BUFFER: usize = 32 << 20;
+
+pub(crate) struct QueryRun {
+    coordinator: Arc<Coordinator>,
+    plan: Arc<DistributedPlan>,
+    encoded: Arc<Vec<Bytes>>,
+    ctx: Arc<TaskContext>,
+    attempt: Attempt,
+    /// Runs so far: the first, plus one per recovery.
+    attempts: usize,
+    held: HeldResults,
+}
+
+impl QueryRun {
+    pub(crate) fn start(
+        coordinator: Arc<Coordinator>,
+        plan: Arc<DistributedPlan>,
+        encoded: Arc<Vec<Bytes>>,
+        ctx: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let options = ctx
+            .session_config()
+            .options()
+            .extensions
+            .get::<FletchOptions>();
+        let stage_recovery = options.is_none_or(|o| o.stage_recovery) && !plan.writes_fragments();
+        let hold_back = match options {
+            Some(o) => {
+                parse_size(&o.result_buffer).map_err(|e| e.context("fletch.result_buffer"))?
+            }
+            None => DEFAULT_RESULT_BUFFER,
+        };
+        let attempt = Attempt::launch(
+            &coordinator,
+            &plan,
+            &encoded,
+            &ctx,
+            stage_recovery,
+            HashSet::new(),
+        )?;
+        let schema = plan.root.schema();
+        let run = Self {
+            coordinator,
+            plan,
+            encoded,
+            ctx,
+            attempt,
+            attempts: 1,
+            held: HeldResults::new(hold_back),
+        };
+        let stream = futures::stream::unfold(run, |mut run| async move {
+            let item = run.next().await?;
+            Some((item, run))
+        });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
+    }
+
+    async fn next(&mut self) -> Option<Result<RecordBatch>> {
+        loop {
+            if let Some(batch) = self.held.pop() {
+                return Some(Ok(batch));
+            }
+            match self.attempt.next().await {
+                None => {
+                    self.held.end();
+                    return self.held.pop().map(Ok);
+                }
+                Some(Ok(batch)) => self.held.push(batch),
+                Some(Err(Stop::Failed(error))) => return Some(Err(error)),
+                Some(Err(Stop::Lost { error, url, task })) => {
+                    if let Err(error) = self.recover(error, &url, task).await {
+                        return Some(Err(error));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs again what the loss of the executor at `url` took, or fails the query with
+    /// `error` and why it could not.
+    async fn recover(
+        &mut self,
+        error: DataFusionError,
+        url: &str,
+        task: Option<TaskKey>,
+    ) -> Result<()> {
+        self.coordinator.suspect_lost(url);
+        self.attempt.lost.insert(url.to_string());
+        let give_up = |why: String| {
+            Err(error.context(format!(
+                "executor {url} was lost {why} (attempt {} of at most {MAX_ATTEMPTS})",
+                self.attempts
+            )))
+        };
+        if self.attempts >= MAX_ATTEMPTS {
+            self.attempt.abandon().await;
+            return give_up("on every attempt".to_string());
+        }
+        if self.attempt.stage_recovery {
+            let (rerun, restart_root) = self.attempt.recovery(task);
+            if restart_root && self.held.delivered {
+                self.attempt.abandon().await;
+                return give_up(format!(
+                    "after {} rows were returned, and the final stage must run again \
+                     (fletch.result_buffer holds back more)",
+                    self.held.delivered_rows
+                ));
+            }
+            self.attempts += 1;
+            tracing::warn!(
+                %url,
+                attempt = self.attempts,
+                tasks = rerun.len(),
+                "executor lost during a query; running its lost tasks again"
+            );
+            if restart_root {
+                self.held.discard();
+            }
+            self.coordinator.recovery_counters().lineage(rerun.len());
+            return self
+                .attempt
+                .rerun(&self.coordinator, &rerun, restart_root)
+                .map_err(|e| {
+                    e.context(format!("running tasks again after executor {url} was lost"))
+                });
+        }
+        if self.held.delivered {
+            self.attempt.abandon().await;
+            return give_up("after rows were returned, so it cannot run again".to_string());
+        }
+        self.attempt.abandon().await;
+        self.attempts += 1;
+        tracing::warn!(%url, attempt = self.attempts, "executor lost during a query; running it again");
+        self.held.discard();
+        self.coordinator.recovery_counters().whole();
+        let lost = std::mem::take(&mut self.attempt.lost);
+        self.attempt = Attempt::launch(
+            &self.coordinator,
+            &self.plan,
+            &self.encoded,
+            &self.ctx,
+            false,
+            lost,
+        )
+        .map_err(|e| {
+            e.context(format!(
+                "running the query again after executor {url} was lost"
+            ))
+        })?;
+        Ok(())
+    }
+}
+
+/// Result batches held back until the query ends or they pass the limit.
+struct HeldResults {
+    batches: VecDeque<RecordBatch>,
+    bytes: usize,
+    limit: usize,
+    /// Whether batches are returned as they come (the limit was passed or the end came).
+    streaming: bool,
+    /// Whether some row reached the caller: from then on a restart would repeat rows.
+    delivered: bool,
+    delivered_rows: usize,
+}
+
+impl HeldResults {
+    fn new(limit: usize) -> Self {
+        Self {
+            batches: VecDeque::new(),
+            bytes: 0,
+            limit,
+            streaming: false,
+            delivered: false,
+            delivered_rows: 0,
+        }
+    }
+
+    fn push(&mut self, batch: RecordBatch) {
+        self.bytes += batch.get_array_memory_size();
+        self.batches.push_back(batch);
+        self.streaming |= self.bytes > self.limit;
+    }
+
+    fn end(&mut self) {
+        self.streaming = true;
+    }
+
+    fn pop(&mut self) -> Option<RecordBatch> {
+        if !self.streaming {
+            return None;
+        }
+        let batch = self.batches.pop_front()?;
+        self.bytes -= batch.get_array_memory_size();
+        self.delivered_rows += batch.num_rows();
+        self.delivered |= batch.num_rows() > 0;
+        Some(batch)
+    }
+
+    /// The final stage runs again: what it produced so far is produced again.
+    fn discard(&mut self) {
+        self.batches.clear();
+        self.bytes = 0;
+    }
+}
+
+/// Why an attempt stopped before its end.
+enum Stop {
+    /// Nothing more can run; the attempt has been released.
+    Failed(DataFusionError),
+    /// An executor was lost; the attempt is still running and may recover.
+    Lost {
+        error: DataFusionError,
+        url: String,
+        /// The task that reported the loss, when one did.
+        task: Option<TaskKey>,
+    },
+}
+
+/// How one run of a task ended.
+struct TaskOutcome {
+    key: TaskKey,
+    attempt: u64,
+    result: std::result::Result<(), TaskFailure>,
+}
+
+/// One run of a query's tasks, and the runs of those of them that ran again.
+struct Attempt {
+    /// Executors declared lost for silence while this attempt runs.
+    silenced: broadcast::Receiver<String>,
+    /// Runs before any task is launched.
+    prelude: Option<BoxFuture<'static, std::result::Result<(), TaskFailure>>>,
+    query_id: String,
+    plan: Arc<DistributedPlan>,
+    encoded: Arc<Vec<Bytes>>,
+    config: Vec<ConfigEntry>,
+    ctx: Arc<TaskContext>,
+    clients: ClientPool,
+    lineage: Lineage,
+    /// Where each task's current run is.
+    runs: HashMap<TaskKey, TaskRun>,
+    /// The recovery round that launched the newest runs (0: the first launch).
+    round: u64,
+    /// Executors lost during this query.
+    lost: HashSet<String>,
+    stage_recovery: bool,
+    /// Every executor that may hold something of this query: released at the end.
+    executors: Vec<ExecutorClient>,
+    tasks: FuturesUnordered<BoxFuture<'static, TaskOutcome>>,
+    /// The task calls in flight; a superseded run's call is aborted (its outcome no
+    /// longer matters, and its executor may never answer).
+    calls: HashMap<TaskKey, AbortHandle>,
+    results: SendableRecordBatchStream,
+    done: bool,
+    guard: ReleaseGuard,
+}
+
+fn is_root_cause(failure: &TaskFailure) -> bool {
+    !matches!(
+        failure.reason,
+        FailureReason::UpstreamFailed | FailureReason::Cancelled
+    )
+}
+
+/// The executor a failure says is gone, if it says so.
+fn lost_executor(failure: &TaskFailure) -> Option<String> {
+    (failure.reason == FailureReason::ExecutorLost && !failure.executor.is_empty())
+        .then(|| failure.executor.clone())
+}
+
+fn no_executors() -> DataFusionError {
+    DataFusionError::Execution("the cluster has no executors: cannot run the query".to_string())
+}
+
+impl Attempt {
+    /// Places and launches every task of `plan` on executors not in `lost`.
+    fn launch(
+        coordinator: &Coordinator,
+        plan: &Arc<DistributedPlan>,
+        encoded: &Arc<Vec<Bytes>>,
+        ctx: &Arc<TaskContext>,
+        stage_recovery: bool,
+        lost: HashSet<String>,
+    ) -> Result<Self> {
+        let executors: Vec<ExecutorClient> = coordinator
+            .live_executors()
+            .into_iter()
+            .filter(|e| !lost.contains(e.url()))
+            .collect();
+        if executors.is_empty() {
+            return Err(no_executors());
+        }
+        let query_id = uuid::Uuid::new_v4().to_string();
+        let mut slots = Slots::of(&executors, &coordinator.executors());
+        let mut runs = HashMap::new();
+        for stage in &plan.stages {
+            let holders = preferred_holders(&stage.plan);
+            for task in 0..stage.task_count {
+                let placed = slots.place_one(stage.id, task, holders.as_deref(), &executors);
+                let run = TaskRun {
+                    url: executors[placed].url().to_string(),
+                    attempt: 0,
+                    finished: false,
+                };
+                runs.insert((stage.id, task), run);
+            }
+        }
+        let prelude = coordinator.memory_limit_update(ctx, &executors)?;
+        let mut attempt = Self {
+            silenced: coordinator.silenced(),
+            prelude,
+            query_id: query_id.clone(),
+            plan: Arc::clone(plan),
+            encoded: Arc::clone(encoded),
+            config: shipped_config(ctx.session_config().options()),
+            ctx: Arc::clone(ctx),
+            clients: coordinator.clients().clone(),
+            lineage: Lineage::of(plan),
+            runs,
+            round: 0,
+            lost,
+            stage_recovery,
+            executors,
+            tasks: FuturesUnordered::new(),
+            calls: HashMap::new(),
+            results: Box::pin(EmptyRecordBatchStream::new(plan.root.schema())),
+            done: false,
+            guard: coordinator.release_guard(query_id),
+        };
+        let mut keys: Vec<TaskKey> = attempt.runs.keys().copied().collect();
+        keys.sort_unstable();
+        for key in keys {
+            attempt.spawn(key)?;
+        }
+        attempt.results = attempt.execute_root()?;
+        Ok(attempt)
+    }
+
+    /// Whether `stage`'s outputs stay readable until the query ends. With stage recovery
+    /// every stage but the final one keeps them, so a task that runs again can re-read
+    /// its inputs; the final stage is read once per run of its task.
+    fn retains(&self, stage: &Stage) -> bool {
+        stage.retain_outputs || (self.stage_recovery && stage.id != self.lineage.final_stage())
+    }
+
+    fn locations(&self, stage: &Stage) -> StageLocations {
+        let runs = (0..stage.task_count).map(|t| self.runs.get(&(stage.id, t)));
+        StageLocations {
+            stage: stage.id as u64,
+            task_urls: runs
+                .clone()
+                .map(|r| r.map(|r| r.url.clone()).unwrap_or_default())
+                .collect(),
+            task_attempts: runs.map(|r| r.map_or(0, |r| r.attempt)).collect(),
+            retain: self.retains(stage),
+        }
+    }
+
+    /// Starts the current run of `key` on its executor.
+    fn spawn(&mut self, key: TaskKey) -> Result<()> {
+        let (stage_id, task) = key;
+        let index = self
+            .plan
+            .stages
+            .iter()
+            .position(|s| s.id == stage_id)
+            .ok_or_else(|| DataFusionError::Internal(format!("no stage {stage_id}")))?;
+        let stage = &self.plan.stages[index];
+        let run = self
+            .runs
+            .get(&key)
+            .ok_or_else(|| DataFusionError::Internal(format!("task {key:?} is not placed")))?;
+        let client = self
+            .clients
+            .get(&run.url)
+            .map_err(TaskFailure::into_datafusion)?;
+        let inputs = stage
+            .inputs
+            .iter()
+            .filter_map(|&i| self.plan.stage(i))
+            .map(|s| self.locations(s))
+            .collect();
+        let def = TaskDefinition {
+            query_id: self.query_id.clone(),
+            stage: stage_id as u64,
+            task: task as u64,
+            plan: self.encoded[index].clone(),
+            inputs,
+            config: self.config.clone(),
+            retain_outputs: self.retains(stage),
+            attempt: run.attempt,
+        };
+        let attempt = run.attempt;
+        let (call, handle) = futures::future::abortable(async move { client.run_task(&def).await });
+        if let Some(superseded) = self.calls.insert(key, handle) {
+            superseded.abort();
+        }
+        self.tasks.push(
+            async move {
+                let result = call.await.unwrap_or_else(|_| {
+                    Err(TaskFailure::new(
+                        FailureReason::Cancelled,
+                        "superseded by a later run",
+                        stage_id,
+                        task,
+                        "",
+                    ))
+                });
+                TaskOutcome {
+                    key,
+                    attempt,
+                    result,
+                }
+            }
+            .boxed(),
+        );
+        Ok(())
+    }
+
+    /// The coordinator's part of the plan, reading the final stage's current run.
+    fn execute_root(&self) -> Result<SendableRecordBatchStream> {
+        let source = match self.plan.stage(self.lineage.final_stage()) {
+            Some(stage) => {
+                let locations = HashMap::from([(stage.id as u64, self.locations(stage))]);
+                FlightExchangeSource::new(self.query_id.clone(), locations, self.clients.clone())
+            }
+            None => FlightExchangeSource::new(
+                self.query_id.clone(),
+                HashMap::new(),
+                self.clients.clone(),
+            ),
+        };
+        let ctx = with_extension(&self.ctx, ExchangeSourceExt(Arc::new(source)));
+        self.plan.root.execute(0, ctx)
+    }
+
+    async fn next(&mut self) -> Option<std::result::Result<RecordBatch, Stop>> {
+        if self.done {
+            return None;
+        }
+        if let Some(prelude) = self.prelude.take()
+            && let Err(failure) = prelude.await
+        {
+            return Some(Err(self.stop(failure, None).await));
+        }
+        loop {
+            tokio::select! {
+                biased;
+                Some(outcome) = self.tasks.next(), if !self.tasks.is_empty() => {
+                    if let Some(stop) = self.task_ended(outcome).await {
+                        return Some(Err(stop));
+                    }
+                }
+                Ok(url) = self.silenced.recv() => {
+                    if self.executors.iter().any(|e| e.url() == url) && !self.lost.contains(&url) {
+                        let failure = TaskFailure::new(
+                            FailureReason::ExecutorLost,
+                            format!("executor {url} stopped sending heartbeats"),
+                            usize::MAX,
+                            usize::MAX,
+                            &url,
+                        );
+                        return Some(Err(self.stop(failure, None).await));
+                    }
+                }
+                item = self.results.next() => match item {
+                    Some(Ok(batch)) => return Some(Ok(batch)),
+                    Some(Err(e)) => return Some(Err(self.root_cause(e).await)),
+                    None => {
+                        self.finish().await;
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Records how a task's run ended; a failure that is a root cause stops the attempt.
+    /// Outcomes of superseded runs, and of runs on executors already lost (whose output
+    /// nobody needs, or they would have run again), are ignored.
+    async fn task_ended(&mut self, outcome: TaskOutcome) -> Option<Stop> {
+        let run = self
+            .runs
+            .get_mut(&outcome.key)
+            .filter(|r| r.attempt == outcome.attempt && !self.lost.contains(&r.url))?;
+        match outcome.result {
+            Ok(()) => {
+                run.finished = true;
+                None
+            }
+            Err(failure) if is_root_cause(&failure) => {
+                Some(self.stop(failure, Some(outcome.key)).await)
+            }
+            Err(_) => None,
+        }
+    }
+
+    async fn stop(&mut self, failure: TaskFailure, task: Option<TaskKey>) -> Stop {
+        match lost_executor(&failure) {
+            Some(url) => Stop::Lost {
+                error: failure.into_datafusion(),
+                url,
+                task,
+            },
+            None => {
+                self.finish().await;
+                Stop::Failed(failure.into_datafusion())
+            }
+        }
+    }
+
+    /// The stop to report for `err`, which surfaced in the result stream: a failure of
+    /// an upstream task is reported as that task's own failure, not as its echo.
+    async fn root_cause(&mut self, err: DataFusionError) -> Stop {
+        if let Some(failure) = fletch_executor::find_failure(&err)
+            && is_root_cause(failure)
+        {
+            let failure = failure.clone();
+            let key = (failure.stage, failure.task);
+            let task = self.runs.contains_key(&key).then_some(key);
+            return self.stop(failure, task).await;
+        }
+        while let Some(outcome) = self.tasks.next().await {
+            if let Some(stop) = self.task_ended(outcome).await {
+                return stop;
+            }
+        }
+        self.finish().await;
+        Stop::Failed(err)
+    }
+
+    /// The tasks to run again after the executors in `self.lost` were lost and `task`
+    /// (when known) failed, and whether the final stage is among them.
+    fn recovery(&self, task: Option<TaskKey>) -> (BTreeSet<TaskKey>, bool) {
+        let failed: Vec<TaskKey> = task.into_iter().collect();
+        let rerun = self.lineage.tasks_to_rerun(&self.runs, &self.lost, &failed);
+        let final_stage = self.lineage.final_stage();
+        let restart_root = rerun.iter().any(|k| k.0 == final_stage);
+        (rerun, restart_root)
+    }
+
+    /// Places `tasks` again on live executors (newly joined ones too) and launches
+    /// them; restarts the coordinator's read of the final stage when it is among them.
+    fn rerun(
+        &mut self,
+        coordinator: &Coordinator,
+        tasks: &BTreeSet<TaskKey>,
+        restart_root: bool,
+    ) -> Result<()> {
+        let executors: Vec<ExecutorClient> = coordinator
+            .live_executors()
+            .into_iter()
+            .filter(|e| !self.lost.contains(e.url()))
+            .collect();
+        if executors.is_empty() {
+            return Err(no_executors());
+        }
+        self.round += 1;
+        let mut slots = Slots::of(&executors, &coordinator.executors());
+        for stage in &self.plan.stages {
+            let mut stage_tasks = tasks.iter().filter(|k| k.0 == stage.id).peekable();
+            if stage_tasks.peek().is_none() {
+                continue;
+            }
+            let holders = preferred_holders(&stage.plan);
+            for &(_, task) in stage_tasks {
+                let placed = slots.place_one(stage.id, task, holders.as_deref(), &executors);
+                let run = TaskRun {
+                    url: executors[placed].url().to_string(),
+                    attempt: self.round,
+                    finished: false,
+                };
+                self.runs.insert((stage.id, task), run);
+            }
+        }
+        let lost = &self.lost;
+        self.executors.retain(|e| !lost.contains(e.url()));
+        for executor in executors {
+            if !self.executors.iter().any(|e| e.url() == executor.url()) {
+                self.executors.push(executor);
+            }
+        }
+        for &key in tasks {
+            self.spawn(key)?;
+        }
+        if restart_root {
+            self.results = self.execute_root()?;
+        }
+        Ok(())
+    }
+
+    /// Stops the attempt for good, releasing it on every executor still reachable.
+    async fn abandon(&mut self) {
+        let lost = &self.lost;
+        self.executors.retain(|e| !lost.contains(e.url()));
+        self.finish().await;
+    }
+
+    /// Stops waiting for tasks and frees the query on every executor.
+    async fn finish(&mut self) {
+        self.done = true;
+        for call in self.calls.values() {
+            call.abort();
+        }
+        self.tasks = FuturesUnordered::new();
+        let lost = &self.lost;
+        self.executors.retain(|e| !lost.contains(e.url()));
+        release_everywhere(&self.executors, &self.query_id).await;
+        self.guard.disarm();
+    }
+}
