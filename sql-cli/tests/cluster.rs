@@ -335,8 +335,9 @@ async fn chaos_a_query_survives_an_executor_killed_mid_run() {
             .collect();
         println!(
             "seed {seed}: executor killed {delay} ms into the query, answer after {:?} \
-             (without a kill: {undisturbed:?}), executors {states:?}",
-            started.elapsed()
+             (without a kill: {undisturbed:?}), executors {states:?}, {:?}",
+            started.elapsed(),
+            coordinator.recovery_stats()
         );
         match answer {
             Ok(answer) if answer == expected => correct += 1,
@@ -572,8 +573,10 @@ async fn chaos_tpch_over_files_then_cached_tables_loses_two_executors() {
                 "seed {seed} q{n} (cached: {cached})"
             );
             println!(
-                "seed {seed}: q{n} over {} lost an executor {delay} ms in; answer correct",
-                if cached { "cached tables" } else { "files" }
+                "seed {seed}: q{n} over {} lost an executor {delay} ms in; answer correct \
+                 (so far {:?})",
+                if cached { "cached tables" } else { "files" },
+                coordinator.recovery_stats()
             );
             runs += 1;
             wait_for(&client, "the killed executor declared lost", |e| {
