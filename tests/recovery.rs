@@ -110,3 +110,39 @@ async fn a_bad_result_buffer_size_is_refused_by_name() {
     assert_eq!(answer(&ctx).await, expected);
     cluster.shutdown().await;
 }
+
+/// Tasks start as slots free up, each placed when it starts: an executor that joins
+/// while a query runs gets that query's later tasks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_executor_joining_mid_query_gets_its_later_tasks() {
+    let mut cluster = LocalCluster::start(1).await.expect("cluster");
+    let config = fletch::default_session_config().with_target_partitions(16);
+    let ctx = cluster.session_with_config(config);
+    let query = "SELECT a.value % 10 AS g, count(*) AS n FROM generate_series(1, 1000000) a \
+                 JOIN generate_series(1, 1000000) b ON a.value = b.value GROUP BY g";
+    let oracle = SessionContext::new();
+    let expected = common::sorted(common::rows(&common::query(&oracle, query).await));
+
+    let running = {
+        let ctx = ctx.clone();
+        datafusion::common::runtime::SpawnedTask::spawn(async move {
+            common::sorted(common::rows(&common::query(&ctx, query).await))
+        })
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while cluster.executor_stats()[0].running_tasks == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the query never started"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    cluster.add_executor().await.expect("a new executor");
+    assert_eq!(running.join().await.expect("query task"), expected);
+    let newcomer = cluster.exchange_reads()[1];
+    assert!(
+        newcomer.local + newcomer.served > 0,
+        "the newcomer ran some of the query's tasks: {newcomer:?}"
+    );
+    cluster.shutdown().await;
+}

@@ -194,6 +194,23 @@ impl Coordinator {
         Ok(())
     }
 
+    /// Adds an executor in this process (which sends no heartbeats, and whose status
+    /// `source` reads) to a running cluster: it gets work from the next task placed on.
+    pub fn add_embedded_executor(
+        &self,
+        url: &str,
+        source: StatusSource,
+    ) -> std::result::Result<(), TaskFailure> {
+        let client = self.clients.get(url)?;
+        self.members.add_static(url);
+        self.members.set_source(url, source);
+        let mut executors = self.executors.write();
+        if !executors.iter().any(|e| e.url() == url) {
+            executors.push(client);
+        }
+        Ok(())
+    }
+
     /// Lets the coordinator read the live status of an executor it was started with
     /// and that runs in its process (the embedded cluster).
     pub fn set_status_source(&self, url: &str, source: StatusSource) {
@@ -358,6 +375,23 @@ impl Slots {
                 .iter()
                 .map(|e| status(e.url()).map_or(0, |s| s.running_tasks as usize))
                 .collect(),
+        }
+    }
+
+    /// The slots of `executors` together: how many tasks a query runs at once.
+    pub(crate) fn total(executors: &[ExecutorClient], statuses: &[ExecutorStatus]) -> usize {
+        Self::of(executors, statuses)
+            .slots
+            .iter()
+            .sum::<usize>()
+            .max(1)
+    }
+
+    /// Counts executor `i` as running at least `tasks` (its last heartbeat may predate
+    /// tasks placed since).
+    pub(crate) fn at_least_busy(&mut self, i: usize, tasks: usize) {
+        if let Some(busy) = self.busy.get_mut(i) {
+            *busy = (*busy).max(tasks);
         }
     }
 

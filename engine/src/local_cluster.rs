@@ -20,6 +20,17 @@ pub const DEFAULT_EXECUTORS: usize = 2;
 pub struct LocalCluster {
     coordinator: Arc<Coordinator>,
     executors: Vec<ExecutorHandle>,
+    memory_limit: usize,
+    slots: usize,
+}
+
+async fn start_local_executor(memory_limit: usize) -> Result<ExecutorHandle> {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+    Ok(start_executor_with(addr, ExecutorOptions { memory_limit }).await?)
+}
+
+fn external(failure: fletch_executor::TaskFailure) -> DataFusionError {
+    DataFusionError::External(Box::new(failure))
 }
 
 impl LocalCluster {
@@ -40,12 +51,10 @@ impl LocalCluster {
             memory.unwrap_or_else(|| ExecutorOptions::default().memory_limit / executors);
         let mut handles = Vec::with_capacity(executors);
         for _ in 0..executors {
-            let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
-            handles.push(start_executor_with(addr, ExecutorOptions { memory_limit }).await?);
+            handles.push(start_local_executor(memory_limit).await?);
         }
         let urls: Vec<String> = handles.iter().map(|h| h.url().to_string()).collect();
-        let coordinator =
-            Coordinator::new(&urls).map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let coordinator = Coordinator::new(&urls).map_err(external)?;
         // The embedded executors share this machine's cores.
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let slots = (cores / executors).max(1);
@@ -55,7 +64,21 @@ impl LocalCluster {
         Ok(Self {
             coordinator,
             executors: handles,
+            memory_limit,
+            slots,
         })
+    }
+
+    /// Starts one more executor (same memory limit and slots as the others) and adds it
+    /// to the running cluster, as an executor joining would; returns its URL.
+    pub async fn add_executor(&mut self) -> Result<String> {
+        let handle = start_local_executor(self.memory_limit).await?;
+        let url = handle.url().to_string();
+        self.coordinator
+            .add_embedded_executor(&url, Box::new(handle.status_source(self.slots)))
+            .map_err(external)?;
+        self.executors.push(handle);
+        Ok(url)
     }
 
     /// A new session with Fletch's default settings.

@@ -11,14 +11,14 @@ use arrow::array::RecordBatch;
 use bytes::Bytes;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::physical_plan::EmptyRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use fletch_executor::protocol::{ConfigEntry, StageLocations, TaskDefinition};
 use fletch_executor::{
     ClientPool, ExecutorClient, FailureReason, FlightExchangeSource, TaskFailure,
 };
 use fletch_planner::{
-    DistributedPlan, ExchangeSourceExt, FletchOptions, Stage, parse_size, preferred_holders,
+    DistributedPlan, ExchangeSourceExt, FletchOptions, Stage, StageId, parse_size,
+    preferred_holders,
 };
 use futures::future::{AbortHandle, BoxFuture};
 use futures::stream::FuturesUnordered;
@@ -154,12 +154,9 @@ impl QueryRun {
                 self.held.discard();
             }
             self.coordinator.recovery_counters().lineage(rerun.len());
-            return self
-                .attempt
-                .rerun(&self.coordinator, &rerun, restart_root)
-                .map_err(|e| {
-                    e.context(format!("running tasks again after executor {url} was lost"))
-                });
+            return self.attempt.rerun(&rerun).map_err(|e| {
+                e.context(format!("running tasks again after executor {url} was lost"))
+            });
         }
         if self.held.delivered {
             self.attempt.abandon().await;
@@ -253,6 +250,16 @@ enum Stop {
     },
 }
 
+/// The next item of the coordinator's read of the final stage; pending until it starts.
+async fn next_result(
+    results: &mut Option<SendableRecordBatchStream>,
+) -> Option<Result<RecordBatch>> {
+    match results {
+        Some(results) => results.next().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// How one run of a task ended.
 struct TaskOutcome {
     key: TaskKey,
@@ -262,6 +269,7 @@ struct TaskOutcome {
 
 /// One run of a query's tasks, and the runs of those of them that ran again.
 struct Attempt {
+    coordinator: Arc<Coordinator>,
     /// Executors declared lost for silence while this attempt runs.
     silenced: broadcast::Receiver<String>,
     /// Runs before any task is launched.
@@ -273,7 +281,16 @@ struct Attempt {
     ctx: Arc<TaskContext>,
     clients: ClientPool,
     lineage: Lineage,
-    /// Where each task's current run is.
+    /// The executors holding each stage's fragments, by task (stages that read or write
+    /// table fragments).
+    holders: HashMap<StageId, Option<Vec<Vec<String>>>>,
+    /// Tasks waiting for a free slot, upstream stages first.
+    pending: VecDeque<TaskKey>,
+    /// Whether tasks wait for free slots (else all start at once).
+    gated: bool,
+    /// The task runs in flight.
+    in_flight: HashSet<(TaskKey, u64)>,
+    /// Where each launched task's current run is.
     runs: HashMap<TaskKey, TaskRun>,
     /// The recovery round that launched the newest runs (0: the first launch).
     round: u64,
@@ -286,7 +303,8 @@ struct Attempt {
     /// The task calls in flight; a superseded run's call is aborted (its outcome no
     /// longer matters, and its executor may never answer).
     calls: HashMap<TaskKey, AbortHandle>,
-    results: SendableRecordBatchStream,
+    /// The coordinator's read of the final stage, once its task is launched.
+    results: Option<SendableRecordBatchStream>,
     done: bool,
     guard: ReleaseGuard,
 }
@@ -309,9 +327,12 @@ fn no_executors() -> DataFusionError {
 }
 
 impl Attempt {
-    /// Places and launches every task of `plan` on executors not in `lost`.
+    /// Starts `plan`'s tasks on executors not in `lost`. With stage recovery they start
+    /// as slots free up, upstream stages first, each placed when it starts (so an
+    /// executor that joins meanwhile gets work); otherwise all start at once, since
+    /// stages that stream into each other with backpressure need their readers running.
     fn launch(
-        coordinator: &Coordinator,
+        coordinator: &Arc<Coordinator>,
         plan: &Arc<DistributedPlan>,
         encoded: &Arc<Vec<Bytes>>,
         ctx: &Arc<TaskContext>,
@@ -327,22 +348,19 @@ impl Attempt {
             return Err(no_executors());
         }
         let query_id = uuid::Uuid::new_v4().to_string();
-        let mut slots = Slots::of(&executors, &coordinator.executors());
-        let mut runs = HashMap::new();
-        for stage in &plan.stages {
-            let holders = preferred_holders(&stage.plan);
-            for task in 0..stage.task_count {
-                let placed = slots.place_one(stage.id, task, holders.as_deref(), &executors);
-                let run = TaskRun {
-                    url: executors[placed].url().to_string(),
-                    attempt: 0,
-                    finished: false,
-                };
-                runs.insert((stage.id, task), run);
-            }
-        }
+        let pending = plan
+            .stages
+            .iter()
+            .flat_map(|s| (0..s.task_count).map(move |t| (s.id, t)))
+            .collect();
+        let holders = plan
+            .stages
+            .iter()
+            .map(|s| (s.id, preferred_holders(&s.plan)))
+            .collect();
         let prelude = coordinator.memory_limit_update(ctx, &executors)?;
         let mut attempt = Self {
+            coordinator: Arc::clone(coordinator),
             silenced: coordinator.silenced(),
             prelude,
             query_id: query_id.clone(),
@@ -352,24 +370,87 @@ impl Attempt {
             ctx: Arc::clone(ctx),
             clients: coordinator.clients().clone(),
             lineage: Lineage::of(plan),
-            runs,
+            holders,
+            pending,
+            gated: stage_recovery,
+            in_flight: HashSet::new(),
+            runs: HashMap::new(),
             round: 0,
             lost,
             stage_recovery,
-            executors,
+            executors: Vec::new(),
             tasks: FuturesUnordered::new(),
             calls: HashMap::new(),
-            results: Box::pin(EmptyRecordBatchStream::new(plan.root.schema())),
+            results: None,
             done: false,
             guard: coordinator.release_guard(query_id),
         };
-        let mut keys: Vec<TaskKey> = attempt.runs.keys().copied().collect();
-        keys.sort_unstable();
-        for key in keys {
-            attempt.spawn(key)?;
-        }
-        attempt.results = attempt.execute_root()?;
+        attempt.start_pending()?;
         Ok(attempt)
+    }
+
+    /// The live executors work may go to now.
+    fn placeable(&self) -> Vec<ExecutorClient> {
+        self.coordinator
+            .live_executors()
+            .into_iter()
+            .filter(|e| !self.lost.contains(e.url()))
+            .collect()
+    }
+
+    /// Places `keys` on the least busy live executors (a fragment's holders first) as
+    /// run `attempt`, and starts them.
+    fn place_and_spawn(&mut self, keys: &[TaskKey], attempt: u64) -> Result<()> {
+        let executors = self.placeable();
+        if executors.is_empty() {
+            return Err(no_executors());
+        }
+        let mut slots = Slots::of(&executors, &self.coordinator.executors());
+        for (i, executor) in executors.iter().enumerate() {
+            let ours = self
+                .in_flight
+                .iter()
+                .filter(|(key, _)| self.runs.get(key).is_some_and(|r| r.url == executor.url()))
+                .count();
+            slots.at_least_busy(i, ours);
+        }
+        for &(stage, task) in keys {
+            let holders = self.holders.get(&stage).cloned().flatten();
+            let placed = slots.place_one(stage, task, holders.as_deref(), &executors);
+            let executor = &executors[placed];
+            let run = TaskRun {
+                url: executor.url().to_string(),
+                attempt,
+                finished: false,
+            };
+            self.runs.insert((stage, task), run);
+            if !self.executors.iter().any(|e| e.url() == executor.url()) {
+                self.executors.push(executor.clone());
+            }
+        }
+        for &key in keys {
+            self.spawn(key)?;
+            if key.0 == self.lineage.final_stage() {
+                self.results = Some(self.execute_root()?);
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts pending tasks while this query has free slots: as many task runs in flight
+    /// as the live executors have slots together (at least one).
+    fn start_pending(&mut self) -> Result<()> {
+        let free = if self.gated {
+            let capacity = Slots::total(&self.placeable(), &self.coordinator.executors());
+            capacity.saturating_sub(self.in_flight.len())
+        } else {
+            self.pending.len()
+        };
+        let keys: Vec<TaskKey> = (0..free).map_while(|_| self.pending.pop_front()).collect();
+        if keys.is_empty() {
+            return Ok(());
+        }
+        self.place_and_spawn(&keys, self.round)
     }
 
     /// Whether `stage`'s outputs stay readable until the query ends. With stage recovery
@@ -427,6 +508,7 @@ impl Attempt {
             attempt: run.attempt,
         };
         let attempt = run.attempt;
+        self.in_flight.insert((key, attempt));
         let (call, handle) = futures::future::abortable(async move { client.run_task(&def).await });
         if let Some(superseded) = self.calls.insert(key, handle) {
             superseded.abort();
@@ -499,7 +581,7 @@ impl Attempt {
                         return Some(Err(self.stop(failure, None).await));
                     }
                 }
-                item = self.results.next() => match item {
+                item = next_result(&mut self.results) => match item {
                     Some(Ok(batch)) => return Some(Ok(batch)),
                     Some(Err(e)) => return Some(Err(self.root_cause(e).await)),
                     None => {
@@ -515,20 +597,27 @@ impl Attempt {
     /// Outcomes of superseded runs, and of runs on executors already lost (whose output
     /// nobody needs, or they would have run again), are ignored.
     async fn task_ended(&mut self, outcome: TaskOutcome) -> Option<Stop> {
-        let run = self
+        self.in_flight.remove(&(outcome.key, outcome.attempt));
+        let current = self
             .runs
             .get_mut(&outcome.key)
-            .filter(|r| r.attempt == outcome.attempt && !self.lost.contains(&r.url))?;
-        match outcome.result {
-            Ok(()) => {
+            .filter(|r| r.attempt == outcome.attempt && !self.lost.contains(&r.url));
+        let stop = match (current, outcome.result) {
+            (None, _) => None,
+            (Some(run), Ok(())) => {
                 run.finished = true;
                 None
             }
-            Err(failure) if is_root_cause(&failure) => {
-                Some(self.stop(failure, Some(outcome.key)).await)
+            (Some(_), Err(failure)) if is_root_cause(&failure) => {
+                return Some(self.stop(failure, Some(outcome.key)).await);
             }
-            Err(_) => None,
+            (Some(_), Err(_)) => None,
+        };
+        if let Err(e) = self.start_pending() {
+            self.finish().await;
+            return Some(Stop::Failed(e));
         }
+        stop
     }
 
     async fn stop(&mut self, failure: TaskFailure, task: Option<TaskKey>) -> Stop {
@@ -575,54 +664,15 @@ impl Attempt {
         (rerun, restart_root)
     }
 
-    /// Places `tasks` again on live executors (newly joined ones too) and launches
-    /// them; restarts the coordinator's read of the final stage when it is among them.
-    fn rerun(
-        &mut self,
-        coordinator: &Coordinator,
-        tasks: &BTreeSet<TaskKey>,
-        restart_root: bool,
-    ) -> Result<()> {
-        let executors: Vec<ExecutorClient> = coordinator
-            .live_executors()
-            .into_iter()
-            .filter(|e| !self.lost.contains(e.url()))
-            .collect();
-        if executors.is_empty() {
-            return Err(no_executors());
-        }
+    /// Places `tasks` again on live executors (newly joined ones too) and starts them at
+    /// once; restarts the coordinator's read of the final stage when it is among them.
+    fn rerun(&mut self, tasks: &BTreeSet<TaskKey>) -> Result<()> {
         self.round += 1;
-        let mut slots = Slots::of(&executors, &coordinator.executors());
-        for stage in &self.plan.stages {
-            let mut stage_tasks = tasks.iter().filter(|k| k.0 == stage.id).peekable();
-            if stage_tasks.peek().is_none() {
-                continue;
-            }
-            let holders = preferred_holders(&stage.plan);
-            for &(_, task) in stage_tasks {
-                let placed = slots.place_one(stage.id, task, holders.as_deref(), &executors);
-                let run = TaskRun {
-                    url: executors[placed].url().to_string(),
-                    attempt: self.round,
-                    finished: false,
-                };
-                self.runs.insert((stage.id, task), run);
-            }
-        }
         let lost = &self.lost;
         self.executors.retain(|e| !lost.contains(e.url()));
-        for executor in executors {
-            if !self.executors.iter().any(|e| e.url() == executor.url()) {
-                self.executors.push(executor);
-            }
-        }
-        for &key in tasks {
-            self.spawn(key)?;
-        }
-        if restart_root {
-            self.results = self.execute_root()?;
-        }
-        Ok(())
+        let keys: Vec<TaskKey> = tasks.iter().copied().collect();
+        self.place_and_spawn(&keys, self.round)?;
+        self.start_pending()
     }
 
     /// Stops the attempt for good, releasing it on every executor still reachable.

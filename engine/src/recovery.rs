@@ -82,7 +82,8 @@ impl Lineage {
     ///   part of an output that will be written anew, perhaps in another order.
     ///
     /// Tasks that finished on live executors keep their outputs; unfinished ones that
-    /// read nothing that runs again keep running.
+    /// read nothing that runs again keep running. Tasks not launched yet (no run) are
+    /// left alone: they read the current runs' locations when they start.
     pub(crate) fn tasks_to_rerun(
         &self,
         runs: &HashMap<TaskKey, TaskRun>,
@@ -90,7 +91,7 @@ impl Lineage {
         failed: &[TaskKey],
     ) -> BTreeSet<TaskKey> {
         let finished = |key: &TaskKey| runs.get(key).is_some_and(|r| r.finished);
-        let on_lost = |key: &TaskKey| runs.get(key).is_none_or(|r| lost.contains(&r.url));
+        let on_lost = |key: &TaskKey| runs.get(key).is_some_and(|r| lost.contains(&r.url));
         let mut rerun: BTreeSet<TaskKey> = failed
             .iter()
             .filter(|k| self.tasks.get(&k.0).is_some_and(|&n| k.1 < n))
@@ -109,7 +110,7 @@ impl Lineage {
             };
             let added: Vec<TaskKey> = self
                 .keys()
-                .filter(|key| !rerun.contains(key))
+                .filter(|key| runs.contains_key(key) && !rerun.contains(key))
                 .filter(|key| {
                     if on_lost(key) {
                         output_needed(key.0)
@@ -232,6 +233,19 @@ mod tests {
         let gone = HashSet::from(["b".to_string(), "c".to_string()]);
         let rerun = three_stages().tasks_to_rerun(&runs, &gone, &[]);
         assert_eq!(rerun, BTreeSet::from([(1, 1), (2, 1), (3, 0)]));
+    }
+
+    #[test]
+    fn tasks_not_launched_yet_are_left_to_start_later() {
+        // The aggregates and the final task wait for free slots; the lost scan's output
+        // will be read by them, so it runs again, and nothing else does.
+        let runs = runs(&[
+            ((1, 0), "a", true),
+            ((1, 1), "b", true),
+            ((1, 2), "c", true),
+        ]);
+        let rerun = three_stages().tasks_to_rerun(&runs, &lost("c"), &[]);
+        assert_eq!(rerun, BTreeSet::from([(1, 2)]));
     }
 
     #[test]
