@@ -23,6 +23,8 @@ pub struct TpchBench {
     pub iterations: usize,
     pub json: Option<PathBuf>,
     pub cached: bool,
+    /// Session settings for Fletch (`KEY=VALUE`, as `SET KEY = 'VALUE'`).
+    pub settings: Vec<String>,
 }
 
 /// What `--json` writes.
@@ -61,6 +63,8 @@ struct Settings {
     data_dir: String,
     /// Fletch over cached tables, DataFusion over `MemTable`s (`datafusion_*` figures).
     cached: bool,
+    /// `--set` session settings of Fletch's session.
+    fletch_settings: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -115,6 +119,19 @@ impl TpchBench {
             .await
             .context("starting the embedded cluster")?;
         let fletch = cluster.session();
+        for setting in &self.settings {
+            let Some((key, value)) = setting.split_once('=') else {
+                bail!("--set {setting:?}: expected KEY=VALUE");
+            };
+            let value = value.trim().replace('\'', "''");
+            fletch
+                .sql(&format!("SET {} = '{value}'", key.trim()))
+                .await
+                .with_context(|| format!("--set {setting}"))?
+                .collect()
+                .await
+                .with_context(|| format!("--set {setting}"))?;
+        }
         tpch::register(&fletch, &dir).await?;
         let parquet = SessionContext::new_with_config(SessionConfig::new());
         tpch::register(&parquet, &dir).await?;
@@ -220,6 +237,7 @@ impl TpchBench {
                     target_partitions,
                     data_dir: dir.display().to_string(),
                     cached: self.cached,
+                    fletch_settings: self.settings.clone(),
                 },
                 queries: figures,
                 total,

@@ -152,6 +152,10 @@ enum BenchSuite {
         /// keys) and compare with DataFusion over in-memory tables and over the files.
         #[arg(long)]
         cached: bool,
+        /// A setting of Fletch's session, as `SET KEY = 'VALUE'` would make it
+        /// (e.g. `--set fletch.stage_recovery=false`); repeatable.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        settings: Vec<String>,
     },
 }
 
@@ -229,6 +233,7 @@ fn main_inner() -> Result<ExitCode> {
                 iterations,
                 json,
                 cached,
+                settings,
             },
     }) = &args.command
     {
@@ -243,6 +248,7 @@ fn main_inner() -> Result<ExitCode> {
             iterations: *iterations,
             json: json.clone(),
             cached: *cached,
+            settings: settings.clone(),
         };
         runtime.block_on(bench.run(&data_dir))?;
         return Ok(ExitCode::SUCCESS);

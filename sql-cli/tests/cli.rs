@@ -89,6 +89,8 @@ fn bench_compares_with_single_node_datafusion() {
         "1,6",
         "--iterations",
         "2",
+        "--set",
+        "fletch.stage_recovery=false",
         "--json",
         json.to_str().expect("utf-8 path"),
     ]);
@@ -108,6 +110,10 @@ fn bench_compares_with_single_node_datafusion() {
             .expect("report is JSON");
     assert_eq!(report["settings"]["executors"], 3);
     assert_eq!(report["settings"]["iterations"], 2);
+    assert_eq!(
+        report["settings"]["fletch_settings"],
+        serde_json::json!(["fletch.stage_recovery=false"])
+    );
     assert_eq!(report["datafusion_version"], datafusion::DATAFUSION_VERSION);
     assert!(report["cores"].as_u64().is_some_and(|c| c >= 1), "{report}");
     let in_checkout = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -199,6 +205,24 @@ fn bench_rejects_unknown_queries() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("queries 1 to 22, not 23"), "{stderr}");
+}
+
+#[test]
+fn bench_rejects_a_setting_that_does_not_exist() {
+    let out = fletch(&[
+        "-q",
+        "bench",
+        "tpch",
+        "--sf",
+        "0.01",
+        "--queries",
+        "6",
+        "--set",
+        "fletch.no_such_setting=1",
+    ]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no_such_setting"), "{stderr}");
 }
 
 #[test]

@@ -24,6 +24,16 @@ impl Drop for Process {
     }
 }
 
+/// Sends `signal` (such as `-TERM`) to the process.
+fn send_signal(process: &Process, signal: &str) {
+    let pid = process.child.id().to_string();
+    let status = Command::new("kill")
+        .args([signal, &pid])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill {signal} {pid}");
+}
+
 /// Starts `fletch args...` and waits for its `listening on URL` line.
 fn start(args: &[&str]) -> Process {
     let mut child = Command::new(env!("CARGO_BIN_EXE_fletch"))
@@ -117,12 +127,7 @@ async fn executors_join_are_lost_when_killed_and_leave_on_sigterm() {
     .await;
     assert_eq!(state_of(&after_kill, &stopped.url), Some("alive"));
 
-    let pid = stopped.child.id().to_string();
-    let status = Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill -TERM");
-    assert!(status.success());
+    send_signal(&stopped, "-TERM");
     let exit = stopped.child.wait().expect("executor exits");
     assert!(exit.success(), "a stopped executor exits cleanly: {exit:?}");
     let after_term = client.list_executors().await.expect("list");
@@ -661,12 +666,7 @@ async fn a_frozen_executor_is_declared_lost_and_its_query_runs_again() {
     };
     tokio::time::sleep(Duration::from_millis(100)).await;
     let frozen = &executors[1];
-    let pid = frozen.child.id().to_string();
-    let status = Command::new("kill")
-        .args(["-STOP", &pid])
-        .status()
-        .expect("kill -STOP");
-    assert!(status.success());
+    send_signal(frozen, "-STOP");
     let answer = running
         .join()
         .await
@@ -727,12 +727,7 @@ async fn an_executor_stopped_with_sigterm_lets_its_running_query_finish() {
         "the query must still run when the executor is told to stop"
     );
     let stopping = executors.remove(0);
-    let pid = stopping.child.id().to_string();
-    let status = Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill -TERM");
-    assert!(status.success());
+    send_signal(&stopping, "-TERM");
     let answer = running
         .await
         .expect("query task")
