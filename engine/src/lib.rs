@@ -10,8 +10,8 @@
 
 mod catalog;
 mod coordinator;
-mod coordinator_service;
 mod distributed_exec;
+mod flight_sql;
 mod local_cluster;
 mod membership;
 mod query_run;
@@ -24,8 +24,8 @@ pub mod tpch;
 
 pub use catalog::{ClusterSchema, FletchTable, LoadCommitExec, SystemSchema, TableLayout};
 pub use coordinator::{Coordinator, RecoveryStats};
-pub use coordinator_service::{CoordinatorServer, serve_coordinator};
 pub use distributed_exec::DistributedExec;
+pub use flight_sql::{CoordinatorServer, serve_coordinator};
 pub use local_cluster::{DEFAULT_EXECUTORS, LocalCluster};
 pub use membership::{MemberState, MembershipOptions, StatusSource};
 pub use rule::DistributeRule;

@@ -59,9 +59,20 @@ pub fn split_statements(sql: &str) -> Result<Vec<String>> {
     Ok(statements)
 }
 
-/// Runs one SQL statement on a Fletch session.
-pub async fn sql(ctx: &SessionContext, statement: &str) -> Result<DataFrame> {
-    let tokens = tokenize(statement)?;
+/// Which statement a text is, by its first words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    CreateTable,
+    CacheTable,
+    UncacheTable,
+    ShowExecutors,
+    ShowTables,
+    DropTable,
+    /// Planned by DataFusion as it is.
+    Other,
+}
+
+fn kind(tokens: &[TokenWithSpan]) -> Kind {
     let words: Vec<String> = tokens
         .iter()
         .filter(|t| !matches!(t.token, Token::Whitespace(_)))
@@ -73,23 +84,41 @@ pub async fn sql(ctx: &SessionContext, statement: &str) -> Result<DataFrame> {
         .collect();
     let words: Vec<&str> = words.iter().map(String::as_str).collect();
     match words.as_slice() {
-        ["CREATE", "TABLE", ..] | ["CREATE", "OR", "REPLACE", "TABLE"] => {
-            create_table(ctx, statement, tokens).await
-        }
-        ["CACHE", "TABLE", ..] => cache_table(ctx, statement, tokens).await,
-        ["UNCACHE", "TABLE", ..] => uncache_table(ctx, tokens).await,
-        ["SHOW", "EXECUTORS"] => ctx.sql("SELECT * FROM fletch.executors ORDER BY url").await,
-        ["SHOW", "TABLES"] => {
+        ["CREATE", "TABLE", ..] | ["CREATE", "OR", "REPLACE", "TABLE"] => Kind::CreateTable,
+        ["CACHE", "TABLE", ..] => Kind::CacheTable,
+        ["UNCACHE", "TABLE", ..] => Kind::UncacheTable,
+        ["SHOW", "EXECUTORS"] => Kind::ShowExecutors,
+        ["SHOW", "TABLES"] => Kind::ShowTables,
+        ["DROP", "TABLE", ..] => Kind::DropTable,
+        _ => Kind::Other,
+    }
+}
+
+/// Whether `statement` is one Fletch runs itself rather than DataFusion (so DataFusion
+/// alone may not parse it).
+pub(crate) fn is_fletch_statement(statement: &str) -> bool {
+    tokenize(statement).is_ok_and(|tokens| !matches!(kind(&tokens), Kind::Other | Kind::DropTable))
+}
+
+/// Runs one SQL statement on a Fletch session.
+pub async fn sql(ctx: &SessionContext, statement: &str) -> Result<DataFrame> {
+    let tokens = tokenize(statement)?;
+    match kind(&tokens) {
+        Kind::CreateTable => create_table(ctx, statement, tokens).await,
+        Kind::CacheTable => cache_table(ctx, statement, tokens).await,
+        Kind::UncacheTable => uncache_table(ctx, tokens).await,
+        Kind::ShowExecutors => ctx.sql("SELECT * FROM fletch.executors ORDER BY url").await,
+        Kind::ShowTables => {
             ctx.sql("SELECT * FROM fletch.tables ORDER BY table_name")
                 .await
         }
-        ["DROP", "TABLE", ..] => {
+        Kind::DropTable => {
             let result = ctx.sql(statement).await?;
             // The fragments are freed in the background; the statement ends when they are.
             coordinator(ctx)?.wait_for_releases().await;
             Ok(result)
         }
-        _ => ctx.sql(statement).await,
+        Kind::Other => ctx.sql(statement).await,
     }
 }
 

@@ -1,0 +1,98 @@
+//! What the Flight SQL endpoint remembers between calls: client sessions by bearer
+//! token, statements planned by `GetFlightInfo` and waiting for their `DoGet`, results
+//! being streamed (so `CancelFlightInfo` can stop them), and prepared statements.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::common::ParamValues;
+use datafusion::dataframe::DataFrame;
+use datafusion::prelude::SessionContext;
+use futures::future::AbortHandle;
+use parking_lot::Mutex;
+use tonic::Status;
+
+/// How many handles of each kind may wait at once; beyond that the oldest is forgotten
+/// (its later use gets NotFound).
+const WAITING: usize = 1024;
+
+/// A map of handles that forgets its oldest entry when full.
+pub(crate) struct Handles<T> {
+    entries: Mutex<(HashMap<String, T>, std::collections::VecDeque<String>)>,
+}
+
+impl<T> Default for Handles<T> {
+    fn default() -> Self {
+        Self {
+            entries: Mutex::new((HashMap::new(), std::collections::VecDeque::new())),
+        }
+    }
+}
+
+impl<T: Clone> Handles<T> {
+    /// Stores `value` under a new handle and returns it.
+    pub(crate) fn insert(&self, value: T) -> String {
+        let handle = uuid::Uuid::new_v4().to_string();
+        self.insert_at(handle.clone(), value);
+        handle
+    }
+
+    pub(crate) fn insert_at(&self, handle: String, value: T) {
+        let mut guard = self.entries.lock();
+        let (map, order) = &mut *guard;
+        while map.len() >= WAITING {
+            let Some(oldest) = order.pop_front() else {
+                break;
+            };
+            map.remove(&oldest);
+        }
+        if map.insert(handle.clone(), value).is_none() {
+            order.push_back(handle);
+        }
+    }
+
+    pub(crate) fn get(&self, handle: &str) -> Option<T> {
+        self.entries.lock().0.get(handle).cloned()
+    }
+
+    pub(crate) fn remove(&self, handle: &str) -> Option<T> {
+        let mut guard = self.entries.lock();
+        let (map, order) = &mut *guard;
+        let value = map.remove(handle)?;
+        order.retain(|h| h != handle);
+        Some(value)
+    }
+}
+
+/// One client's session: its settings, temporary state and tables it registered.
+pub(crate) type ClientSession = Arc<SessionContext>;
+
+/// A statement planned and waiting for its `DoGet`.
+#[derive(Clone)]
+pub(crate) struct Waiting {
+    pub(crate) dataframe: DataFrame,
+}
+
+/// A prepared statement: its text, the session it was prepared in, and the parameters
+/// bound last (if any).
+#[derive(Clone)]
+pub(crate) struct Prepared {
+    pub(crate) session: ClientSession,
+    pub(crate) sql: String,
+    pub(crate) parameters: Option<ParamValues>,
+}
+
+/// Everything the endpoint keeps between calls.
+#[derive(Default)]
+pub(crate) struct State {
+    pub(crate) sessions: Handles<ClientSession>,
+    pub(crate) waiting: Handles<Waiting>,
+    pub(crate) running: Handles<AbortHandle>,
+    pub(crate) prepared: Handles<Prepared>,
+}
+
+/// A handle carried as bytes by the protocol.
+pub(crate) fn handle_text(bytes: &[u8], what: &str) -> Result<String, Status> {
+    String::from_utf8(bytes.to_vec())
+        .map_err(|_| Status::invalid_argument(format!("malformed {what} handle")))
+}

@@ -1,0 +1,692 @@
+//! The coordinator's Flight endpoint, an Arrow Flight SQL server: statement queries
+//! and updates (DDL, INSERT, CACHE — every statement goes through [`crate::sql`]),
+//! prepared statements with and without parameters, the catalog calls and SQL info,
+//! cancellation, and a handshake that gives the client a session of its own. Results
+//! are planned at `GetFlightInfo` and streamed by the coordinator at `DoGet`, so a
+//! client that ignores endpoint locations (JDBC) reads them the same way. The cluster's
+//! membership actions share the endpoint ([`cluster_actions`]).
+
+mod cluster_actions;
+mod handles;
+mod metadata;
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use arrow::array::{Array, RecordBatch, UInt64Array};
+use arrow::datatypes::{DataType, Field, Schema};
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::error::FlightError;
+use arrow_flight::flight_service_server::FlightService;
+use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
+use arrow_flight::sql::{
+    ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest,
+    ActionCreatePreparedStatementResult, CommandGetCatalogs, CommandGetCrossReference,
+    CommandGetDbSchemas, CommandGetExportedKeys, CommandGetImportedKeys, CommandGetPrimaryKeys,
+    CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables, CommandPreparedStatementQuery,
+    CommandPreparedStatementUpdate, CommandStatementQuery, CommandStatementUpdate,
+    DoPutPreparedStatementResult, ProstMessageExt, SqlInfo, TicketStatementQuery,
+};
+use arrow_flight::{
+    Action, ActionType, CancelFlightInfoRequest, CancelFlightInfoResult, CancelStatus,
+    FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse, IpcMessage,
+    SchemaAsIpc, Ticket,
+};
+use datafusion::common::ParamValues;
+use datafusion::dataframe::DataFrame;
+use datafusion::error::DataFusionError;
+use datafusion::scalar::ScalarValue;
+use fletch_executor::FlightServer;
+use futures::{Stream, StreamExt, TryStreamExt};
+use prost::Message;
+use tokio::net::TcpListener;
+use tonic::metadata::MetadataMap;
+use tonic::{Request, Response, Status, Streaming};
+
+use self::cluster_actions::bad_request;
+use self::handles::{ClientSession, Prepared, State, Waiting, handle_text};
+use crate::{Coordinator, default_session_config, fletch_session};
+
+type ActionStream =
+    Pin<Box<dyn Stream<Item = Result<arrow_flight::Result, Status>> + Send + 'static>>;
+type DoGetStream = <CoordinatorService as FlightService>::DoGetStream;
+
+struct CoordinatorService {
+    coordinator: Arc<Coordinator>,
+    /// The session of clients that did not hand-shake.
+    shared: ClientSession,
+    state: Arc<State>,
+}
+
+fn to_status(e: DataFusionError) -> Status {
+    let message = e.strip_backtrace();
+    match e.find_root() {
+        DataFusionError::SQL(..) | DataFusionError::Plan(_) | DataFusionError::SchemaError(..) => {
+            Status::invalid_argument(message)
+        }
+        DataFusionError::NotImplemented(_) => Status::unimplemented(message),
+        DataFusionError::ResourcesExhausted(_) => Status::resource_exhausted(message),
+        _ => Status::internal(message),
+    }
+}
+
+/// The bearer token of a request, if it carries one.
+fn bearer(metadata: &MetadataMap) -> Result<Option<String>, Status> {
+    let Some(value) = metadata.get("authorization") else {
+        return Ok(None);
+    };
+    let value = value
+        .to_str()
+        .map_err(|_| Status::unauthenticated("malformed authorization header"))?;
+    Ok(value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+        .map(|token| token.trim().to_string()))
+}
+
+/// A stream of one batch, as Flight data.
+fn batch_stream(batch: RecordBatch) -> DoGetStream {
+    let schema = batch.schema();
+    let batches = futures::stream::iter([Ok(batch)]);
+    FlightDataEncoderBuilder::new()
+        .with_schema(schema)
+        .build(batches)
+        .map_err(|e| Status::internal(e.to_string()))
+        .boxed()
+}
+
+/// A `FlightInfo` whose one endpoint's ticket is `ticket`, served by this endpoint.
+fn info_with_ticket(
+    schema: &Schema,
+    ticket: Vec<u8>,
+    descriptor: FlightDescriptor,
+) -> Result<Response<FlightInfo>, Status> {
+    let endpoint = FlightEndpoint::new().with_ticket(Ticket::new(ticket));
+    let info = FlightInfo::new()
+        .try_with_schema(schema)
+        .map_err(|e| Status::internal(format!("encoding the result schema: {e}")))?
+        .with_endpoint(endpoint)
+        .with_descriptor(descriptor);
+    Ok(Response::new(info))
+}
+
+/// A catalog call's `FlightInfo`: its ticket is the command itself.
+fn command_info(
+    command: impl ProstMessageExt,
+    schema: &Schema,
+    request: Request<FlightDescriptor>,
+) -> Result<Response<FlightInfo>, Status> {
+    info_with_ticket(
+        schema,
+        command.as_any().encode_to_vec(),
+        request.into_inner(),
+    )
+}
+
+/// How many rows a statement changed: the `count` its plan reports (INSERT, CREATE
+/// TABLE AS), else 0 (DDL).
+fn affected_rows(batches: &[RecordBatch]) -> i64 {
+    batches
+        .iter()
+        .filter(|b| b.num_columns() == 1 && b.schema().field(0).name() == "count")
+        .filter_map(|b| b.column(0).as_any().downcast_ref::<UInt64Array>().cloned())
+        .map(|counts| counts.iter().flatten().sum::<u64>())
+        .sum::<u64>()
+        .try_into()
+        .unwrap_or(i64::MAX)
+}
+
+/// Positional parameters from the first row of a bound parameter batch.
+fn parameters_from(batch: &RecordBatch) -> Result<ParamValues, Status> {
+    if batch.num_rows() == 0 {
+        return Err(Status::invalid_argument("the parameter batch has no row"));
+    }
+    let values = batch
+        .columns()
+        .iter()
+        .map(|column| ScalarValue::try_from_array(column, 0))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| Status::invalid_argument(format!("reading parameters: {e}")))?;
+    Ok(ParamValues::from(values))
+}
+
+/// The parameter schema of a planned statement: `$1`, `$2`, ... with their types
+/// where DataFusion infers them.
+fn parameter_schema(plan: &datafusion::logical_expr::LogicalPlan) -> Result<Schema, Status> {
+    let types = plan.get_parameter_types().map_err(to_status)?;
+    let mut names: Vec<(usize, String)> = types
+        .keys()
+        .map(|name| {
+            let index = name.trim_start_matches('$').parse().unwrap_or(usize::MAX);
+            (index, name.clone())
+        })
+        .collect();
+    names.sort();
+    let fields: Vec<Field> = names
+        .into_iter()
+        .map(|(_, name)| {
+            let data_type = types
+                .get(&name)
+                .cloned()
+                .flatten()
+                .unwrap_or(DataType::Null);
+            Field::new(name, data_type, true)
+        })
+        .collect();
+    Ok(Schema::new(fields))
+}
+
+fn encode_schema(schema: &Schema) -> Result<bytes::Bytes, Status> {
+    let options = arrow::ipc::writer::IpcWriteOptions::default();
+    let IpcMessage(bytes) = SchemaAsIpc::new(schema, &options)
+        .try_into()
+        .map_err(|e: arrow::error::ArrowError| Status::internal(e.to_string()))?;
+    Ok(bytes)
+}
+
+impl CoordinatorService {
+    /// The session a request belongs to: its bearer token's, or the shared one.
+    fn session<T>(&self, request: &Request<T>) -> Result<ClientSession, Status> {
+        match bearer(request.metadata())? {
+            None => Ok(Arc::clone(&self.shared)),
+            Some(token) => self.state.sessions.get(&token).ok_or_else(|| {
+                Status::unauthenticated("unknown or expired session token: hand-shake again")
+            }),
+        }
+    }
+
+    /// Keeps `dataframe` for its `DoGet` and describes its result.
+    fn waiting_info(
+        &self,
+        dataframe: DataFrame,
+        descriptor: FlightDescriptor,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = dataframe.schema().as_arrow().clone();
+        let handle = self.state.waiting.insert(Waiting { dataframe });
+        let ticket = TicketStatementQuery {
+            statement_handle: handle.into_bytes().into(),
+        };
+        info_with_ticket(&schema, ticket.as_any().encode_to_vec(), descriptor)
+    }
+
+    /// The prepared statement `handle` names, with its parameters bound.
+    async fn prepared_dataframe(&self, handle: &[u8]) -> Result<DataFrame, Status> {
+        let handle = handle_text(handle, "prepared statement")?;
+        let prepared = self
+            .state
+            .prepared
+            .get(&handle)
+            .ok_or_else(|| Status::not_found(format!("no prepared statement {handle:?}")))?;
+        let dataframe = crate::sql(&prepared.session, &prepared.sql)
+            .await
+            .map_err(to_status)?;
+        match prepared.parameters {
+            Some(parameters) => dataframe.with_param_values(parameters).map_err(to_status),
+            None => Ok(dataframe),
+        }
+    }
+
+    /// Cancels every statement `info`'s tickets name: waiting ones are forgotten,
+    /// streaming ones stopped (which releases their tasks on every executor).
+    fn cancel(&self, info: &FlightInfo) -> CancelStatus {
+        let mut found = false;
+        for endpoint in &info.endpoint {
+            let Some(ticket) = &endpoint.ticket else {
+                continue;
+            };
+            let Ok(any) = arrow_flight::sql::Any::decode(ticket.ticket.clone()) else {
+                continue;
+            };
+            let Ok(Some(statement)) = any.unpack::<TicketStatementQuery>() else {
+                continue;
+            };
+            let handle = String::from_utf8_lossy(&statement.statement_handle).to_string();
+            found |= self.state.waiting.remove(&handle).is_some();
+            if let Some(running) = self.state.running.remove(&handle) {
+                running.abort();
+                found = true;
+            }
+        }
+        if found {
+            CancelStatus::Cancelled
+        } else {
+            CancelStatus::NotCancellable
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl FlightSqlService for CoordinatorService {
+    type FlightService = CoordinatorService;
+
+    /// Gives the client a session of its own, named by the bearer token returned (in
+    /// the payload and the `authorization` header).
+    async fn do_handshake(
+        &self,
+        _request: Request<Streaming<HandshakeRequest>>,
+    ) -> Result<
+        Response<Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>>,
+        Status,
+    > {
+        let session = Arc::new(fletch_session(
+            Arc::clone(&self.coordinator),
+            default_session_config(),
+        ));
+        let token = self.state.sessions.insert(session);
+        let reply = HandshakeResponse {
+            protocol_version: 0,
+            payload: token.clone().into_bytes().into(),
+        };
+        let mut response: Response<
+            Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>,
+        > = Response::new(futures::stream::iter([Ok(reply)]).boxed());
+        let header = format!("Bearer {token}")
+            .parse()
+            .map_err(|_| Status::internal("token is not a header value"))?;
+        response.metadata_mut().insert("authorization", header);
+        Ok(response)
+    }
+
+    async fn do_action_fallback(
+        &self,
+        request: Request<Action>,
+    ) -> Result<Response<<Self as FlightService>::DoActionStream>, Status> {
+        let action = request.into_inner();
+        if action.r#type == "CancelFlightInfo" {
+            let cancel = CancelFlightInfoRequest::decode(action.body)
+                .map_err(|e| bad_request(format!("malformed CancelFlightInfo: {e}")))?;
+            let info = cancel
+                .info
+                .ok_or_else(|| bad_request("CancelFlightInfo without a FlightInfo"))?;
+            let result = CancelFlightInfoResult {
+                status: self.cancel(&info) as i32,
+            };
+            let reply = arrow_flight::Result {
+                body: result.encode_to_vec().into(),
+            };
+            let stream: ActionStream = futures::stream::iter([Ok(reply)]).boxed();
+            return Ok(Response::new(stream));
+        }
+        let Some(replies) = cluster_actions::run(&self.coordinator, &action).await else {
+            return Err(bad_request(format!(
+                "unknown action type {:?}",
+                action.r#type
+            )));
+        };
+        let stream: ActionStream = futures::stream::iter(replies?.into_iter().map(Ok)).boxed();
+        Ok(Response::new(stream))
+    }
+
+    async fn list_custom_actions(&self) -> Option<Vec<Result<ActionType, Status>>> {
+        let cancel = ActionType {
+            r#type: "CancelFlightInfo".to_string(),
+            description: "cancel the statements a FlightInfo names".to_string(),
+        };
+        Some(
+            cluster_actions::list()
+                .into_iter()
+                .chain([cancel])
+                .map(Ok)
+                .collect(),
+        )
+    }
+
+    async fn get_flight_info_statement(
+        &self,
+        query: CommandStatementQuery,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let session = self.session(&request)?;
+        let dataframe = crate::sql(&session, &query.query)
+            .await
+            .map_err(to_status)?;
+        self.waiting_info(dataframe, request.into_inner())
+    }
+
+    async fn do_get_statement(
+        &self,
+        ticket: TicketStatementQuery,
+        _request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let handle = handle_text(&ticket.statement_handle, "statement")?;
+        let Waiting { dataframe } = self
+            .state
+            .waiting
+            .remove(&handle)
+            .ok_or_else(|| Status::not_found(format!("no statement {handle:?} is waiting")))?;
+        let batches = dataframe.execute_stream().await.map_err(to_status)?;
+        let schema = batches.schema();
+        let (batches, abort) = futures::stream::abortable(batches);
+        self.state.running.insert_at(handle.clone(), abort);
+        // Forgets the handle when the stream ends or the client goes away.
+        let forget = ForgetRunning {
+            state: Arc::clone(&self.state),
+            handle,
+        };
+        let batches = batches.map(move |batch| {
+            let _ = &forget;
+            batch
+        });
+        let encoded = FlightDataEncoderBuilder::new()
+            .with_schema(schema)
+            .build(batches.map_err(|e| FlightError::Tonic(Box::new(to_status(e)))))
+            .map_err(|e| match e {
+                FlightError::Tonic(status) => *status,
+                other => Status::internal(other.to_string()),
+            });
+        Ok(Response::new(encoded.boxed()))
+    }
+
+    async fn do_put_statement_update(
+        &self,
+        update: CommandStatementUpdate,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<i64, Status> {
+        let session = self.session(&request)?;
+        let batches = crate::sql(&session, &update.query)
+            .await
+            .map_err(to_status)?
+            .collect()
+            .await
+            .map_err(to_status)?;
+        Ok(affected_rows(&batches))
+    }
+
+    async fn do_action_create_prepared_statement(
+        &self,
+        query: ActionCreatePreparedStatementRequest,
+        request: Request<Action>,
+    ) -> Result<ActionCreatePreparedStatementResult, Status> {
+        let session = self.session(&request)?;
+        // Queries and DataFusion's own statements are planned now, for their schemas;
+        // Fletch's (CREATE TABLE ... PARTITION BY, CACHE TABLE) when executed.
+        let (dataset_schema, parameter_schema) =
+            match session.state().create_logical_plan(&query.query).await {
+                Ok(plan) => (plan.schema().as_arrow().clone(), parameter_schema(&plan)?),
+                Err(e) if crate::statements::is_fletch_statement(&query.query) => {
+                    tracing::debug!("prepared as a Fletch statement: {e}");
+                    (Schema::empty(), Schema::empty())
+                }
+                Err(e) => return Err(to_status(e)),
+            };
+        let prepared = Prepared {
+            session,
+            sql: query.query,
+            parameters: None,
+        };
+        let handle = self.state.prepared.insert(prepared);
+        Ok(ActionCreatePreparedStatementResult {
+            prepared_statement_handle: handle.into_bytes().into(),
+            dataset_schema: encode_schema(&dataset_schema)?,
+            parameter_schema: encode_schema(&parameter_schema)?,
+        })
+    }
+
+    async fn do_action_close_prepared_statement(
+        &self,
+        query: ActionClosePreparedStatementRequest,
+        _request: Request<Action>,
+    ) -> Result<(), Status> {
+        let handle = handle_text(&query.prepared_statement_handle, "prepared statement")?;
+        self.state
+            .prepared
+            .remove(&handle)
+            .map(|_| ())
+            .ok_or_else(|| Status::not_found(format!("no prepared statement {handle:?}")))
+    }
+
+    async fn do_put_prepared_statement_query(
+        &self,
+        query: CommandPreparedStatementQuery,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<DoPutPreparedStatementResult, Status> {
+        let handle = handle_text(&query.prepared_statement_handle, "prepared statement")?;
+        let mut prepared = self
+            .state
+            .prepared
+            .get(&handle)
+            .ok_or_else(|| Status::not_found(format!("no prepared statement {handle:?}")))?;
+        let batches: Vec<RecordBatch> =
+            arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(
+                request.into_inner().map_err(FlightError::from),
+            )
+            .try_collect()
+            .await
+            .map_err(|e| Status::invalid_argument(format!("reading parameters: {e}")))?;
+        prepared.parameters = match batches.iter().find(|b| b.num_rows() > 0) {
+            Some(batch) => Some(parameters_from(batch)?),
+            None => None,
+        };
+        self.state.prepared.insert_at(handle.clone(), prepared);
+        Ok(DoPutPreparedStatementResult {
+            prepared_statement_handle: Some(handle.into_bytes().into()),
+        })
+    }
+
+    async fn get_flight_info_prepared_statement(
+        &self,
+        query: CommandPreparedStatementQuery,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let dataframe = self
+            .prepared_dataframe(&query.prepared_statement_handle)
+            .await?;
+        self.waiting_info(dataframe, request.into_inner())
+    }
+
+    async fn do_put_prepared_statement_update(
+        &self,
+        query: CommandPreparedStatementUpdate,
+        _request: Request<PeekableFlightDataStream>,
+    ) -> Result<i64, Status> {
+        let batches = self
+            .prepared_dataframe(&query.prepared_statement_handle)
+            .await?
+            .collect()
+            .await
+            .map_err(to_status)?;
+        Ok(affected_rows(&batches))
+    }
+
+    async fn get_flight_info_catalogs(
+        &self,
+        query: CommandGetCatalogs,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = query.into_builder().schema();
+        command_info(query, &schema, request)
+    }
+
+    async fn do_get_catalogs(
+        &self,
+        query: CommandGetCatalogs,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let session = self.session(&request)?;
+        Ok(Response::new(batch_stream(metadata::catalogs(
+            &session, query,
+        )?)))
+    }
+
+    async fn get_flight_info_schemas(
+        &self,
+        query: CommandGetDbSchemas,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = query.clone().into_builder().schema();
+        command_info(query, &schema, request)
+    }
+
+    async fn do_get_schemas(
+        &self,
+        query: CommandGetDbSchemas,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let session = self.session(&request)?;
+        Ok(Response::new(batch_stream(metadata::schemas(
+            &session, query,
+        )?)))
+    }
+
+    async fn get_flight_info_tables(
+        &self,
+        query: CommandGetTables,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = query.clone().into_builder().schema();
+        command_info(query, &schema, request)
+    }
+
+    async fn do_get_tables(
+        &self,
+        query: CommandGetTables,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let session = self.session(&request)?;
+        let batch = metadata::tables(&session, query).await?;
+        Ok(Response::new(batch_stream(batch)))
+    }
+
+    async fn get_flight_info_table_types(
+        &self,
+        query: CommandGetTableTypes,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = query.into_builder().schema();
+        command_info(query, &schema, request)
+    }
+
+    async fn do_get_table_types(
+        &self,
+        query: CommandGetTableTypes,
+        _request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        Ok(Response::new(batch_stream(metadata::table_types(query)?)))
+    }
+
+    async fn get_flight_info_sql_info(
+        &self,
+        query: CommandGetSqlInfo,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = query.clone().into_builder(metadata::sql_info()?).schema();
+        command_info(query, &schema, request)
+    }
+
+    async fn do_get_sql_info(
+        &self,
+        query: CommandGetSqlInfo,
+        _request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let batch = query
+            .into_builder(metadata::sql_info()?)
+            .build()
+            .map_err(|e| Status::internal(format!("GetSqlInfo: {e}")))?;
+        Ok(Response::new(batch_stream(batch)))
+    }
+
+    async fn get_flight_info_primary_keys(
+        &self,
+        query: CommandGetPrimaryKeys,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        command_info(query, &metadata::PRIMARY_KEYS, request)
+    }
+
+    async fn do_get_primary_keys(
+        &self,
+        _query: CommandGetPrimaryKeys,
+        _request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let empty = RecordBatch::new_empty(Arc::clone(&metadata::PRIMARY_KEYS));
+        Ok(Response::new(batch_stream(empty)))
+    }
+
+    async fn get_flight_info_exported_keys(
+        &self,
+        query: CommandGetExportedKeys,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        command_info(query, &metadata::FOREIGN_KEYS, request)
+    }
+
+    async fn do_get_exported_keys(
+        &self,
+        _query: CommandGetExportedKeys,
+        _request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        Ok(Response::new(no_foreign_keys()))
+    }
+
+    async fn get_flight_info_imported_keys(
+        &self,
+        query: CommandGetImportedKeys,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        command_info(query, &metadata::FOREIGN_KEYS, request)
+    }
+
+    async fn do_get_imported_keys(
+        &self,
+        _query: CommandGetImportedKeys,
+        _request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        Ok(Response::new(no_foreign_keys()))
+    }
+
+    async fn get_flight_info_cross_reference(
+        &self,
+        query: CommandGetCrossReference,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        command_info(query, &metadata::FOREIGN_KEYS, request)
+    }
+
+    async fn do_get_cross_reference(
+        &self,
+        _query: CommandGetCrossReference,
+        _request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        Ok(Response::new(no_foreign_keys()))
+    }
+
+    async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
+}
+
+/// Takes a statement out of the running ones when its stream is dropped.
+struct ForgetRunning {
+    state: Arc<State>,
+    handle: String,
+}
+
+impl Drop for ForgetRunning {
+    fn drop(&mut self) {
+        self.state.running.remove(&self.handle);
+    }
+}
+
+fn no_foreign_keys() -> DoGetStream {
+    batch_stream(RecordBatch::new_empty(Arc::clone(&metadata::FOREIGN_KEYS)))
+}
+
+/// A coordinator serving Flight on a TCP address; dropping it stops the server.
+pub type CoordinatorServer = FlightServer;
+
+/// Serves `coordinator`'s Flight endpoint on `addr` (port 0 picks a free port).
+pub async fn serve_coordinator(
+    coordinator: Arc<Coordinator>,
+    addr: SocketAddr,
+) -> std::io::Result<CoordinatorServer> {
+    let listener = TcpListener::bind(addr).await?;
+    let shared = Arc::new(fletch_session(
+        Arc::clone(&coordinator),
+        default_session_config(),
+    ));
+    let service = CoordinatorService {
+        coordinator,
+        shared,
+        state: Arc::default(),
+    };
+    FlightServer::serve(listener, service)
+}

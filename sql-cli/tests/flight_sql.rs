@@ -1,0 +1,411 @@
+//! The coordinator's Flight SQL endpoint, driven by the arrow-flight crate's Flight SQL
+//! client: statement queries and updates, prepared statements with and without
+//! parameters, the catalog calls, SQL info, cancellation, sessions per client, and bad
+//! input. Answers are compared with single-node DataFusion's.
+
+use std::sync::Arc;
+
+use arrow::array::{Array, Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema};
+use arrow_flight::sql::client::FlightSqlServiceClient;
+use arrow_flight::sql::{CommandGetDbSchemas, CommandGetPrimaryKeys, CommandGetTables, SqlInfo};
+use arrow_flight::{
+    Action, CancelFlightInfoRequest, CancelFlightInfoResult, CancelStatus, FlightInfo,
+};
+use datafusion::prelude::SessionContext;
+use fletch_engine::{LocalCluster, serve_coordinator};
+use futures::TryStreamExt;
+use prost::Message;
+use tonic::transport::Channel;
+
+const DATA: &str = "SELECT value AS k, value % 7 AS g, 'row ' || CAST(value AS VARCHAR) AS label \
+                    FROM generate_series(1, 2000)";
+
+struct Fixture {
+    cluster: LocalCluster,
+    server: fletch_engine::CoordinatorServer,
+    oracle: SessionContext,
+}
+
+async fn fixture() -> Fixture {
+    let cluster = LocalCluster::start(2).await.expect("cluster");
+    let server = serve_coordinator(
+        Arc::clone(cluster.coordinator()),
+        "127.0.0.1:0".parse().expect("address"),
+    )
+    .await
+    .expect("serve");
+    let oracle = SessionContext::new();
+    oracle
+        .sql(&format!("CREATE TABLE t AS {DATA}"))
+        .await
+        .expect("oracle table")
+        .collect()
+        .await
+        .expect("oracle table");
+    Fixture {
+        cluster,
+        server,
+        oracle,
+    }
+}
+
+async fn client(url: &str) -> FlightSqlServiceClient<Channel> {
+    let channel = Channel::from_shared(url.to_string())
+        .expect("url")
+        .connect()
+        .await
+        .expect("connect");
+    FlightSqlServiceClient::new(channel)
+}
+
+/// Every batch of every endpoint of `info`.
+async fn fetch(client: &mut FlightSqlServiceClient<Channel>, info: FlightInfo) -> Vec<RecordBatch> {
+    let mut batches = Vec::new();
+    for endpoint in info.endpoint {
+        let ticket = endpoint.ticket.expect("a ticket");
+        let stream = client.do_get(ticket).await.expect("do_get");
+        batches.extend(stream.try_collect::<Vec<_>>().await.expect("batches"));
+    }
+    batches
+}
+
+fn sorted_rows(batches: &[RecordBatch]) -> Vec<String> {
+    let mut rows = fletch_engine::tpch::rows_as_text(batches).expect("rows");
+    rows.sort();
+    rows
+}
+
+async fn oracle_rows(oracle: &SessionContext, sql: &str) -> Vec<String> {
+    let batches = oracle
+        .sql(sql)
+        .await
+        .expect("plan")
+        .collect()
+        .await
+        .expect("run");
+    sorted_rows(&batches)
+}
+
+fn strings(batches: &[RecordBatch], column: &str) -> Vec<String> {
+    batches
+        .iter()
+        .flat_map(|b| {
+            let array = b.column_by_name(column).expect("column");
+            let array = array.as_any().downcast_ref::<StringArray>().expect("utf8");
+            (0..array.len())
+                .map(|i| array.value(i).to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statements_updates_and_prepared_statements_match_the_oracle() {
+    let Fixture {
+        cluster,
+        server,
+        oracle,
+    } = fixture().await;
+    let mut client = client(server.url()).await;
+    client.handshake("anyone", "").await.expect("handshake");
+    assert!(
+        client.token().is_some(),
+        "the handshake gives a session token"
+    );
+
+    let created = client
+        .execute_update(
+            format!("CREATE TABLE t PARTITION BY HASH (k) INTO 4 FRAGMENTS AS {DATA}"),
+            None,
+        )
+        .await
+        .expect("CREATE TABLE over Flight SQL");
+    assert_eq!(created, 0, "DDL changes no row (as in DataFusion)");
+    let inserted = client
+        .execute_update(
+            "INSERT INTO t VALUES (5000, 1, 'late'), (5001, 2, 'later')".into(),
+            None,
+        )
+        .await
+        .expect("INSERT");
+    assert_eq!(inserted, 2);
+    oracle
+        .sql("INSERT INTO t VALUES (5000, 1, 'late'), (5001, 2, 'later')")
+        .await
+        .expect("oracle insert")
+        .collect()
+        .await
+        .expect("oracle insert");
+
+    let query = "SELECT g, count(*), sum(k), max(label) FROM t GROUP BY g";
+    let info = client.execute(query.into(), None).await.expect("execute");
+    assert_eq!(
+        sorted_rows(&fetch(&mut client, info).await),
+        oracle_rows(&oracle, query).await
+    );
+
+    // A prepared statement with a parameter, bound twice.
+    let mut prepared = client
+        .prepare("SELECT k, label FROM t WHERE k > $1 AND g = 3".into(), None)
+        .await
+        .expect("prepare");
+    assert_eq!(
+        prepared.parameter_schema().expect("schema").fields().len(),
+        1
+    );
+    assert_eq!(
+        prepared.dataset_schema().expect("schema").field(1).name(),
+        "label"
+    );
+    for bound in [1990i64, 10] {
+        let parameters = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![Field::new("$1", DataType::Int64, false)])),
+            vec![Arc::new(Int64Array::from(vec![bound]))],
+        )
+        .expect("parameters");
+        prepared.set_parameters(parameters).expect("bind");
+        let info = prepared.execute().await.expect("execute prepared");
+        let expected = oracle_rows(
+            &oracle,
+            &format!("SELECT k, label FROM t WHERE k > {bound} AND g = 3"),
+        )
+        .await;
+        assert_eq!(sorted_rows(&fetch(&mut client, info).await), expected);
+    }
+    prepared.close().await.expect("close");
+
+    // Prepared without parameters, and a prepared update (a Fletch statement).
+    let mut counted = client
+        .prepare("SELECT count(*) FROM t".into(), None)
+        .await
+        .expect("prepare");
+    let info = counted.execute().await.expect("execute");
+    assert_eq!(
+        sorted_rows(&fetch(&mut client, info).await),
+        oracle_rows(&oracle, "SELECT count(*) FROM t").await
+    );
+    let mut cache = client
+        .prepare(
+            "CREATE TABLE small INTO 2 FRAGMENTS REPLICAS 1 AS SELECT * FROM t WHERE g = 0".into(),
+            None,
+        )
+        .await
+        .expect("a Fletch statement prepares");
+    cache.execute_update().await.expect("run it");
+    let info = client
+        .execute("SELECT count(*) FROM small".into(), None)
+        .await
+        .expect("query the new table");
+    assert_eq!(
+        sorted_rows(&fetch(&mut client, info).await),
+        oracle_rows(&oracle, "SELECT count(*) FROM t WHERE g = 0").await
+    );
+
+    drop(server);
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catalog_calls_sql_info_and_keys_answer() {
+    let Fixture {
+        cluster, server, ..
+    } = fixture().await;
+    let mut client = client(server.url()).await;
+    client
+        .execute_update(format!("CREATE TABLE t AS {DATA}"), None)
+        .await
+        .expect("create");
+
+    let info = client.get_catalogs().await.expect("GetCatalogs");
+    let catalogs = strings(&fetch(&mut client, info).await, "catalog_name");
+    assert!(catalogs.contains(&"datafusion".to_string()), "{catalogs:?}");
+
+    let info = client
+        .get_db_schemas(CommandGetDbSchemas {
+            catalog: Some("datafusion".into()),
+            db_schema_filter_pattern: None,
+        })
+        .await
+        .expect("GetDbSchemas");
+    let schemas = strings(&fetch(&mut client, info).await, "db_schema_name");
+    assert!(schemas.contains(&"public".to_string()), "{schemas:?}");
+    assert!(schemas.contains(&"fletch".to_string()), "{schemas:?}");
+
+    let info = client
+        .get_tables(CommandGetTables {
+            catalog: None,
+            db_schema_filter_pattern: Some("public".into()),
+            table_name_filter_pattern: Some("t%".into()),
+            table_types: vec![],
+            include_schema: true,
+        })
+        .await
+        .expect("GetTables");
+    let tables = fetch(&mut client, info).await;
+    assert_eq!(strings(&tables, "table_name"), ["t"]);
+    assert_eq!(strings(&tables, "table_type"), ["TABLE"]);
+    let schema_bytes = tables[0]
+        .column_by_name("table_schema")
+        .expect("table_schema")
+        .as_any()
+        .downcast_ref::<arrow::array::BinaryArray>()
+        .expect("binary")
+        .value(0)
+        .to_vec();
+    let schema = arrow::ipc::convert::try_schema_from_ipc_buffer(&schema_bytes).expect("schema");
+    let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    assert_eq!(names, ["k", "g", "label"]);
+
+    let info = client.get_table_types().await.expect("GetTableTypes");
+    let types = strings(&fetch(&mut client, info).await, "table_type");
+    assert!(types.contains(&"TABLE".to_string()), "{types:?}");
+
+    let info = client
+        .get_sql_info(vec![
+            SqlInfo::FlightSqlServerName,
+            SqlInfo::FlightSqlServerVersion,
+        ])
+        .await
+        .expect("GetSqlInfo");
+    let info_batches = fetch(&mut client, info).await;
+    assert_eq!(info_batches.iter().map(|b| b.num_rows()).sum::<usize>(), 2);
+    let text = arrow::util::pretty::pretty_format_batches(&info_batches)
+        .expect("format")
+        .to_string();
+    assert!(text.contains("Fletch"), "{text}");
+
+    let info = client
+        .get_primary_keys(CommandGetPrimaryKeys {
+            catalog: None,
+            db_schema: None,
+            table: "t".into(),
+        })
+        .await
+        .expect("GetPrimaryKeys");
+    let keys = fetch(&mut client, info).await;
+    assert_eq!(keys.iter().map(|b| b.num_rows()).sum::<usize>(), 0);
+
+    drop(server);
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_cancellation_and_bad_input_get_clear_statuses() {
+    let Fixture {
+        cluster, server, ..
+    } = fixture().await;
+    let mut first = client(server.url()).await;
+    let mut second = client(server.url()).await;
+    first.handshake("a", "").await.expect("handshake");
+    second.handshake("b", "").await.expect("handshake");
+
+    // Each hand-shaken client has a session of its own.
+    first
+        .execute_update("SET datafusion.execution.batch_size = 77".into(), None)
+        .await
+        .expect("SET");
+    let show = "SHOW datafusion.execution.batch_size";
+    let info = first.execute(show.into(), None).await.expect("show");
+    let mine = strings(&fetch(&mut first, info).await, "value");
+    let info = second.execute(show.into(), None).await.expect("show");
+    let theirs = strings(&fetch(&mut second, info).await, "value");
+    assert_eq!(mine, ["77"]);
+    assert_ne!(theirs, ["77"]);
+
+    // A planned statement cancelled before its DoGet is gone.
+    let info = first
+        .execute("SELECT * FROM generate_series(1, 10)".into(), None)
+        .await
+        .expect("plan");
+    let request = CancelFlightInfoRequest {
+        info: Some(info.clone()),
+    };
+    let replies: Vec<arrow_flight::Result> = first
+        .do_action(Action::new("CancelFlightInfo", request.encode_to_vec()))
+        .await
+        .expect("cancel")
+        .try_collect()
+        .await
+        .expect("cancel reply");
+    let result = CancelFlightInfoResult::decode(replies[0].body.clone()).expect("result");
+    assert_eq!(result.status, CancelStatus::Cancelled as i32);
+    let ticket = info.endpoint[0].ticket.clone().expect("ticket");
+    let err = match first.do_get(ticket).await {
+        Err(e) => e.to_string(),
+        Ok(stream) => stream
+            .try_collect::<Vec<_>>()
+            .await
+            .expect_err("a cancelled statement")
+            .to_string(),
+    };
+    assert!(err.contains("no statement"), "{err}");
+
+    // Bad SQL: the parser's message, as InvalidArgument.
+    let err = first
+        .execute("SELEC nonsense".into(), None)
+        .await
+        .expect_err("bad SQL")
+        .to_string();
+    assert!(err.contains("SELEC") || err.contains("Expected"), "{err}");
+
+    // A prepared statement handle that does not exist.
+    let err = first
+        .do_action(Action::new(
+            "ClosePreparedStatement",
+            arrow_flight::sql::ProstMessageExt::as_any(
+                &arrow_flight::sql::ActionClosePreparedStatementRequest {
+                    prepared_statement_handle: "no-such-handle".into(),
+                },
+            )
+            .encode_to_vec(),
+        ))
+        .await;
+    let err = match err {
+        Err(e) => e.to_string(),
+        Ok(stream) => stream
+            .try_collect::<Vec<_>>()
+            .await
+            .expect_err("unknown handle")
+            .to_string(),
+    };
+    assert!(err.contains("no prepared statement"), "{err}");
+
+    // Garbage tickets and unknown command types.
+    let err = match first
+        .do_get(arrow_flight::Ticket::new(vec![0xde, 0xad, 0xbe, 0xef]))
+        .await
+    {
+        Err(e) => e.to_string(),
+        Ok(stream) => stream
+            .try_collect::<Vec<_>>()
+            .await
+            .expect_err("garbage ticket")
+            .to_string(),
+    };
+    assert!(!err.is_empty());
+
+    // A token the server never gave (or forgot): Unauthenticated, never data.
+    let mut stranger = client(server.url()).await;
+    stranger.set_token("not-a-token".into());
+    let err = stranger
+        .execute("SELECT 1".into(), None)
+        .await
+        .expect_err("unknown token")
+        .to_string();
+    assert!(err.contains("token"), "{err}");
+
+    // The endpoint still serves.
+    let info = second
+        .execute("SELECT 1 AS one".into(), None)
+        .await
+        .expect("still serving");
+    assert_eq!(strings_or_ints(&fetch(&mut second, info).await), ["1"]);
+
+    drop(server);
+    cluster.shutdown().await;
+}
+
+fn strings_or_ints(batches: &[RecordBatch]) -> Vec<String> {
+    fletch_engine::tpch::rows_as_text(batches).expect("rows")
+}
