@@ -1,14 +1,17 @@
-//! `fletch coordinator` and `fletch executor`: the processes of a real cluster. Each
-//! prints `listening on URL` on stdout once it serves, and runs until SIGTERM or
-//! Ctrl-C; an executor then leaves the cluster, lets the queries running on it finish
-//! (up to `--drain-secs`), and stops.
+//! `fletch coordinator` and `fletch executor`: the processes of a real cluster, and
+//! `fletch serve`: an embedded cluster behind a Flight SQL endpoint. Each prints
+//! `listening on URL` on stdout once it serves, and runs until SIGTERM or Ctrl-C; an
+//! executor then leaves the cluster, lets the queries running on it finish (up to
+//! `--drain-secs`), and stops.
 
 use std::io::Write;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use fletch_engine::{Coordinator, MembershipOptions, serve_coordinator};
+
+use fletch_engine::{Coordinator, LocalCluster, MembershipOptions, serve_coordinator};
 use fletch_executor::{ExecutorOptions, start_executor_with};
 
 fn announce(url: &str) -> Result<()> {
@@ -34,6 +37,28 @@ async fn stop_signal() -> Result<()> {
     tokio::signal::ctrl_c()
         .await
         .context("listening for Ctrl-C")?;
+    Ok(())
+}
+
+/// `fletch serve`: an embedded cluster behind the coordinator's Flight SQL endpoint.
+pub async fn run_embedded_server(
+    listen: SocketAddr,
+    executors: usize,
+    memory: Option<usize>,
+) -> Result<()> {
+    let cluster = LocalCluster::start_with(executors, memory)
+        .await
+        .context("starting the embedded cluster")?;
+    let server = serve_coordinator(Arc::clone(cluster.coordinator()), listen)
+        .await
+        .with_context(|| format!("serving on {listen}"))?;
+    if !listen.ip().is_loopback() {
+        tracing::warn!(%listen, "serving Flight SQL beyond loopback with no authentication");
+    }
+    announce(server.url())?;
+    stop_signal().await?;
+    server.shutdown().await;
+    cluster.shutdown().await;
     Ok(())
 }
 

@@ -74,6 +74,14 @@ pub struct Args {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Serve Arrow Flight SQL on an embedded cluster (`--executors` of them, `--memory`
+    /// shared), for Python ADBC, JDBC or `fletch --connect`. Prints `listening on URL`
+    /// on stdout, then runs until SIGTERM or Ctrl-C.
+    Serve {
+        /// Address to serve Flight SQL on (port 0: any free port).
+        #[arg(long, env = "FLETCH_LISTEN", default_value = "127.0.0.1:50050")]
+        listen: SocketAddr,
+    },
     /// Run a coordinator that executors join (`fletch executor --coordinator URL`).
     /// Prints `listening on URL` on stdout, then runs until SIGTERM or Ctrl-C.
     Coordinator {
@@ -199,6 +207,14 @@ fn main_inner() -> Result<ExitCode> {
         .context("starting the async runtime")?;
     let data_dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
     match &args.command {
+        Some(Command::Serve { listen }) => {
+            runtime.block_on(cluster::run_embedded_server(
+                *listen,
+                args.executors,
+                args.memory,
+            ))?;
+            return Ok(ExitCode::SUCCESS);
+        }
         Some(Command::Coordinator { listen, heartbeats }) => {
             runtime.block_on(cluster::run_coordinator(*listen, heartbeats.options()))?;
             return Ok(ExitCode::SUCCESS);

@@ -3,61 +3,16 @@
 //! declares one lost when it is killed, and one left when it stops on SIGTERM. Every
 //! process is killed when the test ends, whatever happens.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::process::Command;
 use std::sync::Arc;
+
+use common::{Process, send_signal, start};
 use std::time::{Duration, Instant};
 
 use fletch_executor::ExecutorClient;
 use fletch_executor::protocol::ExecutorStatus;
-
-/// A child process killed and reaped on drop.
-struct Process {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Sends `signal` (such as `-TERM`) to the process.
-fn send_signal(process: &Process, signal: &str) {
-    let pid = process.child.id().to_string();
-    let status = Command::new("kill")
-        .args([signal, &pid])
-        .status()
-        .expect("run kill");
-    assert!(status.success(), "kill {signal} {pid}");
-}
-
-/// Starts `fletch args...` and waits for its `listening on URL` line.
-fn start(args: &[&str]) -> Process {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fletch"))
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start fletch");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut process = Process {
-        child,
-        url: String::new(),
-    };
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("read the first line");
-    let url = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("fletch {args:?} printed {line:?}"));
-    process.url = url.to_string();
-    process
-}
 
 // Generous for loaded CI machines: a live executor must never look lost.
 const HEARTBEATS: [&str; 4] = ["--heartbeat-ms", "250", "--lost-after", "8"];

@@ -1,0 +1,54 @@
+//! Helpers shared by the tests that run `fletch` processes.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+/// A child process killed and reaped on drop.
+pub struct Process {
+    pub child: Child,
+    pub url: String,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sends `signal` (such as `-TERM`) to the process.
+pub fn send_signal(process: &Process, signal: &str) {
+    let pid = process.child.id().to_string();
+    let status = Command::new("kill")
+        .args([signal, &pid])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill {signal} {pid}");
+}
+
+/// Starts `fletch args...` and waits for its `listening on URL` line.
+pub fn start(args: &[&str]) -> Process {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fletch"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start fletch");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut process = Process {
+        child,
+        url: String::new(),
+    };
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("read the first line");
+    let url = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("fletch {args:?} printed {line:?}"));
+    process.url = url.to_string();
+    process
+}
