@@ -158,16 +158,21 @@ impl ExecutorHandle {
         }
     }
 
-    /// Registers with the coordinator at `coordinator_url` and keeps sending it a
-    /// heartbeat every `interval` until [`Self::leave`] or the handle drops. Fails if
+    /// Registers with the coordinator at `coordinator_url` (sending `authorization`,
+    /// when given, with every call) and keeps sending it a heartbeat every `interval`
+    /// until [`Self::leave`] or the handle drops. Fails if
     /// the coordinator does not accept the registration.
     pub async fn join(
         &mut self,
         coordinator_url: &str,
         slots: usize,
         interval: Duration,
+        authorization: Option<String>,
     ) -> Result<(), TaskFailure> {
-        let coordinator = ExecutorClient::new(coordinator_url)?;
+        let mut coordinator = ExecutorClient::new(coordinator_url)?;
+        if let Some(header) = authorization {
+            coordinator = coordinator.with_authorization(header);
+        }
         coordinator
             .announce(protocol::REGISTER_EXECUTOR, &self.status(slots))
             .await?;

@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use fletch_engine::{Coordinator, LocalCluster, MembershipOptions, serve_coordinator};
+use fletch_engine::{
+    Coordinator, Credentials, LocalCluster, MembershipOptions, serve_coordinator_with,
+};
 use fletch_executor::{ExecutorOptions, start_executor_with};
 
 fn announce(url: &str) -> Result<()> {
@@ -45,16 +47,14 @@ pub async fn run_embedded_server(
     listen: SocketAddr,
     executors: usize,
     memory: Option<usize>,
+    credentials: Option<Credentials>,
 ) -> Result<()> {
     let cluster = LocalCluster::start_with(executors, memory)
         .await
         .context("starting the embedded cluster")?;
-    let server = serve_coordinator(Arc::clone(cluster.coordinator()), listen)
+    let server = serve_coordinator_with(Arc::clone(cluster.coordinator()), listen, credentials)
         .await
         .with_context(|| format!("serving on {listen}"))?;
-    if !listen.ip().is_loopback() {
-        tracing::warn!(%listen, "serving Flight SQL beyond loopback with no authentication");
-    }
     announce(server.url())?;
     stop_signal().await?;
     server.shutdown().await;
@@ -62,10 +62,14 @@ pub async fn run_embedded_server(
     Ok(())
 }
 
-pub async fn run_coordinator(listen: SocketAddr, options: MembershipOptions) -> Result<()> {
+pub async fn run_coordinator(
+    listen: SocketAddr,
+    options: MembershipOptions,
+    credentials: Option<Credentials>,
+) -> Result<()> {
     let coordinator =
         Coordinator::with_membership(&[], options).context("starting the coordinator")?;
-    let server = serve_coordinator(coordinator, listen)
+    let server = serve_coordinator_with(coordinator, listen, credentials)
         .await
         .with_context(|| format!("serving on {listen}"))?;
     announce(server.url())?;
@@ -81,6 +85,7 @@ pub async fn run_executor(
     memory: Option<usize>,
     heartbeat_interval: Duration,
     drain: Duration,
+    authorization: Option<String>,
 ) -> Result<()> {
     let options = match memory {
         Some(memory_limit) => ExecutorOptions { memory_limit },
@@ -90,7 +95,7 @@ pub async fn run_executor(
         .await
         .with_context(|| format!("serving on {listen}"))?;
     executor
-        .join(coordinator, slots, heartbeat_interval)
+        .join(coordinator, slots, heartbeat_interval, authorization)
         .await
         .with_context(|| format!("joining the coordinator at {coordinator}"))?;
     announce(executor.url())?;

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
-use fletch_engine::{DEFAULT_EXECUTORS, LocalCluster, MembershipOptions, tpch};
+use fletch_engine::{Credentials, DEFAULT_EXECUTORS, LocalCluster, MembershipOptions, tpch};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -38,6 +38,15 @@ pub struct Args {
     /// Executors in the embedded cluster.
     #[arg(long, env = "FLETCH_EXECUTORS", default_value_t = DEFAULT_EXECUTORS)]
     executors: usize,
+
+    /// User name: what `serve` and `coordinator` require of clients (with --password),
+    /// and what `executor` and `--connect` present.
+    #[arg(long, env = "FLETCH_USER", global = true)]
+    user: Option<String>,
+
+    /// Password that goes with --user.
+    #[arg(long, env = "FLETCH_PASSWORD", global = true, hide_env_values = true)]
+    password: Option<String>,
 
     /// Memory limit of each executor (table fragments, exchange buffers, operators),
     /// e.g. 4GiB. Default: three quarters of the machine's memory, shared.
@@ -191,6 +200,19 @@ fn main() -> ExitCode {
     }
 }
 
+/// `--user` and `--password`, which go together.
+fn credentials(args: &Args) -> Result<Option<Credentials>> {
+    match (&args.user, &args.password) {
+        (Some(user), Some(password)) => Ok(Some(Credentials {
+            user: user.clone(),
+            password: password.clone(),
+        })),
+        (None, None) => Ok(None),
+        (Some(_), None) => anyhow::bail!("--user needs --password (or FLETCH_PASSWORD)"),
+        (None, Some(_)) => anyhow::bail!("--password needs --user (or FLETCH_USER)"),
+    }
+}
+
 fn main_inner() -> Result<ExitCode> {
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let mut command = Args::command();
@@ -212,11 +234,16 @@ fn main_inner() -> Result<ExitCode> {
                 *listen,
                 args.executors,
                 args.memory,
+                credentials(&args)?,
             ))?;
             return Ok(ExitCode::SUCCESS);
         }
         Some(Command::Coordinator { listen, heartbeats }) => {
-            runtime.block_on(cluster::run_coordinator(*listen, heartbeats.options()))?;
+            runtime.block_on(cluster::run_coordinator(
+                *listen,
+                heartbeats.options(),
+                credentials(&args)?,
+            ))?;
             return Ok(ExitCode::SUCCESS);
         }
         Some(Command::Executor {
@@ -235,6 +262,7 @@ fn main_inner() -> Result<ExitCode> {
                 args.memory,
                 heartbeats.options().heartbeat_interval,
                 Duration::from_secs(*drain_secs),
+                credentials(&args)?.map(|c| c.basic_header()),
             ))?;
             return Ok(ExitCode::SUCCESS);
         }
@@ -284,7 +312,12 @@ fn main_inner() -> Result<ExitCode> {
                     .connect(),
             )
             .with_context(|| format!("connecting to the coordinator at {url}"))?;
-        let client = arrow_flight::sql::client::FlightSqlServiceClient::new(channel);
+        let mut client = arrow_flight::sql::client::FlightSqlServiceClient::new(channel);
+        if let Some(credentials) = credentials(&args)? {
+            runtime
+                .block_on(client.handshake(&credentials.user, &credentials.password))
+                .with_context(|| format!("signing in to {url} as {}", credentials.user))?;
+        }
         if !args.quiet {
             eprintln!("Fletch {}: connected to {url}", env!("CARGO_PKG_VERSION"));
         }

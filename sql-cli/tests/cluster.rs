@@ -18,7 +18,14 @@ use fletch_executor::protocol::ExecutorStatus;
 const HEARTBEATS: [&str; 4] = ["--heartbeat-ms", "250", "--lost-after", "8"];
 
 fn start_executor(coordinator: &str) -> Process {
-    let mut args = vec![
+    start_executor_signed_in(coordinator, &[])
+}
+
+/// An executor passing `sign_in` (such as `--user U --password P`) before its
+/// subcommand.
+fn start_executor_signed_in(coordinator: &str, sign_in: &[&str]) -> Process {
+    let mut args = sign_in.to_vec();
+    args.extend([
         "--memory",
         "256MB",
         "executor",
@@ -28,7 +35,7 @@ fn start_executor(coordinator: &str) -> Process {
         "127.0.0.1:0",
         "--slots",
         "2",
-    ];
+    ]);
     args.extend(HEARTBEATS);
     start(&args)
 }
@@ -755,14 +762,41 @@ async fn a_dropped_query_stops_its_tasks_on_every_executor_process() {
 
 /// `fletch --connect URL` runs statements on a coordinator process over Flight SQL:
 /// tables made there live in the executor processes, and errors come back as errors.
+/// The coordinator requires credentials: the executors and the shell sign in with
+/// them; a shell or an executor without them is refused.
 #[test]
 fn the_shell_connects_to_a_coordinator_process() {
-    let mut args = vec!["coordinator", "--listen", "127.0.0.1:0"];
+    let sign_in = ["--user", "ops", "--password", "hunter2"];
+    let mut args = sign_in.to_vec();
+    args.extend(["coordinator", "--listen", "127.0.0.1:0"]);
     args.extend(HEARTBEATS);
     let coordinator = start(&args);
-    let _executors: Vec<Process> = (0..2).map(|_| start_executor(&coordinator.url)).collect();
+    let _executors: Vec<Process> = (0..2)
+        .map(|_| start_executor_signed_in(&coordinator.url, &sign_in))
+        .collect();
+    let stranger = Command::new(env!("CARGO_BIN_EXE_fletch"))
+        .args([
+            "executor",
+            "--coordinator",
+            &coordinator.url,
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .expect("run an executor without credentials");
+    assert!(!stranger.status.success());
+    let stderr = String::from_utf8_lossy(&stranger.stderr);
+    assert!(stderr.contains("credentials required"), "{stderr}");
+    let anonymous = Command::new(env!("CARGO_BIN_EXE_fletch"))
+        .args(["--connect", &coordinator.url, "-q", "-c", "SELECT 1"])
+        .output()
+        .expect("run fletch --connect without credentials");
+    assert!(!anonymous.status.success());
+    let stderr = String::from_utf8_lossy(&anonymous.stderr);
+    assert!(stderr.contains("credentials required"), "{stderr}");
     let run = |sql: &str| {
         Command::new(env!("CARGO_BIN_EXE_fletch"))
+            .args(sign_in)
             .args([
                 "--connect",
                 &coordinator.url,

@@ -13,7 +13,7 @@ use arrow_flight::{
     Action, CancelFlightInfoRequest, CancelFlightInfoResult, CancelStatus, FlightInfo,
 };
 use datafusion::prelude::SessionContext;
-use fletch_engine::{LocalCluster, serve_coordinator};
+use fletch_engine::{Credentials, LocalCluster, serve_coordinator, serve_coordinator_with};
 use futures::TryStreamExt;
 use prost::Message;
 use tonic::transport::Channel;
@@ -401,6 +401,75 @@ async fn sessions_cancellation_and_bad_input_get_clear_statuses() {
         .await
         .expect("still serving");
     assert_eq!(strings_or_ints(&fetch(&mut second, info).await), ["1"]);
+
+    drop(server);
+    cluster.shutdown().await;
+}
+
+/// With credentials configured: no call without them, a wrong password or a made-up
+/// token is `Unauthenticated`; the handshake's Basic credentials give a token that works.
+/// Without credentials, the endpoint refuses to listen beyond loopback.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_are_required_and_checked() {
+    let cluster = LocalCluster::start(1).await.expect("cluster");
+    let credentials = Credentials {
+        user: "ada".into(),
+        password: "s3cret".into(),
+    };
+    let server = serve_coordinator_with(
+        Arc::clone(cluster.coordinator()),
+        "127.0.0.1:0".parse().expect("address"),
+        Some(credentials),
+    )
+    .await
+    .expect("serve");
+
+    let mut anonymous = client(server.url()).await;
+    let err = anonymous
+        .execute("SELECT 1".into(), None)
+        .await
+        .expect_err("no credentials")
+        .to_string();
+    assert!(
+        err.contains("authentication") && err.contains("credentials required"),
+        "{err}"
+    );
+
+    let mut wrong = client(server.url()).await;
+    let err = wrong
+        .handshake("ada", "guess")
+        .await
+        .expect_err("a wrong password")
+        .to_string();
+    assert!(err.contains("wrong user or password"), "{err}");
+
+    let mut forged = client(server.url()).await;
+    forged.set_token("forged".into());
+    let err = forged
+        .execute("SELECT 1".into(), None)
+        .await
+        .expect_err("a made-up token")
+        .to_string();
+    assert!(err.contains("unknown or expired session token"), "{err}");
+
+    let mut signed_in = client(server.url()).await;
+    signed_in
+        .handshake("ada", "s3cret")
+        .await
+        .expect("handshake");
+    let info = signed_in
+        .execute("SELECT 40 + 2 AS answer".into(), None)
+        .await
+        .expect("an authenticated query");
+    assert_eq!(strings_or_ints(&fetch(&mut signed_in, info).await), ["42"]);
+
+    let open_beyond_loopback = serve_coordinator(
+        Arc::clone(cluster.coordinator()),
+        "0.0.0.0:0".parse().expect("address"),
+    )
+    .await;
+    let err = open_beyond_loopback.err().expect("refused").to_string();
+    assert!(err.contains("needs credentials"), "{err}");
 
     drop(server);
     cluster.shutdown().await;

@@ -1,6 +1,6 @@
-//! Real Python clients against a `fletch serve` process: ADBC's Flight SQL driver
-//! through the DBAPI, and pyarrow.flight speaking Flight SQL
-//! (`tests/python/flight_sql_clients.py`). The test installs them when they are
+//! Real Python clients against a `fletch serve` process that requires a user and
+//! password: ADBC's Flight SQL driver through the DBAPI (its Basic-to-Bearer
+//! handshake), and pyarrow.flight speaking Flight SQL (`tests/python/flight_sql_clients.py`). The test installs them when they are
 //! missing — a virtualenv at `FLETCH_PYTHON_VENV` (default `~/.cache/fletch/python`),
 //! pinned versions — and compares every answer with single-node DataFusion's.
 
@@ -88,7 +88,18 @@ fn strings(value: &serde_json::Value) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_adbc_and_pyarrow_flight_get_the_oracles_answers() {
     let python = python_with_clients();
-    let server = common::start(&["-q", "--executors", "2", "serve", "--listen", "127.0.0.1:0"]);
+    let server = common::start(&[
+        "-q",
+        "--executors",
+        "2",
+        "--user",
+        "analyst",
+        "--password",
+        "pa55word",
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+    ]);
     let url = server.url.replace("http://", "grpc://");
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -96,7 +107,7 @@ async fn python_adbc_and_pyarrow_flight_get_the_oracles_answers() {
     );
     let out = Command::new(&python)
         .arg(script)
-        .arg(&url)
+        .args([url.as_str(), "analyst", "pa55word"])
         .output()
         .expect("run the Python clients");
     assert!(
@@ -125,6 +136,10 @@ async fn python_adbc_and_pyarrow_flight_get_the_oracles_answers() {
             oracle_rows(&oracle, &sql).await
         );
     }
+    let refused = seen["adbc_wrong_password"]
+        .as_str()
+        .expect("an error message");
+    assert!(refused.contains("wrong user or password"), "{refused}");
     let bad = seen["adbc_bad_sql"].as_str().expect("an error message");
     assert!(
         bad.contains("INVALID_ARGUMENT") && bad.contains("SELEC"),

@@ -6,9 +6,12 @@
 //! client that ignores endpoint locations (JDBC) reads them the same way. The cluster's
 //! membership actions share the endpoint ([`cluster_actions`]).
 
+mod auth;
 mod cluster_actions;
 mod handles;
 mod metadata;
+
+pub use auth::Credentials;
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -673,20 +676,51 @@ fn no_foreign_keys() -> DoGetStream {
 /// A coordinator serving Flight on a TCP address; dropping it stops the server.
 pub type CoordinatorServer = FlightServer;
 
-/// Serves `coordinator`'s Flight endpoint on `addr` (port 0 picks a free port).
+/// Serves `coordinator`'s Flight endpoint on `addr` (port 0 picks a free port), open
+/// to anyone: `addr` must be a loopback address.
 pub async fn serve_coordinator(
     coordinator: Arc<Coordinator>,
     addr: SocketAddr,
 ) -> std::io::Result<CoordinatorServer> {
+    serve_coordinator_with(coordinator, addr, None).await
+}
+
+/// [`serve_coordinator`], with `credentials` every client must present (Basic, or the
+/// Bearer token the handshake gives). Without credentials the endpoint is open, and
+/// refuses to listen beyond loopback.
+pub async fn serve_coordinator_with(
+    coordinator: Arc<Coordinator>,
+    addr: SocketAddr,
+    credentials: Option<Credentials>,
+) -> std::io::Result<CoordinatorServer> {
+    if credentials.is_none() && !addr.ip().is_loopback() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!(
+                "{addr} is not a loopback address: serving beyond loopback needs credentials \
+                 (--user and --password)"
+            ),
+        ));
+    }
     let listener = TcpListener::bind(addr).await?;
     let shared = Arc::new(fletch_session(
         Arc::clone(&coordinator),
         default_session_config(),
     ));
+    let state: Arc<State> = Arc::default();
     let service = CoordinatorService {
         coordinator,
         shared,
-        state: Arc::default(),
+        state: Arc::clone(&state),
     };
-    FlightServer::serve(listener, service)
+    match credentials {
+        Some(credentials) => {
+            tracing::info!(user = %credentials.user, "Flight SQL endpoint requires credentials");
+            FlightServer::serve_checked(listener, service, auth::checker(credentials, state))
+        }
+        None => {
+            tracing::info!(%addr, "Flight SQL endpoint open to anyone on loopback (no credentials set)");
+            FlightServer::serve(listener, service)
+        }
+    }
 }

@@ -52,6 +52,8 @@ pub fn connect(url: &str) -> Result<Channel, TaskFailure> {
 pub struct ExecutorClient {
     url: String,
     channel: Channel,
+    /// Sent as `authorization` with every action (a coordinator with credentials).
+    authorization: Option<String>,
 }
 
 impl ExecutorClient {
@@ -59,7 +61,14 @@ impl ExecutorClient {
         Ok(Self {
             url: url.to_string(),
             channel: connect(url)?,
+            authorization: None,
         })
+    }
+
+    /// This client, sending `header` as `authorization` with every action.
+    pub fn with_authorization(mut self, header: String) -> Self {
+        self.authorization = Some(header);
+        self
     }
 
     pub fn url(&self) -> &str {
@@ -73,7 +82,13 @@ impl ExecutorClient {
     }
 
     fn flight(&self) -> FlightClient {
-        FlightClient::new_from_inner(self.service())
+        let mut client = FlightClient::new_from_inner(self.service());
+        if let Some(header) = &self.authorization
+            && let Err(e) = client.add_header("authorization", header)
+        {
+            tracing::warn!(url = %self.url, "authorization header not sent: {e}");
+        }
+        client
     }
 
     /// The batches of a `DoGet`, each fully validated before anyone reads it.

@@ -5,8 +5,11 @@ use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
 use datafusion::common::runtime::SpawnedTask;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
+use tonic::metadata::MetadataMap;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
+use tonic::{Request, Status};
 
 use super::{MAX_FRAME_BYTES, MAX_MESSAGE_BYTES};
 
@@ -20,10 +23,24 @@ pub struct FlightServer {
 impl FlightServer {
     /// Serves `service` on `listener` until [`Self::shutdown`] or drop.
     pub fn serve<S: FlightService>(listener: TcpListener, service: S) -> std::io::Result<Self> {
+        Self::serve_checked(listener, service, |_| Ok(()))
+    }
+
+    /// [`Self::serve`], with every request's metadata passed to `check` first: an
+    /// error status is the answer then, and the service never sees the request.
+    pub fn serve_checked<S, F>(listener: TcpListener, service: S, check: F) -> std::io::Result<Self>
+    where
+        S: FlightService,
+        F: Fn(&MetadataMap) -> Result<(), Status> + Clone + Send + Sync + 'static,
+    {
         let url = format!("http://{}", listener.local_addr()?);
         let service = FlightServiceServer::new(service)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let service = InterceptedService::new(service, move |request: Request<()>| {
+            check(request.metadata())?;
+            Ok(request)
+        });
         let (shutdown, stop) = oneshot::channel::<()>();
         let server = Server::builder()
             .max_frame_size(MAX_FRAME_BYTES)

@@ -2,7 +2,10 @@
 as JSON on stdout (one object), for sql-cli/tests/python_clients.rs to compare with
 single-node DataFusion.
 
-Usage: flight_sql_clients.py URL   (URL like grpc://127.0.0.1:PORT)
+Usage: flight_sql_clients.py URL [USER PASSWORD]   (URL like grpc://127.0.0.1:PORT)
+
+With USER and PASSWORD every client signs in (ADBC's Basic-to-Bearer handshake,
+pyarrow's authenticate_basic_token), and a wrong password is tried first.
 
 Clients: ADBC's Flight SQL driver through the DBAPI (connect, cursor, execute with and
 without parameters, fetch_arrow_table, get_objects, get_table_schema) and pyarrow.flight
@@ -51,8 +54,19 @@ def statement_query_command(sql):
 
 def main():
     url = sys.argv[1]
+    user, password = (sys.argv[2], sys.argv[3]) if len(sys.argv) > 3 else (None, None)
     seen = {}
-    with flight_sql.connect(url) as connection:
+    db_kwargs = {"username": user, "password": password} if user else {}
+    if user:
+        try:
+            with flight_sql.connect(url, db_kwargs={"username": user, "password": "wrong"}) as c:
+                with c.cursor() as cursor:
+                    cursor.execute("SELECT 1")
+                    cursor.fetch_arrow_table()
+            seen["adbc_wrong_password"] = "no error"
+        except Exception as error:
+            seen["adbc_wrong_password"] = str(error)
+    with flight_sql.connect(url, db_kwargs=db_kwargs) as connection:
         with connection.cursor() as cursor:
             cursor.execute(f"CREATE TABLE t PARTITION BY HASH (k) INTO 4 FRAGMENTS AS {DATA}")
             cursor.execute(QUERY)
@@ -78,9 +92,13 @@ def main():
         seen["table_schema"] = connection.adbc_get_table_schema("t").names
 
     client = flight.FlightClient(url)
+    options = flight.FlightCallOptions()
+    if user:
+        header = client.authenticate_basic_token(user, password)
+        options = flight.FlightCallOptions(headers=[header])
     descriptor = flight.FlightDescriptor.for_command(statement_query_command(QUERY))
-    info = client.get_flight_info(descriptor)
-    table = client.do_get(info.endpoints[0].ticket).read_all()
+    info = client.get_flight_info(descriptor, options)
+    table = client.do_get(info.endpoints[0].ticket, options).read_all()
     seen["pyarrow_flight_query"] = rows(table)
     print(json.dumps(seen))
 
