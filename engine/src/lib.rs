@@ -25,7 +25,9 @@ pub mod tpch;
 pub use catalog::{ClusterSchema, FletchTable, LoadCommitExec, SystemSchema, TableLayout};
 pub use coordinator::{Coordinator, RecoveryStats};
 pub use distributed_exec::DistributedExec;
-pub use flight_sql::{CoordinatorServer, Credentials, serve_coordinator, serve_coordinator_with};
+pub use flight_sql::{
+    CoordinatorServer, Credentials, EndpointOptions, serve_coordinator, serve_coordinator_with,
+};
 pub use local_cluster::{DEFAULT_EXECUTORS, LocalCluster};
 pub use membership::{MemberState, MembershipOptions, StatusSource};
 pub use rule::DistributeRule;

@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use fletch_engine::{
-    Coordinator, Credentials, LocalCluster, MembershipOptions, serve_coordinator_with,
+    Coordinator, EndpointOptions, LocalCluster, MembershipOptions, serve_coordinator_with,
 };
 use fletch_executor::{ExecutorOptions, start_executor_with};
 
@@ -47,12 +47,12 @@ pub async fn run_embedded_server(
     listen: SocketAddr,
     executors: usize,
     memory: Option<usize>,
-    credentials: Option<Credentials>,
+    options: EndpointOptions,
 ) -> Result<()> {
     let cluster = LocalCluster::start_with(executors, memory)
         .await
         .context("starting the embedded cluster")?;
-    let server = serve_coordinator_with(Arc::clone(cluster.coordinator()), listen, credentials)
+    let server = serve_coordinator_with(Arc::clone(cluster.coordinator()), listen, options)
         .await
         .with_context(|| format!("serving on {listen}"))?;
     announce(server.url())?;
@@ -64,12 +64,12 @@ pub async fn run_embedded_server(
 
 pub async fn run_coordinator(
     listen: SocketAddr,
-    options: MembershipOptions,
-    credentials: Option<Credentials>,
+    membership: MembershipOptions,
+    endpoint: EndpointOptions,
 ) -> Result<()> {
     let coordinator =
-        Coordinator::with_membership(&[], options).context("starting the coordinator")?;
-    let server = serve_coordinator_with(coordinator, listen, credentials)
+        Coordinator::with_membership(&[], membership).context("starting the coordinator")?;
+    let server = serve_coordinator_with(coordinator, listen, endpoint)
         .await
         .with_context(|| format!("serving on {listen}"))?;
     announce(server.url())?;

@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
-use fletch_engine::{Credentials, DEFAULT_EXECUTORS, LocalCluster, MembershipOptions, tpch};
+use fletch_engine::{
+    Credentials, DEFAULT_EXECUTORS, EndpointOptions, LocalCluster, MembershipOptions, tpch,
+};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -47,6 +49,16 @@ pub struct Args {
     /// Password that goes with --user.
     #[arg(long, env = "FLETCH_PASSWORD", global = true, hide_env_values = true)]
     password: Option<String>,
+
+    /// `serve` and `coordinator`: seconds a client's session token may go unused before
+    /// it expires (the client then hand-shakes again).
+    #[arg(
+        long,
+        env = "FLETCH_SESSION_IDLE_SECS",
+        default_value_t = 3600,
+        global = true
+    )]
+    session_idle_secs: u64,
 
     /// Memory limit of each executor (table fragments, exchange buffers, operators),
     /// e.g. 4GiB. Default: three quarters of the machine's memory, shared.
@@ -200,6 +212,14 @@ fn main() -> ExitCode {
     }
 }
 
+/// How `serve` and `coordinator` admit clients.
+fn endpoint_options(args: &Args) -> Result<EndpointOptions> {
+    Ok(EndpointOptions {
+        credentials: credentials(args)?,
+        session_idle: Duration::from_secs(args.session_idle_secs),
+    })
+}
+
 /// `--user` and `--password`, which go together.
 fn credentials(args: &Args) -> Result<Option<Credentials>> {
     match (&args.user, &args.password) {
@@ -234,7 +254,7 @@ fn main_inner() -> Result<ExitCode> {
                 *listen,
                 args.executors,
                 args.memory,
-                credentials(&args)?,
+                endpoint_options(&args)?,
             ))?;
             return Ok(ExitCode::SUCCESS);
         }
@@ -242,7 +262,7 @@ fn main_inner() -> Result<ExitCode> {
             runtime.block_on(cluster::run_coordinator(
                 *listen,
                 heartbeats.options(),
-                credentials(&args)?,
+                endpoint_options(&args)?,
             ))?;
             return Ok(ExitCode::SUCCESS);
         }

@@ -13,7 +13,9 @@ use arrow_flight::{
     Action, CancelFlightInfoRequest, CancelFlightInfoResult, CancelStatus, FlightInfo,
 };
 use datafusion::prelude::SessionContext;
-use fletch_engine::{Credentials, LocalCluster, serve_coordinator, serve_coordinator_with};
+use fletch_engine::{
+    Credentials, EndpointOptions, LocalCluster, serve_coordinator, serve_coordinator_with,
+};
 use futures::TryStreamExt;
 use prost::Message;
 use tonic::transport::Channel;
@@ -419,7 +421,10 @@ async fn credentials_are_required_and_checked() {
     let server = serve_coordinator_with(
         Arc::clone(cluster.coordinator()),
         "127.0.0.1:0".parse().expect("address"),
-        Some(credentials),
+        EndpointOptions {
+            credentials: Some(credentials.clone()),
+            ..EndpointOptions::default()
+        },
     )
     .await
     .expect("serve");
@@ -450,7 +455,7 @@ async fn credentials_are_required_and_checked() {
         .await
         .expect_err("a made-up token")
         .to_string();
-    assert!(err.contains("unknown or expired session token"), "{err}");
+    assert!(err.contains("unknown session token"), "{err}");
 
     let mut signed_in = client(server.url()).await;
     signed_in
@@ -470,6 +475,27 @@ async fn credentials_are_required_and_checked() {
     .await;
     let err = open_beyond_loopback.err().expect("refused").to_string();
     assert!(err.contains("needs credentials"), "{err}");
+
+    // A session token unused for longer than the idle limit (zero here) expires.
+    let expiring = serve_coordinator_with(
+        Arc::clone(cluster.coordinator()),
+        "127.0.0.1:0".parse().expect("address"),
+        EndpointOptions {
+            credentials: Some(credentials),
+            session_idle: std::time::Duration::ZERO,
+        },
+    )
+    .await
+    .expect("serve");
+    let mut late = client(expiring.url()).await;
+    late.handshake("ada", "s3cret").await.expect("handshake");
+    let err = late
+        .execute("SELECT 1".into(), None)
+        .await
+        .expect_err("an expired token")
+        .to_string();
+    assert!(err.contains("expired"), "{err}");
+    drop(expiring);
 
     drop(server);
     cluster.shutdown().await;

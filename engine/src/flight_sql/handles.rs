@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use datafusion::common::ParamValues;
 use datafusion::dataframe::DataFrame;
@@ -82,13 +83,72 @@ pub(crate) struct Prepared {
     pub(crate) parameters: Option<ParamValues>,
 }
 
+/// A session and when its token was last used.
+#[derive(Clone)]
+pub(crate) struct SessionEntry {
+    session: ClientSession,
+    last_used: Arc<Mutex<Instant>>,
+}
+
+/// Client sessions by bearer token; a token unused for longer than `idle` expires.
+pub(crate) struct Sessions {
+    tokens: Handles<SessionEntry>,
+    idle: Duration,
+}
+
+impl Sessions {
+    pub(crate) fn new(idle: Duration) -> Self {
+        Self {
+            tokens: Handles::default(),
+            idle,
+        }
+    }
+
+    /// A new session's token.
+    pub(crate) fn open(&self, session: ClientSession) -> String {
+        self.tokens.insert(SessionEntry {
+            session,
+            last_used: Arc::new(Mutex::new(Instant::now())),
+        })
+    }
+
+    /// The session of `token`, which counts as a use.
+    pub(crate) fn get(&self, token: &str) -> Result<ClientSession, Status> {
+        let entry = self
+            .tokens
+            .get(token)
+            .ok_or_else(|| Status::unauthenticated("unknown session token: hand-shake again"))?;
+        let mut last_used = entry.last_used.lock();
+        if last_used.elapsed() >= self.idle {
+            drop(last_used);
+            self.tokens.remove(token);
+            return Err(Status::unauthenticated(format!(
+                "session token expired after {:?} unused: hand-shake again",
+                self.idle
+            )));
+        }
+        *last_used = Instant::now();
+        Ok(Arc::clone(&entry.session))
+    }
+}
+
 /// Everything the endpoint keeps between calls.
-#[derive(Default)]
 pub(crate) struct State {
-    pub(crate) sessions: Handles<ClientSession>,
+    pub(crate) sessions: Sessions,
     pub(crate) waiting: Handles<Waiting>,
     pub(crate) running: Handles<AbortHandle>,
     pub(crate) prepared: Handles<Prepared>,
+}
+
+impl State {
+    pub(crate) fn new(session_idle: Duration) -> Self {
+        Self {
+            sessions: Sessions::new(session_idle),
+            waiting: Handles::default(),
+            running: Handles::default(),
+            prepared: Handles::default(),
+        }
+    }
 }
 
 /// A handle carried as bytes by the protocol.

@@ -16,6 +16,7 @@ pub use auth::Credentials;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use arrow::array::{Array, RecordBatch, UInt64Array};
 use arrow::datatypes::{DataType, Field, Schema};
@@ -193,9 +194,7 @@ impl CoordinatorService {
     fn session<T>(&self, request: &Request<T>) -> Result<ClientSession, Status> {
         match bearer(request.metadata())? {
             None => Ok(Arc::clone(&self.shared)),
-            Some(token) => self.state.sessions.get(&token).ok_or_else(|| {
-                Status::unauthenticated("unknown or expired session token: hand-shake again")
-            }),
+            Some(token) => self.state.sessions.get(&token),
         }
     }
 
@@ -276,7 +275,7 @@ impl FlightSqlService for CoordinatorService {
             Arc::clone(&self.coordinator),
             default_session_config(),
         ));
-        let token = self.state.sessions.insert(session);
+        let token = self.state.sessions.open(session);
         let reply = HandshakeResponse {
             protocol_version: 0,
             payload: token.clone().into_bytes().into(),
@@ -676,24 +675,42 @@ fn no_foreign_keys() -> DoGetStream {
 /// A coordinator serving Flight on a TCP address; dropping it stops the server.
 pub type CoordinatorServer = FlightServer;
 
+/// How the coordinator's endpoint admits clients.
+#[derive(Debug, Clone)]
+pub struct EndpointOptions {
+    /// What every client must present; `None`: an open endpoint, on loopback only.
+    pub credentials: Option<Credentials>,
+    /// A session token unused this long expires (the client hand-shakes again).
+    pub session_idle: Duration,
+}
+
+impl Default for EndpointOptions {
+    fn default() -> Self {
+        Self {
+            credentials: None,
+            session_idle: Duration::from_secs(3600),
+        }
+    }
+}
+
 /// Serves `coordinator`'s Flight endpoint on `addr` (port 0 picks a free port), open
 /// to anyone: `addr` must be a loopback address.
 pub async fn serve_coordinator(
     coordinator: Arc<Coordinator>,
     addr: SocketAddr,
 ) -> std::io::Result<CoordinatorServer> {
-    serve_coordinator_with(coordinator, addr, None).await
+    serve_coordinator_with(coordinator, addr, EndpointOptions::default()).await
 }
 
-/// [`serve_coordinator`], with `credentials` every client must present (Basic, or the
-/// Bearer token the handshake gives). Without credentials the endpoint is open, and
-/// refuses to listen beyond loopback.
+/// [`serve_coordinator`] with `options`: with credentials every client must present
+/// them (Basic) or the bearer token the handshake gave; without, the endpoint is open
+/// and refuses to listen beyond loopback.
 pub async fn serve_coordinator_with(
     coordinator: Arc<Coordinator>,
     addr: SocketAddr,
-    credentials: Option<Credentials>,
+    options: EndpointOptions,
 ) -> std::io::Result<CoordinatorServer> {
-    if credentials.is_none() && !addr.ip().is_loopback() {
+    if options.credentials.is_none() && !addr.ip().is_loopback() {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
             format!(
@@ -707,13 +724,13 @@ pub async fn serve_coordinator_with(
         Arc::clone(&coordinator),
         default_session_config(),
     ));
-    let state: Arc<State> = Arc::default();
+    let state = Arc::new(State::new(options.session_idle));
     let service = CoordinatorService {
         coordinator,
         shared,
         state: Arc::clone(&state),
     };
-    match credentials {
+    match options.credentials {
         Some(credentials) => {
             tracing::info!(user = %credentials.user, "Flight SQL endpoint requires credentials");
             FlightServer::serve_checked(listener, service, auth::checker(credentials, state))
