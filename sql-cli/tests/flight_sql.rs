@@ -387,6 +387,23 @@ async fn sessions_cancellation_and_bad_input_get_clear_statuses() {
     };
     assert!(!err.is_empty());
 
+    // A command type Flight SQL does not know.
+    let unknown = arrow_flight::sql::Any {
+        type_url: "type.googleapis.com/arrow.flight.protocol.sql.CommandNoSuchThing".into(),
+        value: vec![1, 2, 3].into(),
+    };
+    let descriptor = arrow_flight::FlightDescriptor::new_cmd(unknown.encode_to_vec());
+    let err = first
+        .inner_mut()
+        .get_flight_info(descriptor)
+        .await
+        .expect_err("an unknown command")
+        .to_string();
+    assert!(
+        err.contains("CommandNoSuchThing") || err.contains("not implemented"),
+        "{err}"
+    );
+
     // A token the server never gave (or forgot): Unauthenticated, never data.
     let mut stranger = client(server.url()).await;
     stranger.set_token("not-a-token".into());
