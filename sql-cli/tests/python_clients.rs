@@ -9,6 +9,7 @@ mod common;
 use std::path::PathBuf;
 use std::process::Command;
 
+use common::oracle_rows;
 use datafusion::prelude::SessionContext;
 
 const PACKAGES: [&str; 3] = [
@@ -61,19 +62,6 @@ fn python_with_clients() -> PathBuf {
         "the packages do not import after installing"
     );
     python
-}
-
-async fn oracle_rows(oracle: &SessionContext, sql: &str) -> Vec<String> {
-    let batches = oracle
-        .sql(sql)
-        .await
-        .expect("plan")
-        .collect()
-        .await
-        .expect("run");
-    let mut rows: Vec<String> = fletch_engine::tpch::rows_as_text(&batches).expect("rows");
-    rows.sort();
-    rows
 }
 
 fn strings(value: &serde_json::Value) -> Vec<String> {

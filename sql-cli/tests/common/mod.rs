@@ -5,6 +5,28 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 
+use arrow::array::RecordBatch;
+use datafusion::prelude::SessionContext;
+
+/// Each row as `v1|v2|...`, sorted (for queries without ORDER BY).
+pub fn sorted_rows(batches: &[RecordBatch]) -> Vec<String> {
+    let mut rows = fletch_engine::tpch::rows_as_text(batches).expect("rows");
+    rows.sort();
+    rows
+}
+
+/// Single-node DataFusion's answer to `sql`, as [`sorted_rows`].
+pub async fn oracle_rows(oracle: &SessionContext, sql: &str) -> Vec<String> {
+    let batches = oracle
+        .sql(sql)
+        .await
+        .expect("plan")
+        .collect()
+        .await
+        .expect("run");
+    sorted_rows(&batches)
+}
+
 /// A child process killed and reaped on drop.
 pub struct Process {
     pub child: Child,
