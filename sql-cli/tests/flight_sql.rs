@@ -41,14 +41,7 @@ async fn fixture() -> Fixture {
     )
     .await
     .expect("serve");
-    let oracle = SessionContext::new();
-    oracle
-        .sql(&format!("CREATE TABLE t AS {DATA}"))
-        .await
-        .expect("oracle table")
-        .collect()
-        .await
-        .expect("oracle table");
+    let oracle = common::oracle_with_table_t(DATA).await;
     Fixture {
         cluster,
         server,

@@ -10,7 +10,6 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use common::oracle_rows;
-use datafusion::prelude::SessionContext;
 
 const PACKAGES: [&str; 3] = [
     "adbc-driver-flightsql==1.13.0",
@@ -106,14 +105,7 @@ async fn python_adbc_and_pyarrow_flight_get_the_oracles_answers() {
     let seen: serde_json::Value =
         serde_json::from_slice(&out.stdout).expect("JSON from the script");
 
-    let oracle = SessionContext::new();
-    oracle
-        .sql(&format!("CREATE TABLE t AS {DATA}"))
-        .await
-        .expect("oracle table")
-        .collect()
-        .await
-        .expect("oracle table");
+    let oracle = common::oracle_with_table_t(DATA).await;
     let expected = oracle_rows(&oracle, QUERY).await;
     assert_eq!(strings(&seen["adbc_query"]), expected);
     assert_eq!(strings(&seen["pyarrow_flight_query"]), expected);

@@ -15,6 +15,19 @@ pub fn sorted_rows(batches: &[RecordBatch]) -> Vec<String> {
     rows
 }
 
+/// A single-node DataFusion session with table `t` made by the query `data`.
+pub async fn oracle_with_table_t(data: &str) -> SessionContext {
+    let oracle = SessionContext::new();
+    oracle
+        .sql(&format!("CREATE TABLE t AS {data}"))
+        .await
+        .expect("oracle table")
+        .collect()
+        .await
+        .expect("oracle table");
+    oracle
+}
+
 /// Single-node DataFusion's answer to `sql`, as [`sorted_rows`].
 pub async fn oracle_rows(oracle: &SessionContext, sql: &str) -> Vec<String> {
     let batches = oracle
