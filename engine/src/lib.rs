@@ -34,4 +34,6 @@ pub use rule::DistributeRule;
 pub use session::{default_session_config, fletch_session};
 pub use statements::{split_statements, sql};
 
-pub use fletch_executor::{ExchangeReads, FailureReason, FragmentStats, StoreStats, TaskFailure};
+pub use fletch_executor::{
+    ExchangeReads, FailureReason, FragmentStats, StoreStats, TaskFailure, TlsIdentity,
+};

@@ -25,7 +25,7 @@ mod store;
 mod task;
 
 pub use flight::client::{ClientPool, ExecutorClient, FlightExchangeSource, connect};
-pub use flight::serve::FlightServer;
+pub use flight::serve::{FlightServer, TlsIdentity};
 pub use fragments::FragmentStats;
 pub use server::{
     ExecutorHandle, ExecutorOptions, start_executor, start_executor_with, system_memory,

@@ -14,7 +14,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use fletch_engine::{
-    Credentials, DEFAULT_EXECUTORS, EndpointOptions, LocalCluster, MembershipOptions, tpch,
+    Credentials, DEFAULT_EXECUTORS, EndpointOptions, LocalCluster, MembershipOptions, TlsIdentity,
+    tpch,
 };
 
 #[global_allocator]
@@ -49,6 +50,20 @@ pub struct Args {
     /// Password that goes with --user.
     #[arg(long, env = "FLETCH_PASSWORD", global = true, hide_env_values = true)]
     password: Option<String>,
+
+    /// `serve` and `coordinator`: serve over TLS with this PEM certificate chain (with
+    /// --tls-key).
+    #[arg(long, env = "FLETCH_TLS_CERT", value_name = "FILE", global = true)]
+    tls_cert: Option<PathBuf>,
+
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "FLETCH_TLS_KEY", value_name = "FILE", global = true)]
+    tls_key: Option<PathBuf>,
+
+    /// `--connect https://...`: trust this PEM certificate (a CA, or the server's own
+    /// self-signed one).
+    #[arg(long, env = "FLETCH_TLS_CA", value_name = "FILE", global = true)]
+    tls_ca: Option<PathBuf>,
 
     /// `serve` and `coordinator`: seconds a client's session token may go unused before
     /// it expires (the client then hand-shakes again).
@@ -214,9 +229,22 @@ fn main() -> ExitCode {
 
 /// How `serve` and `coordinator` admit clients.
 fn endpoint_options(args: &Args) -> Result<EndpointOptions> {
+    let read = |path: &PathBuf, what: &str| {
+        std::fs::read(path).with_context(|| format!("reading the {what} {}", path.display()))
+    };
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(TlsIdentity {
+            cert_pem: read(cert, "TLS certificate")?,
+            key_pem: read(key, "TLS key")?,
+        }),
+        (None, None) => None,
+        (Some(_), None) => anyhow::bail!("--tls-cert needs --tls-key"),
+        (None, Some(_)) => anyhow::bail!("--tls-key needs --tls-cert"),
+    };
     Ok(EndpointOptions {
         credentials: credentials(args)?,
         session_idle: Duration::from_secs(args.session_idle_secs),
+        tls,
     })
 }
 
@@ -325,12 +353,20 @@ fn main_inner() -> Result<ExitCode> {
         if args.tpch.is_some() {
             anyhow::bail!("--tpch registers tables in an embedded cluster; not with --connect");
         }
+        let mut endpoint = tonic::transport::Channel::from_shared(url.clone())
+            .with_context(|| format!("invalid coordinator URL {url}"))?;
+        if url.starts_with("https://") {
+            let Some(ca) = &args.tls_ca else {
+                anyhow::bail!("--connect {url} needs --tls-ca FILE: the certificate to trust");
+            };
+            let ca = std::fs::read(ca)
+                .with_context(|| format!("reading the TLS CA {}", ca.display()))?;
+            let tls = tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(ca));
+            endpoint = endpoint.tls_config(tls).context("configuring TLS")?;
+        }
         let channel = runtime
-            .block_on(
-                tonic::transport::Channel::from_shared(url.clone())
-                    .with_context(|| format!("invalid coordinator URL {url}"))?
-                    .connect(),
-            )
+            .block_on(endpoint.connect())
             .with_context(|| format!("connecting to the coordinator at {url}"))?;
         let mut client = arrow_flight::sql::client::FlightSqlServiceClient::new(channel);
         if let Some(credentials) = credentials(&args)? {

@@ -459,6 +459,7 @@ async fn credentials_are_required_and_checked() {
         EndpointOptions {
             credentials: Some(credentials),
             session_idle: std::time::Duration::ZERO,
+            ..EndpointOptions::default()
         },
     )
     .await
@@ -475,6 +476,110 @@ async fn credentials_are_required_and_checked() {
 
     drop(server);
     cluster.shutdown().await;
+}
+
+/// TLS with a self-signed certificate made here: a client trusting it runs queries
+/// over `https://`; a plain-text client gets no answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_run_over_tls_with_a_self_signed_certificate() {
+    let cluster = LocalCluster::start(1).await.expect("cluster");
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()])
+        .expect("a self-signed certificate");
+    let cert_pem = certified.cert.pem();
+    let server = serve_coordinator_with(
+        Arc::clone(cluster.coordinator()),
+        "127.0.0.1:0".parse().expect("address"),
+        EndpointOptions {
+            tls: Some(fletch_engine::TlsIdentity {
+                cert_pem: cert_pem.clone().into_bytes(),
+                key_pem: certified.signing_key.serialize_pem().into_bytes(),
+            }),
+            ..EndpointOptions::default()
+        },
+    )
+    .await
+    .expect("serve over TLS");
+    assert!(server.url().starts_with("https://"), "{}", server.url());
+
+    let tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(&cert_pem))
+        .domain_name("localhost");
+    let channel = Channel::from_shared(server.url().to_string())
+        .expect("url")
+        .tls_config(tls)
+        .expect("TLS config")
+        .connect()
+        .await
+        .expect("a TLS connection");
+    let mut trusted = FlightSqlServiceClient::new(channel);
+    let info = trusted
+        .execute("SELECT 6 * 7 AS answer".into(), None)
+        .await
+        .expect("a query over TLS");
+    assert_eq!(strings_or_ints(&fetch(&mut trusted, info).await), ["42"]);
+
+    let plain_url = server.url().replace("https://", "http://");
+    let plain = match Channel::from_shared(plain_url)
+        .expect("url")
+        .connect()
+        .await
+    {
+        Err(e) => e.to_string(),
+        Ok(channel) => FlightSqlServiceClient::new(channel)
+            .execute("SELECT 1".into(), None)
+            .await
+            .expect_err("plain text to a TLS port")
+            .to_string(),
+    };
+    assert!(!plain.contains("42"), "{plain}");
+
+    drop(server);
+    cluster.shutdown().await;
+}
+
+/// The same over processes: `fletch serve` with `--tls-cert`/`--tls-key`, and the shell
+/// with `--connect https://... --tls-ca`; without the CA the shell says what it needs.
+#[test]
+fn the_shell_connects_to_fletch_serve_over_tls() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()])
+        .expect("a self-signed certificate");
+    let cert = dir.path().join("cert.pem");
+    let key = dir.path().join("key.pem");
+    std::fs::write(&cert, certified.cert.pem()).expect("write the certificate");
+    std::fs::write(&key, certified.signing_key.serialize_pem()).expect("write the key");
+    let cert = cert.to_str().expect("utf-8 path");
+    let key = key.to_str().expect("utf-8 path");
+    let server = common::start(&[
+        "-q",
+        "--executors",
+        "1",
+        "--tls-cert",
+        cert,
+        "--tls-key",
+        key,
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    assert!(server.url.starts_with("https://"), "{}", server.url);
+    // The certificate names localhost; connect by that name.
+    let url = server.url.replace("127.0.0.1", "localhost");
+    let shell = |extra: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_fletch"))
+            .args(["--connect", &url, "-q", "--format", "csv"])
+            .args(extra)
+            .args(["-c", "SELECT 6 * 7 AS answer"])
+            .output()
+            .expect("run the shell")
+    };
+    let out = shell(&["--tls-ca", cert]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "answer\n42\n");
+    let out = shell(&[]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--tls-ca"), "{stderr}");
 }
 
 /// The error a call returned, at once or within its stream.

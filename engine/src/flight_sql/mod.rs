@@ -41,7 +41,7 @@ use datafusion::common::ParamValues;
 use datafusion::dataframe::DataFrame;
 use datafusion::error::DataFusionError;
 use datafusion::scalar::ScalarValue;
-use fletch_executor::FlightServer;
+use fletch_executor::{FlightServer, TlsIdentity};
 use futures::{Stream, StreamExt, TryStreamExt};
 use prost::Message;
 use tokio::net::TcpListener;
@@ -682,6 +682,8 @@ pub struct EndpointOptions {
     pub credentials: Option<Credentials>,
     /// A session token unused this long expires (the client hand-shakes again).
     pub session_idle: Duration,
+    /// Serve over TLS with this certificate and key.
+    pub tls: Option<TlsIdentity>,
 }
 
 impl Default for EndpointOptions {
@@ -689,6 +691,7 @@ impl Default for EndpointOptions {
         Self {
             credentials: None,
             session_idle: Duration::from_secs(3600),
+            tls: None,
         }
     }
 }
@@ -730,14 +733,16 @@ pub async fn serve_coordinator_with(
         shared,
         state: Arc::clone(&state),
     };
+    let tls = options.tls.as_ref();
     match options.credentials {
         Some(credentials) => {
             tracing::info!(user = %credentials.user, "Flight SQL endpoint requires credentials");
-            FlightServer::serve_checked(listener, service, auth::checker(credentials, state))
+            let check = auth::checker(credentials, state);
+            FlightServer::serve_checked(listener, service, check, tls)
         }
         None => {
             tracing::info!(%addr, "Flight SQL endpoint open to anyone on loopback (no credentials set)");
-            FlightServer::serve(listener, service)
+            FlightServer::serve_checked(listener, service, |_| Ok(()), tls)
         }
     }
 }

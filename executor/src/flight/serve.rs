@@ -7,11 +7,24 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tonic::metadata::MetadataMap;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Identity, Server, ServerTlsConfig};
 use tonic::{Request, Status};
 
 use super::{MAX_FRAME_BYTES, MAX_MESSAGE_BYTES};
+
+/// A server's TLS certificate chain and private key, PEM-encoded.
+#[derive(Clone)]
+pub struct TlsIdentity {
+    pub cert_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+}
+
+impl std::fmt::Debug for TlsIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsIdentity").finish_non_exhaustive()
+    }
+}
 
 /// A running Flight server. Dropping it stops accepting requests.
 pub struct FlightServer {
@@ -23,17 +36,24 @@ pub struct FlightServer {
 impl FlightServer {
     /// Serves `service` on `listener` until [`Self::shutdown`] or drop.
     pub fn serve<S: FlightService>(listener: TcpListener, service: S) -> std::io::Result<Self> {
-        Self::serve_checked(listener, service, |_| Ok(()))
+        Self::serve_checked(listener, service, |_| Ok(()), None)
     }
 
-    /// [`Self::serve`], with every request's metadata passed to `check` first: an
-    /// error status is the answer then, and the service never sees the request.
-    pub fn serve_checked<S, F>(listener: TcpListener, service: S, check: F) -> std::io::Result<Self>
+    /// [`Self::serve`], with every request's metadata passed to `check` first (an
+    /// error status is the answer then, and the service never sees the request), and
+    /// TLS with `tls` when given (the URL is then `https://`).
+    pub fn serve_checked<S, F>(
+        listener: TcpListener,
+        service: S,
+        check: F,
+        tls: Option<&TlsIdentity>,
+    ) -> std::io::Result<Self>
     where
         S: FlightService,
         F: Fn(&MetadataMap) -> Result<(), Status> + Clone + Send + Sync + 'static,
     {
-        let url = format!("http://{}", listener.local_addr()?);
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let url = format!("{scheme}://{}", listener.local_addr()?);
         let service = FlightServiceServer::new(service)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -42,7 +62,14 @@ impl FlightServer {
             Ok(request)
         });
         let (shutdown, stop) = oneshot::channel::<()>();
-        let server = Server::builder()
+        let mut builder = Server::builder();
+        if let Some(tls) = tls {
+            let identity = Identity::from_pem(&tls.cert_pem, &tls.key_pem);
+            builder = builder
+                .tls_config(ServerTlsConfig::new().identity(identity))
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        }
+        let server = builder
             .max_frame_size(MAX_FRAME_BYTES)
             .add_service(service)
             // The builder's tcp_nodelay applies only to listeners tonic binds itself;
