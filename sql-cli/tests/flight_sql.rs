@@ -537,6 +537,76 @@ async fn queries_run_over_tls_with_a_self_signed_certificate() {
     cluster.shutdown().await;
 }
 
+/// CancelFlightInfo on a statement whose results are streaming stops it: the stream
+/// ends early and every executor gives back what it held for the query.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_a_streaming_statement_stops_its_tasks() {
+    let Fixture {
+        cluster, server, ..
+    } = fixture().await;
+    let mut client = client(server.url()).await;
+    client.handshake("a", "").await.expect("handshake");
+    // Stream rows as they come instead of holding them back until the end.
+    client
+        .execute_update("SET fletch.result_buffer = '0'".into(), None)
+        .await
+        .expect("SET");
+    let total = 3_000_000usize;
+    let info = client
+        .execute(
+            format!("SELECT value, value * 2 AS twice FROM generate_series(1, {total})"),
+            None,
+        )
+        .await
+        .expect("plan");
+    let ticket = info.endpoint[0].ticket.clone().expect("ticket");
+    let mut stream = client.do_get(ticket).await.expect("do_get");
+    let first = stream
+        .try_next()
+        .await
+        .expect("a batch")
+        .expect("not the end yet");
+    assert!(first.num_rows() > 0);
+    let request = CancelFlightInfoRequest { info: Some(info) };
+    let replies: Vec<arrow_flight::Result> = client
+        .do_action(Action::new("CancelFlightInfo", request.encode_to_vec()))
+        .await
+        .expect("cancel")
+        .try_collect()
+        .await
+        .expect("cancel reply");
+    let result = CancelFlightInfoResult::decode(replies[0].body.clone()).expect("result");
+    assert_eq!(result.status, CancelStatus::Cancelled as i32);
+    let mut rows = first.num_rows();
+    while let Ok(Some(batch)) = stream.try_next().await {
+        rows += batch.num_rows();
+    }
+    assert!(
+        rows < total,
+        "the stream ended early: {rows} of {total} rows"
+    );
+    // The server drops the stream (and so releases the query) as the client sees its
+    // end; wait for that, with a generous bound.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        cluster.coordinator().wait_for_releases().await;
+        let stats = cluster.executor_stats();
+        if stats
+            .iter()
+            .all(|s| s.running_tasks == 0 && s.buffered_bytes == 0 && s.queries == 0)
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "executors still hold the query: {stats:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    drop(server);
+    cluster.shutdown().await;
+}
+
 /// The same over processes: `fletch serve` with `--tls-cert`/`--tls-key`, and the shell
 /// with `--connect https://... --tls-ca`; without the CA the shell says what it needs.
 #[test]
