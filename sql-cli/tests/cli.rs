@@ -22,6 +22,13 @@ fn assert_succeeded(out: &std::process::Output) {
     );
 }
 
+/// The command failed, and its stderr says `text`.
+fn assert_failed_saying(out: &std::process::Output, text: &str) {
+    assert!(!out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(text), "stderr: {stderr}");
+}
+
 #[test]
 fn csv_stdout_carries_only_results() {
     let out = fletch(&[
@@ -48,9 +55,7 @@ fn failing_statement_sets_exit_status_and_later_statements_run() {
         "-c",
         "SELECT * FROM missing_table; SELECT 7 AS seven",
     ]);
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("missing_table"), "stderr: {stderr}");
+    assert_failed_saying(&out, "missing_table");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "seven\n7\n");
 }
 
@@ -202,9 +207,7 @@ fn bench_over_cached_tables_reports_both_ratios_and_the_load() {
 #[test]
 fn bench_rejects_unknown_queries() {
     let out = fletch(&["-q", "bench", "tpch", "--sf", "0.01", "--queries", "23"]);
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("queries 1 to 22, not 23"), "{stderr}");
+    assert_failed_saying(&out, "queries 1 to 22, not 23");
 }
 
 #[test]
@@ -220,9 +223,7 @@ fn bench_rejects_a_setting_that_does_not_exist() {
         "--set",
         "fletch.no_such_setting=1",
     ]);
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("no_such_setting"), "{stderr}");
+    assert_failed_saying(&out, "no_such_setting");
 }
 
 #[test]
@@ -269,7 +270,5 @@ fn settings_come_from_defaults_then_the_config_file_then_the_environment_then_fl
         "-c",
         "SELECT 1",
     ]);
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("unknown setting \"executers\""), "{stderr}");
+    assert_failed_saying(&out, "unknown setting \"executers\"");
 }
