@@ -257,6 +257,34 @@ async fn catalog_calls_sql_info_and_keys_answer() {
         .to_string();
     assert!(text.contains("Fletch"), "{text}");
 
+    // JDBC's getTypeInfo: every type, or one asked for.
+    let info = client
+        .get_xdbc_type_info(arrow_flight::sql::CommandGetXdbcTypeInfo { data_type: None })
+        .await
+        .expect("GetXdbcTypeInfo");
+    let types = strings(&fetch(&mut client, info).await, "type_name");
+    for name in [
+        "BIGINT",
+        "DOUBLE",
+        "DECIMAL",
+        "VARCHAR",
+        "DATE",
+        "TIMESTAMP",
+    ] {
+        assert!(types.contains(&name.to_string()), "{types:?}");
+    }
+    let varchar = arrow_flight::sql::XdbcDataType::XdbcVarchar as i32;
+    let info = client
+        .get_xdbc_type_info(arrow_flight::sql::CommandGetXdbcTypeInfo {
+            data_type: Some(varchar),
+        })
+        .await
+        .expect("GetXdbcTypeInfo for VARCHAR");
+    assert_eq!(
+        strings(&fetch(&mut client, info).await, "type_name"),
+        ["VARCHAR"]
+    );
+
     let info = client
         .get_primary_keys(CommandGetPrimaryKeys {
             catalog: None,

@@ -7,10 +7,13 @@ use std::sync::{Arc, LazyLock};
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use arrow_flight::sql::metadata::{SqlInfoData, SqlInfoDataBuilder};
+use arrow_flight::sql::metadata::{
+    SqlInfoData, SqlInfoDataBuilder, XdbcTypeInfo, XdbcTypeInfoData, XdbcTypeInfoDataBuilder,
+};
 use arrow_flight::sql::{
-    CommandGetCatalogs, CommandGetDbSchemas, CommandGetTableTypes, CommandGetTables, SqlInfo,
-    SqlNullOrdering, SqlSupportedCaseSensitivity, SupportedSqlGrammar,
+    CommandGetCatalogs, CommandGetDbSchemas, CommandGetTableTypes, CommandGetTables, Nullable,
+    Searchable, SqlInfo, SqlNullOrdering, SqlSupportedCaseSensitivity, SupportedSqlGrammar,
+    XdbcDataType,
 };
 use datafusion::datasource::TableType;
 use datafusion::prelude::SessionContext;
@@ -153,6 +156,66 @@ pub(crate) fn table_types(query: CommandGetTableTypes) -> Result<RecordBatch, St
         builder.append(table_type);
     }
     builder.build().map_err(|e| internal("GetTableTypes", e))
+}
+
+/// The SQL types Fletch (DataFusion) offers, for `GetXdbcTypeInfo` (JDBC's
+/// `getTypeInfo`), built once.
+pub(crate) static XDBC_TYPES: LazyLock<Result<XdbcTypeInfoData, String>> = LazyLock::new(|| {
+    let mut types = XdbcTypeInfoDataBuilder::new();
+    let numeric = |name: &str, xdbc: XdbcDataType, size: i32| XdbcTypeInfo {
+        type_name: name.to_string(),
+        data_type: xdbc,
+        column_size: Some(size),
+        literal_prefix: None,
+        literal_suffix: None,
+        create_params: None,
+        nullable: Nullable::NullabilityNullable,
+        case_sensitive: false,
+        searchable: Searchable::Basic,
+        unsigned_attribute: Some(false),
+        fixed_prec_scale: false,
+        auto_increment: Some(false),
+        local_type_name: Some(name.to_string()),
+        minimum_scale: None,
+        maximum_scale: None,
+        sql_data_type: xdbc,
+        datetime_subcode: None,
+        num_prec_radix: Some(10),
+        interval_precision: None,
+    };
+    types.append(numeric("BOOLEAN", XdbcDataType::XdbcBit, 1));
+    types.append(numeric("TINYINT", XdbcDataType::XdbcTinyint, 3));
+    types.append(numeric("SMALLINT", XdbcDataType::XdbcSmallint, 5));
+    types.append(numeric("INTEGER", XdbcDataType::XdbcInteger, 10));
+    types.append(numeric("BIGINT", XdbcDataType::XdbcBigint, 19));
+    types.append(numeric("REAL", XdbcDataType::XdbcReal, 7));
+    types.append(numeric("DOUBLE", XdbcDataType::XdbcDouble, 15));
+    types.append(XdbcTypeInfo {
+        create_params: Some(vec!["precision".into(), "scale".into()]),
+        fixed_prec_scale: true,
+        minimum_scale: Some(0),
+        maximum_scale: Some(38),
+        ..numeric("DECIMAL", XdbcDataType::XdbcDecimal, 38)
+    });
+    let quoted = |name: &str, xdbc: XdbcDataType| XdbcTypeInfo {
+        literal_prefix: Some("'".into()),
+        literal_suffix: Some("'".into()),
+        case_sensitive: true,
+        searchable: Searchable::Full,
+        unsigned_attribute: None,
+        num_prec_radix: None,
+        ..numeric(name, xdbc, i32::MAX)
+    };
+    types.append(quoted("VARCHAR", XdbcDataType::XdbcVarchar));
+    types.append(quoted("DATE", XdbcDataType::XdbcDate));
+    types.append(quoted("TIMESTAMP", XdbcDataType::XdbcTimestamp));
+    types.build().map_err(|e| e.to_string())
+});
+
+pub(crate) fn xdbc_types() -> Result<&'static XdbcTypeInfoData, Status> {
+    XDBC_TYPES
+        .as_ref()
+        .map_err(|e| Status::internal(format!("building the type info: {e}")))
 }
 
 /// The schema of `GetPrimaryKeys` results.
