@@ -26,7 +26,11 @@ pub struct LocalCluster {
 
 async fn start_local_executor(memory_limit: usize) -> Result<ExecutorHandle> {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
-    Ok(start_executor_with(addr, ExecutorOptions { memory_limit }).await?)
+    let options = ExecutorOptions {
+        memory_limit,
+        tls: None,
+    };
+    Ok(start_executor_with(addr, options).await?)
 }
 
 fn external(failure: fletch_executor::TaskFailure) -> DataFusionError {

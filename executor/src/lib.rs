@@ -24,7 +24,9 @@ mod status;
 mod store;
 mod task;
 
-pub use flight::client::{ClientPool, ExecutorClient, FlightExchangeSource, connect};
+pub use flight::client::{
+    ClientPool, ExecutorClient, FlightExchangeSource, connect, trust_cluster_certificate,
+};
 pub use flight::serve::{FlightServer, TlsIdentity};
 pub use fragments::FragmentStats;
 pub use server::{

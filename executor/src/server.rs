@@ -11,7 +11,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use tokio::net::TcpListener;
 
 use crate::flight::client::{ClientPool, ExecutorClient};
-use crate::flight::serve::FlightServer;
+use crate::flight::serve::{FlightServer, TlsIdentity};
 use crate::flight::service::ExecutorService;
 use crate::fragments::{FragmentPieces, FragmentStats};
 use crate::memory::ExecutorMemoryPool;
@@ -51,6 +51,8 @@ struct Membership {
 pub struct ExecutorOptions {
     /// Bytes this executor may hold: table fragments, exchange buffers and operators.
     pub memory_limit: usize,
+    /// Serve over TLS with this certificate and key (the URL is then `https://`).
+    pub tls: Option<TlsIdentity>,
 }
 
 impl Default for ExecutorOptions {
@@ -58,6 +60,7 @@ impl Default for ExecutorOptions {
     fn default() -> Self {
         Self {
             memory_limit: system_memory().map_or(usize::MAX, |m| m / 4 * 3),
+            tls: None,
         }
     }
 }
@@ -82,7 +85,12 @@ pub async fn start_executor_with(
 ) -> std::io::Result<ExecutorHandle> {
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
-    let url = format!("http://{local}");
+    let scheme = if options.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let url = format!("{scheme}://{local}");
     let pool = Arc::new(ExecutorMemoryPool::new(url.clone(), options.memory_limit));
     let runtime = RuntimeEnvBuilder::new()
         .with_memory_pool(Arc::clone(&pool) as Arc<dyn MemoryPool>)
@@ -98,7 +106,8 @@ pub async fn start_executor_with(
         session: SessionContext::new_with_config_rt(SessionConfig::new(), runtime),
         clients: ClientPool::default(),
     });
-    let server = FlightServer::serve(listener, ExecutorService { runner })?;
+    let service = ExecutorService { runner };
+    let server = FlightServer::serve_checked(listener, service, |_| Ok(()), options.tls.as_ref())?;
     tracing::debug!(%url, "executor listening");
     Ok(ExecutorHandle {
         membership: None,

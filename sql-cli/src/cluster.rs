@@ -78,19 +78,29 @@ pub async fn run_coordinator(
     Ok(())
 }
 
+/// How `fletch executor` takes part in its cluster.
+pub struct Membership<'a> {
+    pub coordinator: &'a str,
+    pub slots: usize,
+    pub heartbeat_interval: Duration,
+    /// How long queries running here may take to finish once told to stop.
+    pub drain: Duration,
+    /// Sent as `authorization` with every call to the coordinator.
+    pub authorization: Option<String>,
+}
+
 pub async fn run_executor(
-    coordinator: &str,
     listen: SocketAddr,
-    slots: usize,
-    memory: Option<usize>,
-    heartbeat_interval: Duration,
-    drain: Duration,
-    authorization: Option<String>,
+    options: ExecutorOptions,
+    membership: Membership<'_>,
 ) -> Result<()> {
-    let options = match memory {
-        Some(memory_limit) => ExecutorOptions { memory_limit },
-        None => ExecutorOptions::default(),
-    };
+    let Membership {
+        coordinator,
+        slots,
+        heartbeat_interval,
+        drain,
+        authorization,
+    } = membership;
     let mut executor = start_executor_with(listen, options)
         .await
         .with_context(|| format!("serving on {listen}"))?;

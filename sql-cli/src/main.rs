@@ -51,8 +51,8 @@ pub struct Args {
     #[arg(long, env = "FLETCH_PASSWORD", global = true, hide_env_values = true)]
     password: Option<String>,
 
-    /// `serve` and `coordinator`: serve over TLS with this PEM certificate chain (with
-    /// --tls-key).
+    /// `serve`, `coordinator` and `executor`: serve over TLS with this PEM certificate
+    /// chain (with --tls-key).
     #[arg(long, env = "FLETCH_TLS_CERT", value_name = "FILE", global = true)]
     tls_cert: Option<PathBuf>,
 
@@ -60,8 +60,8 @@ pub struct Args {
     #[arg(long, env = "FLETCH_TLS_KEY", value_name = "FILE", global = true)]
     tls_key: Option<PathBuf>,
 
-    /// `--connect https://...`: trust this PEM certificate (a CA, or the server's own
-    /// self-signed one).
+    /// Trust this PEM certificate (a CA, or a shared self-signed one) for `https://`:
+    /// `--connect`, and the links between coordinator and executors.
     #[arg(long, env = "FLETCH_TLS_CA", value_name = "FILE", global = true)]
     tls_ca: Option<PathBuf>,
 
@@ -276,6 +276,12 @@ fn main_inner() -> Result<ExitCode> {
         .build()
         .context("starting the async runtime")?;
     let data_dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
+    if let Some(ca) = &args.tls_ca {
+        let pem =
+            std::fs::read(ca).with_context(|| format!("reading the TLS CA {}", ca.display()))?;
+        // Links to https:// executors and coordinators trust it too.
+        fletch_executor::trust_cluster_certificate(pem);
+    }
     match &args.command {
         Some(Command::Serve { listen }) => {
             runtime.block_on(cluster::run_embedded_server(
@@ -303,15 +309,21 @@ fn main_inner() -> Result<ExitCode> {
         }) => {
             let slots = slots
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-            runtime.block_on(cluster::run_executor(
+            let mut options = fletch_executor::ExecutorOptions {
+                tls: endpoint_options(&args)?.tls,
+                ..Default::default()
+            };
+            if let Some(memory_limit) = args.memory {
+                options.memory_limit = memory_limit;
+            }
+            let membership = cluster::Membership {
                 coordinator,
-                *listen,
                 slots,
-                args.memory,
-                heartbeats.options().heartbeat_interval,
-                Duration::from_secs(*drain_secs),
-                credentials(&args)?.map(|c| c.basic_header()),
-            ))?;
+                heartbeat_interval: heartbeats.options().heartbeat_interval,
+                drain: Duration::from_secs(*drain_secs),
+                authorization: credentials(&args)?.map(|c| c.basic_header()),
+            };
+            runtime.block_on(cluster::run_executor(*listen, options, membership))?;
             return Ok(ExitCode::SUCCESS);
         }
         _ => {}

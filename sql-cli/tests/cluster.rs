@@ -760,6 +760,69 @@ async fn a_dropped_query_stops_its_tasks_on_every_executor_process() {
     server.shutdown().await;
 }
 
+/// TLS on every link: the coordinator and the executors serve `https://` with one
+/// self-signed certificate made here and trust it, so task launches, exchanges between
+/// executors, fragment replicas and the shell's statements all cross TLS.
+#[test]
+fn a_cluster_runs_over_tls_on_every_link() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+            .expect("a self-signed certificate");
+    let cert = dir.path().join("cert.pem");
+    let key = dir.path().join("key.pem");
+    std::fs::write(&cert, certified.cert.pem()).expect("write the certificate");
+    std::fs::write(&key, certified.signing_key.serialize_pem()).expect("write the key");
+    let cert = cert.to_str().expect("utf-8 path");
+    let key = key.to_str().expect("utf-8 path");
+    let tls = ["--tls-cert", cert, "--tls-key", key, "--tls-ca", cert];
+    let mut args = tls.to_vec();
+    args.extend(["coordinator", "--listen", "127.0.0.1:0"]);
+    args.extend(HEARTBEATS);
+    let coordinator = start(&args);
+    assert!(
+        coordinator.url.starts_with("https://"),
+        "{}",
+        coordinator.url
+    );
+    let executors: Vec<Process> = (0..2)
+        .map(|_| start_executor_signed_in(&coordinator.url, &tls))
+        .collect();
+    assert!(executors.iter().all(|e| e.url.starts_with("https://")));
+    let run = |sql: &str| {
+        Command::new(env!("CARGO_BIN_EXE_fletch"))
+            .args([
+                "--tls-ca",
+                cert,
+                "--connect",
+                &coordinator.url,
+                "-q",
+                "--format",
+                "csv",
+                "-c",
+                sql,
+            ])
+            .output()
+            .expect("run fletch --connect")
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = run("SELECT count(*) AS alive FROM fletch.executors WHERE state = 'alive'");
+        if String::from_utf8_lossy(&out.stdout) == "alive\n2\n" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{out:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = run(
+        "CREATE TABLE t PARTITION BY HASH (k) INTO 4 FRAGMENTS REPLICAS 2 AS \
+         SELECT value AS k, value % 10 AS g FROM generate_series(1, 1000); \
+         SELECT count(*) AS n, sum(a.k) AS s FROM t a JOIN t b ON a.g = b.g AND a.k = b.k",
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "n,s\n1000,500500\n");
+}
+
 /// `fletch --connect URL` runs statements on a coordinator process over Flight SQL:
 /// tables made there live in the executor processes, and errors come back as errors.
 /// The coordinator requires credentials: the executors and the shell sign in with

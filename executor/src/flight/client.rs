@@ -19,7 +19,7 @@ use fletch_planner::ExchangeSource;
 use futures::{Stream, StreamExt, TryStreamExt};
 use parking_lot::Mutex;
 use prost::Message;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 use super::validate::validate_batch;
 use super::{MAX_FRAME_BYTES, MAX_MESSAGE_BYTES};
@@ -32,19 +32,34 @@ use crate::store::PartitionStore;
 
 /// A lazily connecting channel to `url` with Fletch's transport settings.
 pub fn connect(url: &str) -> Result<Channel, TaskFailure> {
-    let endpoint = Endpoint::from_shared(url.to_string()).map_err(|e| {
-        TaskFailure::new(
-            FailureReason::BadRequest,
-            format!("invalid executor URL {url}: {e}"),
-            0,
-            0,
-            url,
-        )
-    })?;
+    let bad = |message: String| TaskFailure::new(FailureReason::BadRequest, message, 0, 0, url);
+    let mut endpoint = Endpoint::from_shared(url.to_string())
+        .map_err(|e| bad(format!("invalid executor URL {url}: {e}")))?;
+    if url.starts_with("https://") {
+        let Some(ca) = TRUSTED_CA.get() else {
+            return Err(bad(format!(
+                "{url} serves TLS, but this process trusts no certificate (--tls-ca)"
+            )));
+        };
+        let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca));
+        endpoint = endpoint
+            .tls_config(tls)
+            .map_err(|e| bad(format!("TLS for {url}: {e}")))?;
+    }
     Ok(endpoint
         .max_frame_size(MAX_FRAME_BYTES)
         .tcp_nodelay(true)
         .connect_lazy())
+}
+
+/// The PEM certificate this process trusts for `https://` links to other cluster
+/// members (a CA, or their shared self-signed certificate).
+static TRUSTED_CA: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+
+/// Makes this process trust `ca_pem` for `https://` links to executors and the
+/// coordinator; set once, at start-up. Returns false if one was already set.
+pub fn trust_cluster_certificate(ca_pem: Vec<u8>) -> bool {
+    TRUSTED_CA.set(ca_pem).is_ok()
 }
 
 /// Calls one executor.
