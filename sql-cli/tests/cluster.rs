@@ -766,15 +766,8 @@ async fn a_dropped_query_stops_its_tasks_on_every_executor_process() {
 #[test]
 fn a_cluster_runs_over_tls_on_every_link() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let certified =
-        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string(), "localhost".to_string()])
-            .expect("a self-signed certificate");
-    let cert = dir.path().join("cert.pem");
-    let key = dir.path().join("key.pem");
-    std::fs::write(&cert, certified.cert.pem()).expect("write the certificate");
-    std::fs::write(&key, certified.signing_key.serialize_pem()).expect("write the key");
-    let cert = cert.to_str().expect("utf-8 path");
-    let key = key.to_str().expect("utf-8 path");
+    let (cert, key) = common::self_signed_files(dir.path(), &["127.0.0.1", "localhost"]);
+    let (cert, key) = (cert.as_str(), key.as_str());
     let tls = ["--tls-cert", cert, "--tls-key", key, "--tls-ca", cert];
     let mut args = tls.to_vec();
     args.extend(["coordinator", "--listen", "127.0.0.1:0"]);
@@ -805,15 +798,7 @@ fn a_cluster_runs_over_tls_on_every_link() {
             .output()
             .expect("run fletch --connect")
     };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let out = run("SELECT count(*) AS alive FROM fletch.executors WHERE state = 'alive'");
-        if String::from_utf8_lossy(&out.stdout) == "alive\n2\n" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{out:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    common::wait_until_alive(&run, 2);
     let out = run(
         "CREATE TABLE t PARTITION BY HASH (k) INTO 4 FRAGMENTS REPLICAS 2 AS \
          SELECT value AS k, value % 10 AS g FROM generate_series(1, 1000); \
@@ -873,15 +858,7 @@ fn the_shell_connects_to_a_coordinator_process() {
             .expect("run fletch --connect")
     };
     // Executors may still be registering: wait until both are listed.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let out = run("SELECT count(*) AS alive FROM fletch.executors WHERE state = 'alive'");
-        if String::from_utf8_lossy(&out.stdout) == "alive\n2\n" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{out:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    common::wait_until_alive(&run, 2);
     let out = run(
         "CREATE TABLE t PARTITION BY HASH (k) REPLICAS 2 AS SELECT value AS k FROM generate_series(1, 1000); \
          SELECT count(*) AS n, sum(k) AS s FROM t; \

@@ -640,14 +640,8 @@ async fn cancelling_a_streaming_statement_stops_its_tasks() {
 #[test]
 fn the_shell_connects_to_fletch_serve_over_tls() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()])
-        .expect("a self-signed certificate");
-    let cert = dir.path().join("cert.pem");
-    let key = dir.path().join("key.pem");
-    std::fs::write(&cert, certified.cert.pem()).expect("write the certificate");
-    std::fs::write(&key, certified.signing_key.serialize_pem()).expect("write the key");
-    let cert = cert.to_str().expect("utf-8 path");
-    let key = key.to_str().expect("utf-8 path");
+    let (cert, key) = common::self_signed_files(dir.path(), &["localhost"]);
+    let (cert, key) = (cert.as_str(), key.as_str());
     let server = common::start(&[
         "-q",
         "--executors",

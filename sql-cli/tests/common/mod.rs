@@ -87,3 +87,31 @@ pub fn start(args: &[&str]) -> Process {
     process.url = url.to_string();
     process
 }
+
+/// A self-signed certificate for `names` and its key, written as PEM files in `dir`;
+/// returns their paths.
+pub fn self_signed_files(dir: &std::path::Path, names: &[&str]) -> (String, String) {
+    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    let certified = rcgen::generate_simple_self_signed(names).expect("a self-signed certificate");
+    let cert = dir.join("cert.pem");
+    let key = dir.join("key.pem");
+    std::fs::write(&cert, certified.cert.pem()).expect("write the certificate");
+    std::fs::write(&key, certified.signing_key.serialize_pem()).expect("write the key");
+    let path = |p: std::path::PathBuf| p.to_str().expect("utf-8 path").to_string();
+    (path(cert), path(key))
+}
+
+/// Runs `run` (a `fletch --connect` of one statement) until the coordinator lists
+/// `executors` alive executors (at most 30 s).
+pub fn wait_until_alive(run: impl Fn(&str) -> std::process::Output, executors: usize) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let expected = format!("alive\n{executors}\n");
+    loop {
+        let out = run("SELECT count(*) AS alive FROM fletch.executors WHERE state = 'alive'");
+        if String::from_utf8_lossy(&out.stdout) == expected {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{out:?}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
