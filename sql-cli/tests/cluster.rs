@@ -798,7 +798,7 @@ fn a_cluster_runs_over_tls_on_every_link() {
             .output()
             .expect("run fletch --connect")
     };
-    common::wait_until_alive(&run, 2);
+    common::wait_until_alive(run, 2);
     let out = run(
         "CREATE TABLE t PARTITION BY HASH (k) INTO 4 FRAGMENTS REPLICAS 2 AS \
          SELECT value AS k, value % 10 AS g FROM generate_series(1, 1000); \
@@ -858,7 +858,7 @@ fn the_shell_connects_to_a_coordinator_process() {
             .expect("run fletch --connect")
     };
     // Executors may still be registering: wait until both are listed.
-    common::wait_until_alive(&run, 2);
+    common::wait_until_alive(run, 2);
     let out = run(
         "CREATE TABLE t PARTITION BY HASH (k) REPLICAS 2 AS SELECT value AS k FROM generate_series(1, 1000); \
          SELECT count(*) AS n, sum(k) AS s FROM t; \
