@@ -12,7 +12,7 @@ use bytes::Bytes;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use fletch_executor::protocol::{ConfigEntry, StageLocations, TaskDefinition};
+use fletch_executor::protocol::{ConfigEntry, ExecutorStatus, StageLocations, TaskDefinition};
 use fletch_executor::{
     ClientPool, ExecutorClient, FailureReason, FlightExchangeSource, TaskFailure,
 };
@@ -39,9 +39,6 @@ const DEFAULT_RESULT_BUFFER: usize = 32 << 20;
 
 pub(crate) struct QueryRun {
     coordinator: Arc<Coordinator>,
-    plan: Arc<DistributedPlan>,
-    encoded: Arc<Vec<Bytes>>,
-    ctx: Arc<TaskContext>,
     attempt: Attempt,
     /// Runs so far: the first, plus one per recovery.
     attempts: usize,
@@ -78,9 +75,6 @@ impl QueryRun {
         let schema = plan.root.schema();
         let run = Self {
             coordinator,
-            plan,
-            encoded,
-            ctx,
             attempt,
             attempts: 1,
             held: HeldResults::new(hold_back),
@@ -130,13 +124,13 @@ impl QueryRun {
             )))
         };
         if self.attempts >= MAX_ATTEMPTS {
-            self.attempt.abandon().await;
+            self.attempt.finish().await;
             return give_up("on every attempt".to_string());
         }
         if self.attempt.stage_recovery {
             let (rerun, restart_root) = self.attempt.recovery(task);
-            if restart_root && self.held.delivered {
-                self.attempt.abandon().await;
+            if restart_root && self.held.delivered() {
+                self.attempt.finish().await;
                 return give_up(format!(
                     "after {} rows were returned, and the final stage must run again \
                      (fletch.result_buffer holds back more)",
@@ -158,29 +152,23 @@ impl QueryRun {
                 e.context(format!("running tasks again after executor {url} was lost"))
             });
         }
-        if self.held.delivered {
-            self.attempt.abandon().await;
+        if self.held.delivered() {
+            self.attempt.finish().await;
             return give_up("after rows were returned, so it cannot run again".to_string());
         }
-        self.attempt.abandon().await;
+        self.attempt.finish().await;
         self.attempts += 1;
         tracing::warn!(%url, attempt = self.attempts, "executor lost during a query; running it again");
         self.held.discard();
         self.coordinator.recovery_counters().whole();
         let lost = std::mem::take(&mut self.attempt.lost);
-        self.attempt = Attempt::launch(
-            &self.coordinator,
-            &self.plan,
-            &self.encoded,
-            &self.ctx,
-            false,
-            lost,
-        )
-        .map_err(|e| {
-            e.context(format!(
-                "running the query again after executor {url} was lost"
-            ))
-        })?;
+        let (plan, encoded, ctx) = (&self.attempt.plan, &self.attempt.encoded, &self.attempt.ctx);
+        self.attempt = Attempt::launch(&self.coordinator, plan, encoded, ctx, false, lost)
+            .map_err(|e| {
+                e.context(format!(
+                    "running the query again after executor {url} was lost"
+                ))
+            })?;
         Ok(())
     }
 }
@@ -192,8 +180,7 @@ struct HeldResults {
     limit: usize,
     /// Whether batches are returned as they come (the limit was passed or the end came).
     streaming: bool,
-    /// Whether some row reached the caller: from then on a restart would repeat rows.
-    delivered: bool,
+    /// Rows that reached the caller: once there are any, a restart would repeat them.
     delivered_rows: usize,
 }
 
@@ -204,7 +191,6 @@ impl HeldResults {
             bytes: 0,
             limit,
             streaming: false,
-            delivered: false,
             delivered_rows: 0,
         }
     }
@@ -226,8 +212,11 @@ impl HeldResults {
         let batch = self.batches.pop_front()?;
         self.bytes -= batch.get_array_memory_size();
         self.delivered_rows += batch.num_rows();
-        self.delivered |= batch.num_rows() > 0;
         Some(batch)
+    }
+
+    fn delivered(&self) -> bool {
+        self.delivered_rows > 0
     }
 
     /// The final stage runs again: what it produced so far is produced again.
@@ -286,8 +275,6 @@ struct Attempt {
     holders: HashMap<StageId, Option<Vec<Vec<String>>>>,
     /// Tasks waiting for a free slot, upstream stages first.
     pending: VecDeque<TaskKey>,
-    /// Whether tasks wait for free slots (else all start at once).
-    gated: bool,
     /// The task runs in flight.
     in_flight: HashSet<(TaskKey, u64)>,
     /// Where each launched task's current run is.
@@ -322,6 +309,15 @@ fn lost_executor(failure: &TaskFailure) -> Option<String> {
         .then(|| failure.executor.clone())
 }
 
+/// The executors the coordinator places work on, but those this query lost.
+fn placeable(coordinator: &Coordinator, lost: &HashSet<String>) -> Vec<ExecutorClient> {
+    coordinator
+        .live_executors()
+        .into_iter()
+        .filter(|e| !lost.contains(e.url()))
+        .collect()
+}
+
 fn no_executors() -> DataFusionError {
     DataFusionError::Execution("the cluster has no executors: cannot run the query".to_string())
 }
@@ -339,11 +335,7 @@ impl Attempt {
         stage_recovery: bool,
         lost: HashSet<String>,
     ) -> Result<Self> {
-        let executors: Vec<ExecutorClient> = coordinator
-            .live_executors()
-            .into_iter()
-            .filter(|e| !lost.contains(e.url()))
-            .collect();
+        let executors = placeable(coordinator, &lost);
         if executors.is_empty() {
             return Err(no_executors());
         }
@@ -372,7 +364,6 @@ impl Attempt {
             lineage: Lineage::of(plan),
             holders,
             pending,
-            gated: stage_recovery,
             in_flight: HashSet::new(),
             runs: HashMap::new(),
             round: 0,
@@ -391,21 +382,22 @@ impl Attempt {
 
     /// The live executors work may go to now.
     fn placeable(&self) -> Vec<ExecutorClient> {
-        self.coordinator
-            .live_executors()
-            .into_iter()
-            .filter(|e| !self.lost.contains(e.url()))
-            .collect()
+        placeable(&self.coordinator, &self.lost)
     }
 
-    /// Places `keys` on the least busy live executors (a fragment's holders first) as
-    /// run `attempt`, and starts them.
-    fn place_and_spawn(&mut self, keys: &[TaskKey], attempt: u64) -> Result<()> {
-        let executors = self.placeable();
+    /// Places `keys` on the least busy of `executors` (a fragment's holders first) as
+    /// run `attempt`, and starts them; `statuses` are what the executors last reported.
+    fn place_and_spawn(
+        &mut self,
+        keys: &[TaskKey],
+        attempt: u64,
+        executors: &[ExecutorClient],
+        statuses: &[ExecutorStatus],
+    ) -> Result<()> {
         if executors.is_empty() {
             return Err(no_executors());
         }
-        let mut slots = Slots::of(&executors, &self.coordinator.executors());
+        let mut slots = Slots::of(executors, statuses);
         for (i, executor) in executors.iter().enumerate() {
             let ours = self
                 .in_flight
@@ -416,7 +408,7 @@ impl Attempt {
         }
         for &(stage, task) in keys {
             let holders = self.holders.get(&stage).cloned().flatten();
-            let placed = slots.place_one(stage, task, holders.as_deref(), &executors);
+            let placed = slots.place_one(stage, task, holders.as_deref(), executors);
             let executor = &executors[placed];
             let run = TaskRun {
                 url: executor.url().to_string(),
@@ -440,8 +432,14 @@ impl Attempt {
     /// Starts pending tasks while this query has free slots: as many task runs in flight
     /// as the live executors have slots together (at least one).
     fn start_pending(&mut self) -> Result<()> {
-        let free = if self.gated {
-            let capacity = Slots::total(&self.placeable(), &self.coordinator.executors());
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let (executors, statuses) = (self.placeable(), self.coordinator.executors());
+        // Without stage recovery stages stream into each other with backpressure, so
+        // every reader must be running: all start at once.
+        let free = if self.stage_recovery {
+            let capacity = Slots::total(&executors, &statuses);
             capacity.saturating_sub(self.in_flight.len())
         } else {
             self.pending.len()
@@ -450,7 +448,7 @@ impl Attempt {
         if keys.is_empty() {
             return Ok(());
         }
-        self.place_and_spawn(&keys, self.round)
+        self.place_and_spawn(&keys, self.round, &executors, &statuses)
     }
 
     /// Whether `stage`'s outputs stay readable until the query ends. With stage recovery
@@ -668,21 +666,13 @@ impl Attempt {
     /// once; restarts the coordinator's read of the final stage when it is among them.
     fn rerun(&mut self, tasks: &BTreeSet<TaskKey>) -> Result<()> {
         self.round += 1;
-        let lost = &self.lost;
-        self.executors.retain(|e| !lost.contains(e.url()));
         let keys: Vec<TaskKey> = tasks.iter().copied().collect();
-        self.place_and_spawn(&keys, self.round)?;
+        let (executors, statuses) = (self.placeable(), self.coordinator.executors());
+        self.place_and_spawn(&keys, self.round, &executors, &statuses)?;
         self.start_pending()
     }
 
-    /// Stops the attempt for good, releasing it on every executor still reachable.
-    async fn abandon(&mut self) {
-        let lost = &self.lost;
-        self.executors.retain(|e| !lost.contains(e.url()));
-        self.finish().await;
-    }
-
-    /// Stops waiting for tasks and frees the query on every executor.
+    /// Stops waiting for tasks and frees the query on every executor still reachable.
     async fn finish(&mut self) {
         self.done = true;
         for call in self.calls.values() {
