@@ -38,6 +38,18 @@ impl Credentials {
     }
 }
 
+/// The `authorization` header of a request, if it has one.
+pub(crate) fn authorization(metadata: &MetadataMap) -> Result<Option<&str>, Status> {
+    metadata
+        .get("authorization")
+        .map(|value| {
+            value
+                .to_str()
+                .map_err(|_| Status::unauthenticated("malformed authorization header"))
+        })
+        .transpose()
+}
+
 /// The request check for an endpoint with `credentials`.
 pub(crate) fn checker(
     credentials: Credentials,
@@ -45,11 +57,8 @@ pub(crate) fn checker(
 ) -> impl Fn(&MetadataMap) -> Result<(), Status> + Clone + Send + Sync + 'static {
     let expected = format!("{}:{}", credentials.user, credentials.password).into_bytes();
     move |metadata: &MetadataMap| {
-        let header = metadata
-            .get("authorization")
-            .ok_or_else(|| Status::unauthenticated("credentials required: hand-shake first"))?
-            .to_str()
-            .map_err(|_| Status::unauthenticated("malformed authorization header"))?;
+        let header = authorization(metadata)?
+            .ok_or_else(|| Status::unauthenticated("credentials required: hand-shake first"))?;
         if let Some(token) = header.strip_prefix("Bearer ") {
             return state.sessions.get(token.trim()).map(|_| ());
         }

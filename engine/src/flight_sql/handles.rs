@@ -68,12 +68,6 @@ impl<T: Clone> Handles<T> {
 /// One client's session: its settings, temporary state and tables it registered.
 pub(crate) type ClientSession = Arc<SessionContext>;
 
-/// A statement planned and waiting for its `DoGet`.
-#[derive(Clone)]
-pub(crate) struct Waiting {
-    pub(crate) dataframe: DataFrame,
-}
-
 /// A prepared statement: its text, the session it was prepared in, and the parameters
 /// bound last (if any).
 #[derive(Clone)]
@@ -135,7 +129,8 @@ impl Sessions {
 /// Everything the endpoint keeps between calls.
 pub(crate) struct State {
     pub(crate) sessions: Sessions,
-    pub(crate) waiting: Handles<Waiting>,
+    /// Statements planned and waiting for their `DoGet`.
+    pub(crate) waiting: Handles<DataFrame>,
     pub(crate) running: Handles<AbortHandle>,
     pub(crate) prepared: Handles<Prepared>,
 }

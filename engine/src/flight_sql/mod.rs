@@ -50,7 +50,7 @@ use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status, Streaming};
 
 use self::cluster_actions::bad_request;
-use self::handles::{ClientSession, Prepared, State, Waiting, handle_text};
+use self::handles::{ClientSession, Prepared, State, handle_text};
 use crate::{Coordinator, default_session_config, fletch_session};
 
 type ActionStream =
@@ -78,12 +78,9 @@ fn to_status(e: DataFusionError) -> Status {
 
 /// The bearer token of a request, if it carries one.
 fn bearer(metadata: &MetadataMap) -> Result<Option<String>, Status> {
-    let Some(value) = metadata.get("authorization") else {
+    let Some(value) = auth::authorization(metadata)? else {
         return Ok(None);
     };
-    let value = value
-        .to_str()
-        .map_err(|_| Status::unauthenticated("malformed authorization header"))?;
     Ok(value
         .strip_prefix("Bearer ")
         .or_else(|| value.strip_prefix("bearer "))
@@ -206,7 +203,7 @@ impl CoordinatorService {
         descriptor: FlightDescriptor,
     ) -> Result<Response<FlightInfo>, Status> {
         let schema = dataframe.schema().as_arrow().clone();
-        let handle = self.state.waiting.insert(Waiting { dataframe });
+        let handle = self.state.waiting.insert(dataframe);
         let ticket = TicketStatementQuery {
             statement_handle: handle.into_bytes().into(),
         };
@@ -353,7 +350,7 @@ impl FlightSqlService for CoordinatorService {
         _request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
         let handle = handle_text(&ticket.statement_handle, "statement")?;
-        let Waiting { dataframe } = self
+        let dataframe = self
             .state
             .waiting
             .remove(&handle)
