@@ -23,7 +23,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::catalog::ClusterSchema;
 use crate::membership::{MemberState, Members, MembershipOptions, StatusSource};
-use crate::query_run::QueryRun;
+use crate::query_run::{QueryRun, ServedResult};
 use crate::replication::rereplicate;
 
 /// Schedules distributed plans onto executors. Shared by every session of a cluster.
@@ -239,7 +239,22 @@ impl Coordinator {
         encoded: Arc<Vec<Bytes>>,
         ctx: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
-        QueryRun::start(self, plan, encoded, ctx)
+        QueryRun::start(self, plan, encoded, ctx, None)
+    }
+
+    /// Runs a query whose result a client reads straight from the executor of its final
+    /// task: the receiver learns where once that task is placed, and the stream (which
+    /// yields no rows) drives the query until the client has read the result, and must
+    /// be polled until it ends. Dropping it stops the query.
+    pub(crate) fn run_served(
+        self: Arc<Self>,
+        plan: Arc<DistributedPlan>,
+        encoded: Arc<Vec<Bytes>>,
+        ctx: Arc<TaskContext>,
+    ) -> Result<(oneshot::Receiver<ServedResult>, SendableRecordBatchStream)> {
+        let (tell, told) = oneshot::channel();
+        let run = QueryRun::start(self, plan, encoded, ctx, Some(tell))?;
+        Ok((told, run))
     }
 
     /// Takes an executor that broke a query's connections out of placement, unless it

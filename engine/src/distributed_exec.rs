@@ -17,7 +17,10 @@ use datafusion::physical_plan::{
 };
 use fletch_planner::{DistributedPlan, distribute, encode_stage_plan};
 
+use tokio::sync::oneshot;
+
 use crate::coordinator::Coordinator;
+use crate::query_run::ServedResult;
 
 /// A query cut into stages, ready to run on the cluster.
 #[derive(Debug)]
@@ -49,6 +52,20 @@ impl DistributedExec {
     /// Encoded size of each stage's plan, in bytes.
     pub fn stage_plan_sizes(&self) -> Vec<usize> {
         self.encoded.iter().map(|b| b.len()).collect()
+    }
+}
+
+impl DistributedExec {
+    /// Starts the query so that a client reads its result straight from the executor
+    /// of its final task; see [`Coordinator::run_served`].
+    pub(crate) fn serve(
+        &self,
+        context: Arc<TaskContext>,
+    ) -> Result<(oneshot::Receiver<ServedResult>, SendableRecordBatchStream)> {
+        let Some(coordinator) = context.session_config().get_extension::<Coordinator>() else {
+            return exec_err!("a distributed plan needs a Fletch session (no coordinator)");
+        };
+        coordinator.run_served(Arc::clone(&self.plan), Arc::clone(&self.encoded), context)
     }
 }
 

@@ -6,13 +6,16 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
+use std::time::Duration;
 
 use arrow::array::RecordBatch;
 use bytes::Bytes;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use fletch_executor::protocol::{ConfigEntry, ExecutorStatus, StageLocations, TaskDefinition};
+use fletch_executor::protocol::{
+    ConfigEntry, ExecutorStatus, PartitionTicket, StageLocations, TaskDefinition,
+};
 use fletch_executor::{
     ClientPool, ExecutorClient, FailureReason, FlightExchangeSource, TaskFailure,
 };
@@ -23,7 +26,7 @@ use fletch_planner::{
 use futures::future::{AbortHandle, BoxFuture};
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, oneshot};
 
 use crate::coordinator::{
     Coordinator, ReleaseGuard, Slots, release_everywhere, shipped_config, with_extension,
@@ -37,6 +40,18 @@ pub const MAX_ATTEMPTS: usize = 3;
 /// What `fletch.result_buffer` is when the session has no Fletch options.
 const DEFAULT_RESULT_BUFFER: usize = 32 << 20;
 
+/// How long a result served from an executor waits, once computed, for its client to
+/// start reading; then the query fails and frees its memory.
+pub const UNREAD_RESULT: Duration = Duration::from_secs(300);
+
+/// Where a query's result waits for a client that reads it straight from the executor
+/// that ran the final stage (`fletch.result_endpoints = 'executors'`).
+#[derive(Debug, Clone)]
+pub struct ServedResult {
+    pub url: String,
+    pub partition: PartitionTicket,
+}
+
 pub(crate) struct QueryRun {
     coordinator: Arc<Coordinator>,
     attempt: Attempt,
@@ -46,11 +61,15 @@ pub(crate) struct QueryRun {
 }
 
 impl QueryRun {
+    /// Starts the query; its stream yields the result, or, when `serve` is given, yields
+    /// nothing and ends once a client has read the result from the final task's
+    /// executor (`serve` is told where as soon as that task is placed).
     pub(crate) fn start(
         coordinator: Arc<Coordinator>,
         plan: Arc<DistributedPlan>,
         encoded: Arc<Vec<Bytes>>,
         ctx: Arc<TaskContext>,
+        serve: Option<oneshot::Sender<ServedResult>>,
     ) -> Result<SendableRecordBatchStream> {
         let options = ctx
             .session_config()
@@ -71,6 +90,7 @@ impl QueryRun {
             &ctx,
             stage_recovery,
             HashSet::new(),
+            Serving::new(serve),
         )?;
         let schema = plan.root.schema();
         let run = Self {
@@ -129,6 +149,15 @@ impl QueryRun {
         }
         if self.attempt.stage_recovery {
             let (rerun, restart_root) = self.attempt.recovery(task);
+            if restart_root && let Some(served) = self.attempt.serving.announced() {
+                let served_from = served.url.clone();
+                self.attempt.finish().await;
+                return give_up(format!(
+                    "while its result was served from executor {served_from} \
+                     (fletch.result_endpoints = 'executors'), and the final stage must run \
+                     again; results read through the coordinator survive this"
+                ));
+            }
             if restart_root && self.held.delivered() {
                 self.attempt.finish().await;
                 return give_up(format!(
@@ -152,7 +181,7 @@ impl QueryRun {
                 e.context(format!("running tasks again after executor {url} was lost"))
             });
         }
-        if self.held.delivered() {
+        if self.held.delivered() || self.attempt.serving.announced().is_some() {
             self.attempt.finish().await;
             return give_up("after rows were returned, so it cannot run again".to_string());
         }
@@ -162,8 +191,9 @@ impl QueryRun {
         self.held.discard();
         self.coordinator.recovery_counters().whole();
         let lost = std::mem::take(&mut self.attempt.lost);
+        let serving = std::mem::take(&mut self.attempt.serving);
         let (plan, encoded, ctx) = (&self.attempt.plan, &self.attempt.encoded, &self.attempt.ctx);
-        self.attempt = Attempt::launch(&self.coordinator, plan, encoded, ctx, false, lost)
+        self.attempt = Attempt::launch(&self.coordinator, plan, encoded, ctx, false, lost, serving)
             .map_err(|e| {
                 e.context(format!(
                     "running the query again after executor {url} was lost"
@@ -239,6 +269,41 @@ enum Stop {
     },
 }
 
+/// A query result a client reads from an executor, as far as the query knows.
+#[derive(Default)]
+enum Serving {
+    /// The coordinator reads the result and streams it to the caller.
+    #[default]
+    No,
+    /// To be told where the result will be, once the final task is placed.
+    Unplaced(oneshot::Sender<ServedResult>),
+    /// The client was told this place.
+    Announced(ServedResult),
+}
+
+impl Serving {
+    fn new(serve: Option<oneshot::Sender<ServedResult>>) -> Self {
+        serve.map_or(Self::No, Self::Unplaced)
+    }
+
+    fn announced(&self) -> Option<&ServedResult> {
+        match self {
+            Self::Announced(served) => Some(served),
+            _ => None,
+        }
+    }
+}
+
+/// The end of the client's read of a served result; pending until the final task ends.
+async fn result_read(
+    read: &mut Option<BoxFuture<'static, std::result::Result<(), TaskFailure>>>,
+) -> std::result::Result<(), TaskFailure> {
+    match read {
+        Some(read) => read.await,
+        None => std::future::pending().await,
+    }
+}
+
 /// The next item of the coordinator's read of the final stage; pending until it starts.
 async fn next_result(
     results: &mut Option<SendableRecordBatchStream>,
@@ -292,6 +357,9 @@ struct Attempt {
     calls: HashMap<TaskKey, AbortHandle>,
     /// The coordinator's read of the final stage, once its task is launched.
     results: Option<SendableRecordBatchStream>,
+    serving: Serving,
+    /// Once the final task has ended: the wait for the client's read of its result.
+    result_read: Option<BoxFuture<'static, std::result::Result<(), TaskFailure>>>,
     done: bool,
     guard: ReleaseGuard,
 }
@@ -334,6 +402,7 @@ impl Attempt {
         ctx: &Arc<TaskContext>,
         stage_recovery: bool,
         lost: HashSet<String>,
+        serving: Serving,
     ) -> Result<Self> {
         let executors = placeable(coordinator, &lost);
         if executors.is_empty() {
@@ -373,6 +442,8 @@ impl Attempt {
             tasks: FuturesUnordered::new(),
             calls: HashMap::new(),
             results: None,
+            serving,
+            result_read: None,
             done: false,
             guard: coordinator.release_guard(query_id),
         };
@@ -423,7 +494,21 @@ impl Attempt {
         for &key in keys {
             self.spawn(key)?;
             if key.0 == self.lineage.final_stage() {
-                self.results = Some(self.execute_root()?);
+                match std::mem::take(&mut self.serving) {
+                    Serving::No => self.results = Some(self.execute_root()?),
+                    Serving::Unplaced(tell) => {
+                        let served = self.served_result(key)?;
+                        // A caller that stopped waiting drops the query with this run.
+                        let _ = tell.send(served.clone());
+                        self.serving = Serving::Announced(served);
+                    }
+                    Serving::Announced(served) => {
+                        self.serving = Serving::Announced(served);
+                        return Err(DataFusionError::Internal(
+                            "the final task of a served result cannot run again".to_string(),
+                        ));
+                    }
+                }
             }
         }
         Ok(())
@@ -533,6 +618,26 @@ impl Attempt {
         Ok(())
     }
 
+    /// Where the current run of the final task `key` keeps the result for its client.
+    fn served_result(&self, key: TaskKey) -> Result<ServedResult> {
+        let run = self
+            .runs
+            .get(&key)
+            .ok_or_else(|| DataFusionError::Internal(format!("task {key:?} is not placed")))?;
+        let retain = self.plan.stage(key.0).is_some_and(|s| self.retains(s));
+        Ok(ServedResult {
+            url: run.url.clone(),
+            partition: PartitionTicket {
+                query_id: self.query_id.clone(),
+                stage: key.0 as u64,
+                task: key.1 as u64,
+                partition: 0,
+                retain,
+                attempt: run.attempt,
+            },
+        })
+    }
+
     /// The coordinator's part of the plan, reading the final stage's current run.
     fn execute_root(&self) -> Result<SendableRecordBatchStream> {
         let source = match self.plan.stage(self.lineage.final_stage()) {
@@ -579,6 +684,14 @@ impl Attempt {
                         return Some(Err(self.stop(failure, None).await));
                     }
                 }
+                read = result_read(&mut self.result_read) => {
+                    self.result_read = None;
+                    if let Err(failure) = read {
+                        return Some(Err(self.stop(failure, None).await));
+                    }
+                    self.finish().await;
+                    return None;
+                }
                 item = next_result(&mut self.results) => match item {
                     Some(Ok(batch)) => return Some(Ok(batch)),
                     Some(Err(e)) => return Some(Err(self.root_cause(e).await)),
@@ -604,6 +717,30 @@ impl Attempt {
             (None, _) => None,
             (Some(run), Ok(())) => {
                 run.finished = true;
+                if let Serving::Announced(served) = &self.serving
+                    && outcome.key.0 == self.lineage.final_stage()
+                {
+                    let client = self
+                        .clients
+                        .get(&served.url)
+                        .map_err(|e| Stop::Failed(e.into_datafusion()));
+                    match client {
+                        Ok(client) => {
+                            let partition = served.partition.clone();
+                            self.result_read =
+                                Some(
+                                    async move {
+                                        client.await_result_read(&partition, UNREAD_RESULT).await
+                                    }
+                                    .boxed(),
+                                );
+                        }
+                        Err(stop) => {
+                            self.finish().await;
+                            return Some(stop);
+                        }
+                    }
+                }
                 None
             }
             (Some(_), Err(failure)) if is_root_cause(&failure) => {

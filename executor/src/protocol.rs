@@ -7,6 +7,21 @@ pub const RUN_TASK: &str = "fletch.run_task";
 /// Action type that frees every buffer and aborts every task of a query.
 pub const RELEASE_QUERY: &str = "fletch.release_query";
 
+/// Action type that waits until a query result served to a client has been read to
+/// its end; the reply comes then, or an error when the reader left early, none came in
+/// time, or the query was released.
+pub const AWAIT_RESULT_READ: &str = "fletch.await_result_read";
+
+/// Body of [`AWAIT_RESULT_READ`].
+#[derive(Clone, PartialEq, Message)]
+pub struct ResultRead {
+    #[prost(message, optional, tag = "1")]
+    pub partition: Option<PartitionTicket>,
+    /// How long to wait for a reader to come.
+    #[prost(uint64, tag = "2")]
+    pub unread_ms: u64,
+}
+
 /// Action type that frees every fragment of a table incarnation.
 pub const DROP_TABLE: &str = "fletch.drop_table";
 /// Action type that frees the pieces one load wrote (a load that failed).
@@ -67,6 +82,48 @@ pub mod fletch_ticket {
         #[prost(message, tag = "2")]
         Piece(super::PieceId),
     }
+}
+
+/// The `type_url` of a [`ResultTicket`] packed in a protobuf `Any`, the form Flight SQL
+/// tickets take: the coordinator and the executor holding the result both redeem it.
+pub const RESULT_TICKET_TYPE: &str = "type.googleapis.com/fletch.ResultTicket";
+
+/// A client's ticket for a query result served by an executor.
+#[derive(Clone, PartialEq, Message)]
+pub struct ResultTicket {
+    /// The coordinator's handle of the query serving this result.
+    #[prost(string, tag = "1")]
+    pub handle: String,
+    /// The final task's one output partition.
+    #[prost(message, optional, tag = "2")]
+    pub partition: Option<PartitionTicket>,
+}
+
+impl ResultTicket {
+    /// The ticket as a client carries it: packed in an `Any`.
+    pub fn to_ticket_bytes(&self) -> Vec<u8> {
+        AnyTicket {
+            type_url: RESULT_TICKET_TYPE.to_string(),
+            value: self.encode_to_vec(),
+        }
+        .encode_to_vec()
+    }
+
+    /// The result ticket `bytes` carry, if they are one (an `Any` of
+    /// [`RESULT_TICKET_TYPE`]); `Err` when they claim to be one but do not decode.
+    pub fn from_ticket_bytes(bytes: &[u8]) -> Option<Result<Self, prost::DecodeError>> {
+        let any = AnyTicket::decode(bytes).ok()?;
+        (any.type_url == RESULT_TICKET_TYPE).then(|| Self::decode(any.value.as_slice()))
+    }
+}
+
+/// `google.protobuf.Any`, as Flight SQL packs its tickets.
+#[derive(Clone, PartialEq, Message)]
+struct AnyTicket {
+    #[prost(string, tag = "1")]
+    type_url: String,
+    #[prost(bytes = "vec", tag = "2")]
+    value: Vec<u8>,
 }
 
 /// One piece of a table fragment: the `DoGet` ticket that reads it and the `DoPut`

@@ -5,6 +5,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use arrow::array::RecordBatch;
 use datafusion::common::runtime::SpawnedTask;
@@ -194,6 +195,35 @@ impl PartitionStore {
         Ok(buffer.read())
     }
 
+    /// Returns once a client has read the partition `ticket` names (a query result) to
+    /// its end; fails as [`PartitionBuffer::served`] says.
+    pub(crate) async fn await_read(
+        &self,
+        ticket: &PartitionTicket,
+        unread: Duration,
+    ) -> Result<(), TaskFailure> {
+        let stage = usize::try_from(ticket.stage).unwrap_or(usize::MAX);
+        let task = usize::try_from(ticket.task).unwrap_or(usize::MAX);
+        let query = self.query(&ticket.query_id)?;
+        let output = OutputId {
+            stage: ticket.stage,
+            task: ticket.task,
+            attempt: ticket.attempt,
+            partition: ticket.partition,
+        };
+        let buffer = self.buffer(&query, output, ticket.retain);
+        drop(query);
+        buffer.served(unread).await.map_err(|why| {
+            TaskFailure::new(
+                FailureReason::TaskFailed,
+                format!("serving the query result: {why}"),
+                stage,
+                task,
+                "",
+            )
+        })
+    }
+
     /// Aborts the query's tasks and frees its buffers; returns once the tasks have
     /// ended, so everything they held (operators' memory, pieces being loaded) is back.
     /// Readers still attached see a cancellation error.
@@ -287,6 +317,10 @@ struct BufferState {
     bytes: usize,
     end: Option<Result<(), TaskFailure>>,
     reader_attached: bool,
+    /// The (first) reader saw the end of a complete partition.
+    drained: bool,
+    /// The (first) reader's stream was dropped.
+    reader_gone: bool,
 }
 
 impl PartitionBuffer {
@@ -355,6 +389,47 @@ impl PartitionBuffer {
         self.changed.send_replace(());
     }
 
+    /// Waits until the partition's reader has read it to its end: how a task whose
+    /// output is a query result served to a client learns the client has it all. Fails
+    /// when the partition failed or was released, when the reader went away before the
+    /// end, or when no reader came within `unread`.
+    pub(crate) async fn served(&self, unread: Duration) -> Result<(), String> {
+        let deadline = tokio::time::Instant::now() + unread;
+        let mut changed = self.changed.subscribe();
+        loop {
+            changed.mark_unchanged();
+            let attached = {
+                let inner = self.inner.lock();
+                if inner.drained {
+                    return Ok(());
+                }
+                if let Some(Err(failure)) = &inner.end {
+                    return Err(failure.message.clone());
+                }
+                if inner.reader_gone {
+                    return Err("the client stopped reading the result before its end".into());
+                }
+                inner.reader_attached
+            };
+            let woken = if attached {
+                changed.changed().await
+            } else {
+                match tokio::time::timeout_at(deadline, changed.changed()).await {
+                    Ok(woken) => woken,
+                    Err(_) => {
+                        return Err(format!(
+                            "no client fetched the result within {} s",
+                            unread.as_secs_f64()
+                        ));
+                    }
+                }
+            };
+            if woken.is_err() {
+                return Err("query released".into());
+            }
+        }
+    }
+
     /// Streams the partition from its first batch, following the writer until it ends.
     /// A consumed partition accepts one reader; a second one gets an error, never a
     /// silently partial answer.
@@ -365,9 +440,11 @@ impl PartitionBuffer {
             inner.reader_attached = true;
             second
         };
+        // Only the first reader's departure counts (see `served`).
+        let gone = (!second_reader).then(|| ReaderGone(Arc::clone(&self)));
         futures::stream::unfold(
-            (self, 0usize, second_reader),
-            |(buffer, next, done)| async move {
+            (self, 0usize, second_reader, gone),
+            |(buffer, next, done, gone)| async move {
                 if done {
                     if next == 0 && !buffer.retain {
                         let failure = TaskFailure::new(
@@ -377,7 +454,7 @@ impl PartitionBuffer {
                             0,
                             "",
                         );
-                        return Some((Err(failure), (buffer, 1, true)));
+                        return Some((Err(failure), (buffer, 1, true, gone)));
                     }
                     return None;
                 }
@@ -385,8 +462,10 @@ impl PartitionBuffer {
                 loop {
                     changed.mark_unchanged();
                     match buffer.next_batch(next) {
-                        Next::Batch(batch) => return Some((Ok(batch), (buffer, next + 1, false))),
-                        Next::Failed(e) => return Some((Err(e), (buffer, next + 1, true))),
+                        Next::Batch(batch) => {
+                            return Some((Ok(batch), (buffer, next + 1, false, gone)));
+                        }
+                        Next::Failed(e) => return Some((Err(e), (buffer, next + 1, true, gone))),
                         Next::Done => return None,
                         Next::Pending => {}
                     }
@@ -421,10 +500,22 @@ impl PartitionBuffer {
             return Next::Batch(batch);
         }
         match &inner.end {
-            Some(Ok(())) => Next::Done,
-            Some(Err(e)) => Next::Failed(e.clone()),
-            None => Next::Pending,
+            Some(Ok(())) => {}
+            Some(Err(e)) => return Next::Failed(e.clone()),
+            None => return Next::Pending,
         }
+        inner.drained = true;
+        Next::Done
+    }
+}
+
+/// Marks the reader gone when its stream is dropped, at its end or before.
+struct ReaderGone(Arc<PartitionBuffer>);
+
+impl Drop for ReaderGone {
+    fn drop(&mut self) {
+        self.0.inner.lock().reader_gone = true;
+        self.0.changed.send_replace(());
     }
 }
 
@@ -525,6 +616,48 @@ mod tests {
         let failure = stream.next().await.expect("item").expect_err("failure");
         assert_eq!(failure.message, "boom");
         assert!(stream.next().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_served_result_is_done_when_its_reader_reaches_the_end() {
+        let store = PartitionStore::default();
+        let query = store.query("q").expect("query");
+        let buffer = store.buffer(&query, OutputId::first(3, 0, 0), false);
+        buffer.push(batch(&[1, 2])).await.expect("room");
+        buffer.finish(Ok(()));
+        let reader = SpawnedTask::spawn({
+            let buffer = Arc::clone(&buffer);
+            async move { read_all(&buffer).await }
+        });
+        buffer
+            .served(Duration::from_secs(3600))
+            .await
+            .expect("served");
+        let read = reader.join().await.expect("reader").expect("batches");
+        assert_eq!(values(&read), [1, 2]);
+    }
+
+    #[tokio::test]
+    async fn a_served_result_fails_when_its_reader_leaves_early_or_never_comes() {
+        let store = PartitionStore::default();
+        let query = store.query("q").expect("query");
+        let left = store.buffer(&query, OutputId::first(3, 0, 0), false);
+        left.push(batch(&[1])).await.expect("room");
+        left.push(batch(&[2])).await.expect("room");
+        left.finish(Ok(()));
+        let mut stream = Box::pin(Arc::clone(&left).read());
+        stream.next().await.expect("item").expect("first batch");
+        drop(stream);
+        let why = left
+            .served(Duration::from_secs(3600))
+            .await
+            .expect_err("left");
+        assert!(why.contains("stopped reading"), "{why}");
+
+        let unread = store.buffer(&query, OutputId::first(3, 1, 0), false);
+        unread.finish(Ok(()));
+        let why = unread.served(Duration::ZERO).await.expect_err("unread");
+        assert!(why.contains("no client fetched"), "{why}");
     }
 
     #[tokio::test]

@@ -23,6 +23,27 @@ extensions_options! {
         /// caller. Past this size rows stream as they come, and a loss that needs the
         /// final stage to run again fails the query. '0' streams at once.
         pub result_buffer: String, default = "32MiB".to_string()
+        /// Where Flight SQL clients read query results. 'coordinator': the coordinator
+        /// streams them (every client can, and a lost executor is recovered unseen up
+        /// to `result_buffer`). 'executors': the result's endpoint names the executor
+        /// running the final stage, so rows skip the coordinator; the coordinator still
+        /// redeems the same ticket for clients that ignore locations, but the loss of
+        /// that executor fails the query.
+        pub result_endpoints: String, default = "coordinator".to_string()
+    }
+}
+
+impl FletchOptions {
+    /// Whether `result_endpoints` sends clients to the executors; `Err` names a value
+    /// that is neither place.
+    pub fn results_from_executors(&self) -> Result<bool> {
+        match self.result_endpoints.trim().to_ascii_lowercase().as_str() {
+            "coordinator" => Ok(false),
+            "executors" => Ok(true),
+            other => Err(DataFusionError::Configuration(format!(
+                "invalid fletch.result_endpoints {other:?}: expected 'coordinator' or 'executors'"
+            ))),
+        }
     }
 }
 

@@ -614,7 +614,14 @@ async fn cancelling_a_streaming_statement_stops_its_tasks() {
         "the stream ended early: {rows} of {total} rows"
     );
     // The server drops the stream (and so releases the query) as the client sees its
-    // end; wait for that, with a generous bound.
+    // end.
+    wait_until_executors_are_idle(&cluster).await;
+    drop(server);
+    cluster.shutdown().await;
+}
+
+/// Waits (with a generous bound) until no executor holds anything of any query.
+async fn wait_until_executors_are_idle(cluster: &LocalCluster) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
         cluster.coordinator().wait_for_releases().await;
@@ -623,14 +630,121 @@ async fn cancelling_a_streaming_statement_stops_its_tasks() {
             .iter()
             .all(|s| s.running_tasks == 0 && s.buffered_bytes == 0 && s.queries == 0)
         {
-            break;
+            return;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "executors still hold the query: {stats:?}"
+            "executors still hold a query: {stats:?}"
         );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_are_served_from_executors_and_through_the_coordinator() {
+    let Fixture {
+        cluster,
+        server,
+        oracle,
+    } = fixture().await;
+    let mut client = client(server.url()).await;
+    client.handshake("a", "").await.expect("handshake");
+    client
+        .execute_update(
+            format!("CREATE TABLE t PARTITION BY HASH (k) INTO 4 FRAGMENTS AS {DATA}"),
+            None,
+        )
+        .await
+        .expect("CREATE TABLE");
+    client
+        .execute_update("SET fletch.result_endpoints = 'executors'".into(), None)
+        .await
+        .expect("SET");
+    let query = "SELECT g, count(*), sum(k), max(label) FROM t GROUP BY g";
+    let expected = oracle_rows(&oracle, query).await;
+    let executors = cluster.executor_urls();
+
+    // Straight from the executor the endpoint names first.
+    let info = client.execute(query.into(), None).await.expect("execute");
+    let endpoint = &info.endpoint[0];
+    let locations: Vec<&str> = endpoint.location.iter().map(|l| l.uri.as_str()).collect();
+    assert_eq!(locations.len(), 2, "{locations:?}");
+    assert_eq!(locations[1], "arrow-flight-reuse-connection://?");
+    let executor = locations[0].replace("grpc+tcp://", "http://");
+    assert!(executors.contains(&executor), "{locations:?} {executors:?}");
+    let mut direct = self::client(&executor).await;
+    let ticket = endpoint.ticket.clone().expect("ticket");
+    let batches: Vec<RecordBatch> = direct
+        .do_get(ticket.clone())
+        .await
+        .expect("do_get at the executor")
+        .try_collect()
+        .await
+        .expect("batches");
+    assert_eq!(sorted_rows(&batches), expected);
+    // Read once: the query ends and frees everything; the ticket is spent.
+    wait_until_executors_are_idle(&cluster).await;
+    let err = error_of(client.do_get(ticket).await, "a spent ticket").await;
+    assert!(
+        err.contains("no result") || err.contains("released"),
+        "{err}"
+    );
+
+    // The same kind of ticket, redeemed at the coordinator (clients that ignore
+    // locations); a prepared statement with a parameter too.
+    let info = client.execute(query.into(), None).await.expect("execute");
+    assert_eq!(sorted_rows(&fetch(&mut client, info).await), expected);
+    let filtered = "SELECT k, label FROM t WHERE k > 1990";
+    let mut prepared = client
+        .prepare("SELECT k, label FROM t WHERE k > $1".into(), None)
+        .await
+        .expect("prepare");
+    let parameter = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![Field::new("$1", DataType::Int64, true)])),
+        vec![Arc::new(Int64Array::from(vec![1990]))],
+    )
+    .expect("parameter");
+    prepared.set_parameters(parameter).expect("bind");
+    let info = prepared.execute().await.expect("execute prepared");
+    assert_eq!(info.endpoint[0].location.len(), 2);
+    assert_eq!(
+        sorted_rows(&fetch(&mut client, info).await),
+        oracle_rows(&oracle, filtered).await
+    );
+    // Statements that run on the coordinator keep being served by it.
+    let info = client
+        .execute("EXPLAIN SELECT k FROM t".into(), None)
+        .await
+        .expect("EXPLAIN");
+    assert!(info.endpoint[0].location.is_empty());
+    assert!(!fetch(&mut client, info).await.is_empty());
+    wait_until_executors_are_idle(&cluster).await;
+
+    // A served result nobody reads is stopped by CancelFlightInfo.
+    let info = client.execute(query.into(), None).await.expect("execute");
+    let request = CancelFlightInfoRequest { info: Some(info) };
+    let replies: Vec<arrow_flight::Result> = client
+        .do_action(Action::new("CancelFlightInfo", request.encode_to_vec()))
+        .await
+        .expect("cancel")
+        .try_collect()
+        .await
+        .expect("cancel reply");
+    let result = CancelFlightInfoResult::decode(replies[0].body.clone()).expect("result");
+    assert_eq!(result.status, CancelStatus::Cancelled as i32);
+    wait_until_executors_are_idle(&cluster).await;
+
+    // A setting that names no place is refused by name.
+    client
+        .execute_update("SET fletch.result_endpoints = 'nowhere'".into(), None)
+        .await
+        .expect("SET");
+    let err = client
+        .execute(query.into(), None)
+        .await
+        .expect_err("a bad setting")
+        .to_string();
+    assert!(err.contains("fletch.result_endpoints"), "{err}");
     drop(server);
     cluster.shutdown().await;
 }

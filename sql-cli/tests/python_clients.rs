@@ -1,8 +1,11 @@
 //! Real Python clients against a `fletch serve` process that requires a user and
 //! password: ADBC's Flight SQL driver through the DBAPI (its Basic-to-Bearer
-//! handshake), and pyarrow.flight speaking Flight SQL (`tests/python/flight_sql_clients.py`). The test installs them when they are
-//! missing — a virtualenv at `FLETCH_PYTHON_VENV` (default `~/.cache/fletch/python`),
-//! pinned versions — and compares every answer with single-node DataFusion's.
+//! handshake), and pyarrow.flight speaking Flight SQL
+//! (`tests/python/flight_sql_clients.py`), in plain text and over TLS with a
+//! self-signed certificate; both also read a result served straight from an executor.
+//! The test installs the clients when they are missing — a virtualenv at
+//! `FLETCH_PYTHON_VENV` (default `~/.cache/fletch/python`), pinned versions — and
+//! compares every answer with single-node DataFusion's.
 
 mod common;
 
@@ -72,10 +75,17 @@ fn strings(value: &serde_json::Value) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn python_adbc_and_pyarrow_flight_get_the_oracles_answers() {
+/// Runs the client script against a `fletch serve` process started with
+/// `server_args` (and `--user analyst --password pa55word`), at the server's URL with
+/// `scheme` (and `host` in place of 127.0.0.1); `ca` is the certificate to trust.
+fn run_clients(
+    server_args: &[&str],
+    scheme: &str,
+    host: &str,
+    ca: Option<&str>,
+) -> serde_json::Value {
     let python = python_with_clients();
-    let server = common::start(&[
+    let mut args = vec![
         "-q",
         "--executors",
         "2",
@@ -83,11 +93,16 @@ async fn python_adbc_and_pyarrow_flight_get_the_oracles_answers() {
         "analyst",
         "--password",
         "pa55word",
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-    ]);
-    let url = server.url.replace("http://", "grpc://");
+    ];
+    args.extend_from_slice(server_args);
+    args.extend(["serve", "--listen", "127.0.0.1:0"]);
+    let server = common::start(&args);
+    let address = server
+        .url
+        .split_once("://")
+        .map(|(_, address)| address.replace("127.0.0.1", host))
+        .expect("a URL");
+    let url = format!("{scheme}://{address}");
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/python/flight_sql_clients.py"
@@ -95,6 +110,7 @@ async fn python_adbc_and_pyarrow_flight_get_the_oracles_answers() {
     let out = Command::new(&python)
         .arg(script)
         .args([url.as_str(), "analyst", "pa55word"])
+        .args(ca)
         .output()
         .expect("run the Python clients");
     assert!(
@@ -102,13 +118,24 @@ async fn python_adbc_and_pyarrow_flight_get_the_oracles_answers() {
         "the Python clients failed:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let seen: serde_json::Value =
-        serde_json::from_slice(&out.stdout).expect("JSON from the script");
+    serde_json::from_slice(&out.stdout).expect("JSON from the script")
+}
 
+/// Checks what the clients saw against single-node DataFusion.
+async fn assert_oracles_answers(seen: &serde_json::Value) {
     let oracle = common::oracle_with_table_t(DATA).await;
     let expected = oracle_rows(&oracle, QUERY).await;
     assert_eq!(strings(&seen["adbc_query"]), expected);
+    assert_eq!(strings(&seen["adbc_from_executor"]), expected);
     assert_eq!(strings(&seen["pyarrow_flight_query"]), expected);
+    assert_eq!(strings(&seen["pyarrow_flight_from_executor"]), expected);
+    let locations = strings(&seen["pyarrow_flight_locations"]);
+    assert!(
+        locations.len() == 2
+            && locations[0].starts_with("grpc+")
+            && locations[1] == "arrow-flight-reuse-connection://?",
+        "{locations:?}"
+    );
     for bound in [1990, 10] {
         let sql = format!("SELECT k, label FROM t WHERE k > {bound} AND g = 3");
         assert_eq!(
@@ -130,4 +157,24 @@ async fn python_adbc_and_pyarrow_flight_get_the_oracles_answers() {
         serde_json::json!([["datafusion", "public", "t", ["k", "g", "label"]]])
     );
     assert_eq!(seen["table_schema"], serde_json::json!(["k", "g", "label"]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_adbc_and_pyarrow_flight_get_the_oracles_answers() {
+    let seen = run_clients(&[], "grpc", "127.0.0.1", None);
+    assert_oracles_answers(&seen).await;
+}
+
+/// The same clients over TLS, trusting a self-signed certificate made here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_clients_work_over_tls() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (cert, key) = common::self_signed_files(dir.path(), &["localhost"]);
+    let seen = run_clients(
+        &["--tls-cert", &cert, "--tls-key", &key],
+        "grpc+tls",
+        "localhost",
+        Some(&cert),
+    );
+    assert_oracles_answers(&seen).await;
 }

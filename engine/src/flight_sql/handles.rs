@@ -1,17 +1,22 @@
 //! What the Flight SQL endpoint remembers between calls: client sessions by bearer
 //! token, statements planned by `GetFlightInfo` and waiting for their `DoGet`, results
-//! being streamed (so `CancelFlightInfo` can stop them), and prepared statements.
+//! being streamed (so `CancelFlightInfo` can stop them), queries whose results clients
+//! read from executors, and prepared statements.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arrow::datatypes::SchemaRef;
 use datafusion::common::ParamValues;
+use datafusion::common::runtime::SpawnedTask;
 use datafusion::dataframe::DataFrame;
 use datafusion::prelude::SessionContext;
 use futures::future::AbortHandle;
 use parking_lot::Mutex;
 use tonic::Status;
+
+use crate::query_run::ServedResult;
 
 /// How many handles of each kind may wait at once; beyond that the oldest is forgotten
 /// (its later use gets NotFound).
@@ -77,6 +82,15 @@ pub(crate) struct Prepared {
     pub(crate) parameters: Option<ParamValues>,
 }
 
+/// A query whose result a client reads straight from an executor. It is owned here and
+/// runs until the client has read the result, cancels it, or it fails; dropping this
+/// stops it and frees it on every executor.
+pub(crate) struct Served {
+    pub(crate) result: ServedResult,
+    pub(crate) schema: SchemaRef,
+    pub(crate) _query: SpawnedTask<datafusion::error::Result<()>>,
+}
+
 /// A session and when its token was last used.
 #[derive(Clone)]
 pub(crate) struct SessionEntry {
@@ -132,6 +146,8 @@ pub(crate) struct State {
     /// Statements planned and waiting for their `DoGet`.
     pub(crate) waiting: Handles<DataFrame>,
     pub(crate) running: Handles<AbortHandle>,
+    /// Queries serving their results from executors, by the handle in their tickets.
+    pub(crate) served: Handles<Arc<Served>>,
     pub(crate) prepared: Handles<Prepared>,
 }
 
@@ -141,6 +157,7 @@ impl State {
             sessions: Sessions::new(session_idle),
             waiting: Handles::default(),
             running: Handles::default(),
+            served: Handles::default(),
             prepared: Handles::default(),
         }
     }

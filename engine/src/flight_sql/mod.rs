@@ -3,8 +3,11 @@
 //! prepared statements with and without parameters, the catalog calls and SQL info,
 //! cancellation, and a handshake that gives the client a session of its own. Results
 //! are planned at `GetFlightInfo` and streamed by the coordinator at `DoGet`, so a
-//! client that ignores endpoint locations (JDBC) reads them the same way. The cluster's
-//! membership actions share the endpoint ([`cluster_actions`]).
+//! client that ignores endpoint locations (JDBC) reads them the same way. With
+//! `fletch.result_endpoints = 'executors'` a query runs at `GetFlightInfo` instead, and
+//! its endpoint names the executor holding the result first and this endpoint second:
+//! both redeem the ticket. The cluster's membership actions share the endpoint
+//! ([`cluster_actions`]).
 
 mod auth;
 mod cluster_actions;
@@ -39,10 +42,13 @@ use arrow_flight::{
     SchemaAsIpc, Ticket,
 };
 use datafusion::common::ParamValues;
+use datafusion::common::runtime::SpawnedTask;
 use datafusion::dataframe::DataFrame;
 use datafusion::error::DataFusionError;
 use datafusion::scalar::ScalarValue;
+use fletch_executor::protocol::{RESULT_TICKET_TYPE, ResultTicket};
 use fletch_executor::{FlightServer, TlsIdentity};
+use fletch_planner::FletchOptions;
 use futures::{Stream, StreamExt, TryStreamExt};
 use prost::Message;
 use tokio::net::TcpListener;
@@ -50,8 +56,8 @@ use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status, Streaming};
 
 use self::cluster_actions::bad_request;
-use self::handles::{ClientSession, Prepared, State, handle_text};
-use crate::{Coordinator, default_session_config, fletch_session};
+use self::handles::{ClientSession, Prepared, Served, State, handle_text};
+use crate::{Coordinator, DistributedExec, default_session_config, fletch_session};
 
 type ActionStream =
     Pin<Box<dyn Stream<Item = Result<arrow_flight::Result, Status>> + Send + 'static>>;
@@ -85,6 +91,35 @@ fn bearer(metadata: &MetadataMap) -> Result<Option<String>, Status> {
         .strip_prefix("Bearer ")
         .or_else(|| value.strip_prefix("bearer "))
         .map(|token| token.trim().to_string()))
+}
+
+/// The Flight location meaning "the service that gave this endpoint".
+const REUSE_CONNECTION: &str = "arrow-flight-reuse-connection://?";
+
+/// The Flight location of an executor URL, in the schemes Flight clients expect.
+fn flight_location(url: &str) -> String {
+    if let Some(address) = url.strip_prefix("https://") {
+        format!("grpc+tls://{address}")
+    } else if let Some(address) = url.strip_prefix("http://") {
+        format!("grpc+tcp://{address}")
+    } else {
+        url.to_string()
+    }
+}
+
+/// Result batches as Flight data, errors as Flight status with DataFusion's message.
+fn result_stream(
+    schema: arrow::datatypes::SchemaRef,
+    batches: impl Stream<Item = Result<RecordBatch, DataFusionError>> + Send + 'static,
+) -> DoGetStream {
+    FlightDataEncoderBuilder::new()
+        .with_schema(schema)
+        .build(batches.map_err(|e| FlightError::Tonic(Box::new(to_status(e)))))
+        .map_err(|e| match e {
+            FlightError::Tonic(status) => *status,
+            other => Status::internal(other.to_string()),
+        })
+        .boxed()
 }
 
 /// A stream of one batch, as Flight data.
@@ -210,6 +245,91 @@ impl CoordinatorService {
         info_with_ticket(&schema, ticket.as_any().encode_to_vec(), descriptor)
     }
 
+    /// Describes a statement's result: kept for its `DoGet` here, or, with
+    /// `fletch.result_endpoints = 'executors'` and a plan that runs on the cluster,
+    /// started now and read from the executor of its final task.
+    async fn statement_info(
+        &self,
+        dataframe: DataFrame,
+        descriptor: FlightDescriptor,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let ctx = Arc::new(dataframe.task_ctx());
+        let options = ctx.session_config().options();
+        let from_executors = match options.extensions.get::<FletchOptions>() {
+            Some(fletch) => fletch.results_from_executors().map_err(to_status)?,
+            None => false,
+        };
+        if !from_executors {
+            return self.waiting_info(dataframe, descriptor);
+        }
+        let plan = dataframe
+            .clone()
+            .create_physical_plan()
+            .await
+            .map_err(to_status)?;
+        let Some(distributed) = plan.downcast_ref::<DistributedExec>() else {
+            // Catalog listings and the like run on the coordinator anyway.
+            return self.waiting_info(dataframe, descriptor);
+        };
+        let schema = plan.schema();
+        let (told, mut run) = distributed.serve(ctx).map_err(to_status)?;
+        let handle = uuid::Uuid::new_v4().to_string();
+        let state = Arc::clone(&self.state);
+        let forget = handle.clone();
+        let query = SpawnedTask::spawn(async move {
+            let mut end = Ok(());
+            while let Some(item) = run.next().await {
+                if let Err(e) = item {
+                    end = Err(e);
+                    break;
+                }
+            }
+            drop(run);
+            // Once registered, the client learns of a failure from its read; the log
+            // says why. Dropping the entry aborts this task, after this poll.
+            let registered = state.served.remove(&forget);
+            if registered.is_some()
+                && let Err(e) = &end
+            {
+                tracing::warn!("a query serving its result from an executor failed: {e}");
+            }
+            drop(registered);
+            end
+        });
+        let result = match told.await {
+            Ok(result) => result,
+            Err(_) => {
+                return Err(match query.join().await {
+                    Ok(Err(e)) => to_status(e),
+                    Ok(Ok(())) => Status::internal("the query ended before its result was placed"),
+                    Err(e) => Status::internal(format!("the query stopped: {e}")),
+                });
+            }
+        };
+        let ticket = ResultTicket {
+            handle: handle.clone(),
+            partition: Some(result.partition.clone()),
+        };
+        let endpoint = FlightEndpoint::new()
+            .with_ticket(Ticket::new(ticket.to_ticket_bytes()))
+            .with_location(flight_location(&result.url))
+            .with_location(REUSE_CONNECTION);
+        let info = FlightInfo::new()
+            .try_with_schema(&schema)
+            .map_err(|e| Status::internal(format!("encoding the result schema: {e}")))?
+            .with_endpoint(endpoint)
+            .with_descriptor(descriptor);
+        self.state.served.insert_at(
+            handle,
+            Arc::new(Served {
+                result,
+                schema,
+                _query: query,
+            }),
+        );
+        Ok(Response::new(info))
+    }
+
     /// The prepared statement `handle` names, with its parameters bound.
     async fn prepared_dataframe(&self, handle: &[u8]) -> Result<DataFrame, Status> {
         let handle = handle_text(handle, "prepared statement")?;
@@ -235,6 +355,10 @@ impl CoordinatorService {
             let Some(ticket) = &endpoint.ticket else {
                 continue;
             };
+            if let Some(Ok(result)) = ResultTicket::from_ticket_bytes(&ticket.ticket) {
+                found |= self.state.served.remove(&result.handle).is_some();
+                continue;
+            }
             let Ok(any) = arrow_flight::sql::Any::decode(ticket.ticket.clone()) else {
                 continue;
             };
@@ -341,7 +465,7 @@ impl FlightSqlService for CoordinatorService {
         let dataframe = crate::sql(&session, &query.query)
             .await
             .map_err(to_status)?;
-        self.waiting_info(dataframe, request.into_inner())
+        self.statement_info(dataframe, request.into_inner()).await
     }
 
     async fn do_get_statement(
@@ -368,14 +492,40 @@ impl FlightSqlService for CoordinatorService {
             let _ = &forget;
             batch
         });
-        let encoded = FlightDataEncoderBuilder::new()
-            .with_schema(schema)
-            .build(batches.map_err(|e| FlightError::Tonic(Box::new(to_status(e)))))
-            .map_err(|e| match e {
-                FlightError::Tonic(status) => *status,
-                other => Status::internal(other.to_string()),
-            });
-        Ok(Response::new(encoded.boxed()))
+        Ok(Response::new(result_stream(schema, batches)))
+    }
+
+    /// Redeems a ticket for a result served from an executor: for clients that ignore
+    /// endpoint locations, or could not reach the executor, the rows come through here.
+    async fn do_get_fallback(
+        &self,
+        _request: Request<Ticket>,
+        message: arrow_flight::sql::Any,
+    ) -> Result<Response<DoGetStream>, Status> {
+        if message.type_url != RESULT_TICKET_TYPE {
+            return Err(Status::unimplemented(format!(
+                "do_get: unknown ticket type {:?}",
+                message.type_url
+            )));
+        }
+        let ticket = ResultTicket::decode(message.value)
+            .map_err(|e| Status::invalid_argument(format!("malformed result ticket: {e}")))?;
+        let served = self.state.served.get(&ticket.handle).ok_or_else(|| {
+            Status::not_found(format!(
+                "no result {:?} is being served: it was read, cancelled or failed",
+                ticket.handle
+            ))
+        })?;
+        let executor = self
+            .coordinator
+            .clients()
+            .get(&served.result.url)
+            .map_err(|f| f.to_status())?;
+        let batches = executor.fetch(served.result.partition.clone(), Arc::clone(&served.schema));
+        Ok(Response::new(result_stream(
+            Arc::clone(&served.schema),
+            batches,
+        )))
     }
 
     async fn do_put_statement_update(
@@ -472,7 +622,7 @@ impl FlightSqlService for CoordinatorService {
         let dataframe = self
             .prepared_dataframe(&query.prepared_statement_handle)
             .await?;
-        self.waiting_info(dataframe, request.into_inner())
+        self.statement_info(dataframe, request.into_inner()).await
     }
 
     async fn do_put_prepared_statement_update(

@@ -136,6 +136,21 @@ impl ExecutorClient {
         self.action(protocol::RUN_TASK, task.encode_to_vec()).await
     }
 
+    /// Returns once a client has read the query result `partition` names to its end;
+    /// fails if no reader came within `unread`, or it left before the end.
+    pub async fn await_result_read(
+        &self,
+        partition: &PartitionTicket,
+        unread: std::time::Duration,
+    ) -> Result<(), TaskFailure> {
+        let body = protocol::ResultRead {
+            partition: Some(partition.clone()),
+            unread_ms: u64::try_from(unread.as_millis()).unwrap_or(u64::MAX),
+        };
+        self.action(protocol::AWAIT_RESULT_READ, body.encode_to_vec())
+            .await
+    }
+
     /// Frees a query's buffers and aborts its tasks on this executor.
     pub async fn release(&self, query_id: &str) -> Result<(), TaskFailure> {
         let body = ReleaseQuery {

@@ -20,8 +20,8 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::flight::client::decode_validated;
 use crate::protocol::{
-    self, CopyPiece, DropPieces, FletchTicket, MemoryLimit, PieceId, ReleaseQuery, TaskDefinition,
-    fletch_ticket,
+    self, CopyPiece, DropPieces, FletchTicket, MemoryLimit, PieceId, ReleaseQuery, ResultRead,
+    ResultTicket, TaskDefinition, fletch_ticket,
 };
 use crate::status::{FailureReason, TaskFailure, bad_request};
 use crate::task::TaskRunner;
@@ -121,9 +121,19 @@ impl FlightService for ExecutorService {
         &self,
         request: Request<Ticket>,
     ) -> Result<Response<Self::DoGetStream>, Status> {
-        let ticket = FletchTicket::decode(request.into_inner().ticket)
-            .map_err(|e| bad_request(format!("malformed ticket: {e}")))?;
-        let batches = match ticket.kind {
+        let bytes = request.into_inner().ticket;
+        // A client reading a query result served from here (Flight SQL packs tickets in
+        // an `Any`), else another Fletch process.
+        let kind = match ResultTicket::from_ticket_bytes(&bytes) {
+            Some(Ok(result)) => result.partition.map(fletch_ticket::Kind::Partition),
+            Some(Err(e)) => return Err(bad_request(format!("malformed result ticket: {e}"))),
+            None => {
+                FletchTicket::decode(bytes)
+                    .map_err(|e| bad_request(format!("malformed ticket: {e}")))?
+                    .kind
+            }
+        };
+        let batches = match kind {
             Some(fletch_ticket::Kind::Partition(ticket)) => {
                 if ticket.query_id.is_empty() {
                     return Err(bad_request("partition ticket without a query id"));
@@ -228,6 +238,19 @@ impl FlightService for ExecutorService {
                     .map_err(|e| bad_request(format!("malformed release request: {e}")))?;
                 self.runner.store.release(&release.query_id).await;
             }
+            protocol::AWAIT_RESULT_READ => {
+                let wait = ResultRead::decode(action.body)
+                    .map_err(|e| bad_request(format!("malformed result wait: {e}")))?;
+                let Some(partition) = wait.partition.filter(|p| !p.query_id.is_empty()) else {
+                    return Err(bad_request("result wait without a partition"));
+                };
+                let unread = std::time::Duration::from_millis(wait.unread_ms);
+                self.runner
+                    .store
+                    .await_read(&partition, unread)
+                    .await
+                    .map_err(|f| f.to_status())?;
+            }
             protocol::COPY_PIECE => {
                 let copy = CopyPiece::decode(action.body)
                     .map_err(|e| bad_request(format!("malformed copy request: {e}")))?;
@@ -278,6 +301,10 @@ impl FlightService for ExecutorService {
                 "free a query's buffers and abort its tasks",
             ),
             (protocol::DROP_TABLE, "free every fragment of a table"),
+            (
+                protocol::AWAIT_RESULT_READ,
+                "wait until a client has read a served query result",
+            ),
             (
                 protocol::SET_MEMORY_LIMIT,
                 "set the executor's memory limit",

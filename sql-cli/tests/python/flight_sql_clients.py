@@ -2,15 +2,19 @@
 as JSON on stdout (one object), for sql-cli/tests/python_clients.rs to compare with
 single-node DataFusion.
 
-Usage: flight_sql_clients.py URL [USER PASSWORD]   (URL like grpc://127.0.0.1:PORT)
+Usage: flight_sql_clients.py URL [USER PASSWORD [CA_FILE]]
+       (URL like grpc://127.0.0.1:PORT, or grpc+tls://... with CA_FILE)
 
 With USER and PASSWORD every client signs in (ADBC's Basic-to-Bearer handshake,
-pyarrow's authenticate_basic_token), and a wrong password is tried first.
+pyarrow's authenticate_basic_token), and a wrong password is tried first. With CA_FILE
+the clients trust that certificate (PEM) for TLS.
 
 Clients: ADBC's Flight SQL driver through the DBAPI (connect, cursor, execute with and
 without parameters, fetch_arrow_table, get_objects, get_table_schema) and pyarrow.flight
 speaking the Flight SQL protocol by hand (a CommandStatementQuery in GetFlightInfo, then
-DoGet of its ticket).
+DoGet of its ticket). Both also read a result served from an executor
+(fletch.result_endpoints = 'executors'): ADBC follows the endpoint's location itself,
+pyarrow connects to it by hand.
 """
 import json
 import sys
@@ -55,11 +59,14 @@ def statement_query_command(sql):
 def main():
     url = sys.argv[1]
     user, password = (sys.argv[2], sys.argv[3]) if len(sys.argv) > 3 else (None, None)
+    ca = open(sys.argv[4], "rb").read() if len(sys.argv) > 4 else None
     seen = {}
-    db_kwargs = {"username": user, "password": password} if user else {}
+    tls = {"adbc.flight.sql.client_option.tls_root_certs": ca.decode()} if ca else {}
+    db_kwargs = dict(tls, **({"username": user, "password": password} if user else {}))
     if user:
         try:
-            with flight_sql.connect(url, db_kwargs={"username": user, "password": "wrong"}) as c:
+            wrong = dict(tls, username=user, password="wrong")
+            with flight_sql.connect(url, db_kwargs=wrong) as c:
                 with c.cursor() as cursor:
                     cursor.execute("SELECT 1")
                     cursor.fetch_arrow_table()
@@ -75,6 +82,10 @@ def main():
             seen["adbc_parameters_1990"] = rows(cursor.fetch_arrow_table())
             cursor.execute(PARAMETERIZED, parameters=(10,))
             seen["adbc_parameters_10"] = rows(cursor.fetch_arrow_table())
+            cursor.execute("SET fletch.result_endpoints = 'executors'")
+            cursor.execute(QUERY)
+            seen["adbc_from_executor"] = rows(cursor.fetch_arrow_table())
+            cursor.execute("SET fletch.result_endpoints = 'coordinator'")
             try:
                 cursor.execute("SELEC nonsense")
                 seen["adbc_bad_sql"] = "no error"
@@ -91,15 +102,28 @@ def main():
         seen["get_objects"] = tables
         seen["table_schema"] = connection.adbc_get_table_schema("t").names
 
-    client = flight.FlightClient(url)
+    client = flight.FlightClient(url, tls_root_certs=ca)
     options = flight.FlightCallOptions()
     if user:
         header = client.authenticate_basic_token(user, password)
         options = flight.FlightCallOptions(headers=[header])
-    descriptor = flight.FlightDescriptor.for_command(statement_query_command(QUERY))
-    info = client.get_flight_info(descriptor, options)
+
+    def statement(sql):
+        descriptor = flight.FlightDescriptor.for_command(statement_query_command(sql))
+        return client.get_flight_info(descriptor, options)
+
+    info = statement(QUERY)
     table = client.do_get(info.endpoints[0].ticket, options).read_all()
     seen["pyarrow_flight_query"] = rows(table)
+
+    # The session's results now come from the executor the endpoint names first.
+    client.do_get(statement("SET fletch.result_endpoints = 'executors'").endpoints[0].ticket,
+                  options).read_all()
+    endpoint = statement(QUERY).endpoints[0]
+    locations = [getattr(location.uri, "decode", lambda: location.uri)() for location in endpoint.locations]
+    seen["pyarrow_flight_locations"] = locations
+    executor = flight.FlightClient(locations[0], tls_root_certs=ca)
+    seen["pyarrow_flight_from_executor"] = rows(executor.do_get(endpoint.ticket, options).read_all())
     print(json.dumps(seen))
 
 
