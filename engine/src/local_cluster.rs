@@ -29,6 +29,8 @@ async fn start_local_executor(memory_limit: usize) -> Result<ExecutorHandle> {
     let options = ExecutorOptions {
         memory_limit,
         tls: None,
+        // The process's cluster credentials (`fletch serve --user ...`), if any.
+        credentials: fletch_executor::cluster_credentials(),
     };
     Ok(start_executor_with(addr, options).await?)
 }

@@ -24,6 +24,10 @@ mod status;
 mod store;
 mod task;
 
+pub use flight::auth::{
+    Credentials, Presented, authorization, cluster_credentials, member_check,
+    use_cluster_credentials,
+};
 pub use flight::client::{
     ClientPool, ExecutorClient, FlightExchangeSource, connect, trust_cluster_certificate,
 };

@@ -10,6 +10,7 @@ use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use tokio::net::TcpListener;
 
+use crate::flight::auth::{Credentials, member_check};
 use crate::flight::client::{ClientPool, ExecutorClient};
 use crate::flight::serve::{FlightServer, TlsIdentity};
 use crate::flight::service::ExecutorService;
@@ -53,6 +54,9 @@ pub struct ExecutorOptions {
     pub memory_limit: usize,
     /// Serve over TLS with this certificate and key (the URL is then `https://`).
     pub tls: Option<TlsIdentity>,
+    /// What every caller must present (or a session token issued with them); `None`:
+    /// anyone who reaches the port may call.
+    pub credentials: Option<Credentials>,
 }
 
 impl Default for ExecutorOptions {
@@ -61,6 +65,7 @@ impl Default for ExecutorOptions {
         Self {
             memory_limit: system_memory().map_or(usize::MAX, |m| m / 4 * 3),
             tls: None,
+            credentials: None,
         }
     }
 }
@@ -107,7 +112,13 @@ pub async fn start_executor_with(
         clients: ClientPool::default(),
     });
     let service = ExecutorService { runner };
-    let server = FlightServer::serve_checked(listener, service, |_| Ok(()), options.tls.as_ref())?;
+    let tls = options.tls.as_ref();
+    let server = match options.credentials {
+        Some(credentials) => {
+            FlightServer::serve_checked(listener, service, member_check(credentials), tls)?
+        }
+        None => FlightServer::serve_checked(listener, service, |_| Ok(()), tls)?,
+    };
     tracing::debug!(%url, "executor listening");
     Ok(ExecutorHandle {
         membership: None,

@@ -282,6 +282,10 @@ fn main_inner() -> Result<ExitCode> {
         // Links to https:// executors and coordinators trust it too.
         fletch_executor::trust_cluster_certificate(pem);
     }
+    if let Some(credentials) = credentials(&args)? {
+        // Links to executors present them, and executors started here require them.
+        fletch_executor::use_cluster_credentials(credentials);
+    }
     match &args.command {
         Some(Command::Serve { listen }) => {
             runtime.block_on(cluster::run_embedded_server(
@@ -311,6 +315,7 @@ fn main_inner() -> Result<ExitCode> {
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
             let mut options = fletch_executor::ExecutorOptions {
                 tls: endpoint_options(&args)?.tls,
+                credentials: credentials(&args)?,
                 ..Default::default()
             };
             if let Some(memory_limit) = args.memory {

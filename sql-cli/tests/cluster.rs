@@ -873,4 +873,31 @@ fn the_shell_connects_to_a_coordinator_process() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("SELEC"), "{stderr}");
+
+    // The executors' own ports want the same: nothing, wrong credentials or a token no
+    // coordinator of this cluster signed get Unauthenticated.
+    let out = run("SELECT url FROM fletch.executors ORDER BY url LIMIT 1");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let executor = stdout.lines().nth(1).expect("an executor url").to_string();
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let refusal = |authorization: Option<String>| {
+        runtime.block_on(async {
+            let mut client = ExecutorClient::new(&executor).expect("client");
+            if let Some(header) = authorization {
+                client = client.with_authorization(header);
+            }
+            let refused = client.release("no-such-query").await;
+            refused.expect_err("refused").to_string()
+        })
+    };
+    let err = refusal(None);
+    assert!(err.contains("credentials required"), "{err}");
+    let wrong = fletch_executor::Credentials {
+        user: "ops".into(),
+        password: "guess".into(),
+    };
+    let err = refusal(Some(wrong.basic_header()));
+    assert!(err.contains("wrong user or password"), "{err}");
+    let err = refusal(Some(format!("Bearer {}", wrong.issue_token())));
+    assert!(err.contains("unknown session token"), "{err}");
 }

@@ -16,6 +16,8 @@ use futures::future::AbortHandle;
 use parking_lot::Mutex;
 use tonic::Status;
 
+use fletch_executor::Credentials;
+
 use crate::query_run::ServedResult;
 
 /// How many handles of each kind may wait at once; beyond that the oldest is forgotten
@@ -102,22 +104,31 @@ pub(crate) struct SessionEntry {
 pub(crate) struct Sessions {
     tokens: Handles<SessionEntry>,
     idle: Duration,
+    /// Signs tokens, so executors serving results can check them.
+    credentials: Option<Credentials>,
 }
 
 impl Sessions {
-    pub(crate) fn new(idle: Duration) -> Self {
+    pub(crate) fn new(idle: Duration, credentials: Option<Credentials>) -> Self {
         Self {
             tokens: Handles::default(),
             idle,
+            credentials,
         }
     }
 
     /// A new session's token.
     pub(crate) fn open(&self, session: ClientSession) -> String {
-        self.tokens.insert(SessionEntry {
+        let token = match &self.credentials {
+            Some(credentials) => credentials.issue_token(),
+            None => uuid::Uuid::new_v4().to_string(),
+        };
+        let entry = SessionEntry {
             session,
             last_used: Arc::new(Mutex::new(Instant::now())),
-        })
+        };
+        self.tokens.insert_at(token.clone(), entry);
+        token
     }
 
     /// The session of `token`, which counts as a use.
@@ -152,9 +163,9 @@ pub(crate) struct State {
 }
 
 impl State {
-    pub(crate) fn new(session_idle: Duration) -> Self {
+    pub(crate) fn new(session_idle: Duration, credentials: Option<Credentials>) -> Self {
         Self {
-            sessions: Sessions::new(session_idle),
+            sessions: Sessions::new(session_idle, credentials),
             waiting: Handles::default(),
             running: Handles::default(),
             served: Handles::default(),

@@ -14,7 +14,7 @@ mod cluster_actions;
 mod handles;
 mod metadata;
 
-pub use auth::Credentials;
+pub use fletch_executor::Credentials;
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -84,13 +84,13 @@ fn to_status(e: DataFusionError) -> Status {
 
 /// The bearer token of a request, if it carries one.
 fn bearer(metadata: &MetadataMap) -> Result<Option<String>, Status> {
-    let Some(value) = auth::authorization(metadata)? else {
+    let Some(value) = fletch_executor::authorization(metadata)? else {
         return Ok(None);
     };
-    Ok(value
-        .strip_prefix("Bearer ")
-        .or_else(|| value.strip_prefix("bearer "))
-        .map(|token| token.trim().to_string()))
+    Ok(match fletch_executor::Presented::parse(value) {
+        Ok(fletch_executor::Presented::Bearer(token)) => Some(token.to_string()),
+        _ => None,
+    })
 }
 
 /// The Flight location meaning "the service that gave this endpoint".
@@ -896,7 +896,10 @@ pub async fn serve_coordinator_with(
         Arc::clone(&coordinator),
         default_session_config(),
     ));
-    let state = Arc::new(State::new(options.session_idle));
+    let state = Arc::new(State::new(
+        options.session_idle,
+        options.credentials.clone(),
+    ));
     let service = CoordinatorService {
         coordinator,
         shared,

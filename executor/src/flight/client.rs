@@ -96,9 +96,17 @@ impl ExecutorClient {
             .max_encoding_message_size(MAX_MESSAGE_BYTES)
     }
 
+    /// What this client presents: its own header, else the cluster's credentials.
+    fn authorization(&self) -> Option<&str> {
+        match &self.authorization {
+            Some(header) => Some(header),
+            None => super::auth::cluster_authorization(),
+        }
+    }
+
     fn flight(&self) -> FlightClient {
         let mut client = FlightClient::new_from_inner(self.service());
-        if let Some(header) = &self.authorization
+        if let Some(header) = self.authorization()
             && let Err(e) = client.add_header("authorization", header)
         {
             tracing::warn!(url = %self.url, "authorization header not sent: {e}");
@@ -111,7 +119,14 @@ impl ExecutorClient {
         &self,
         ticket: Ticket,
     ) -> Result<impl Stream<Item = Result<RecordBatch, FlightError>> + use<>, FlightError> {
-        let response = self.service().do_get(ticket).await?;
+        let mut request = tonic::Request::new(ticket);
+        if let Some(header) = self.authorization() {
+            let value = header.parse().map_err(|_| {
+                FlightError::ProtocolError("the authorization is not a header value".into())
+            })?;
+            request.metadata_mut().insert("authorization", value);
+        }
+        let response = self.service().do_get(request).await?;
         let flight_data = response
             .into_inner()
             .map_err(|status| FlightError::Tonic(Box::new(status)));

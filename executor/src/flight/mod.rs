@@ -1,6 +1,7 @@
 //! Everything that speaks Arrow Flight: the executor's service and the clients that
 //! call executors (other executors' readers, and the coordinator).
 
+pub mod auth;
 pub mod client;
 pub mod serve;
 pub mod service;
