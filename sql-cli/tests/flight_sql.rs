@@ -323,6 +323,62 @@ async fn sessions_cancellation_and_bad_input_get_clear_statuses() {
     assert_eq!(mine, ["77"]);
     assert_ne!(theirs, ["77"]);
 
+    // A prepared statement belongs to the session that prepared it: another session
+    // (or one that knows the handle) does not find it, and closing it there fails.
+    let request = arrow_flight::sql::ActionCreatePreparedStatementRequest {
+        query: "SELECT 42 AS answer".into(),
+        transaction_id: None,
+    };
+    let replies: Vec<arrow_flight::Result> = first
+        .do_action(Action::new(
+            "CreatePreparedStatement",
+            arrow_flight::sql::ProstMessageExt::as_any(&request).encode_to_vec(),
+        ))
+        .await
+        .expect("prepare")
+        .try_collect()
+        .await
+        .expect("prepare reply");
+    let created: arrow_flight::sql::ActionCreatePreparedStatementResult =
+        arrow_flight::sql::Any::decode(replies[0].body.clone())
+            .expect("an Any")
+            .unpack()
+            .expect("a result")
+            .expect("of the right type");
+    let command = arrow_flight::sql::CommandPreparedStatementQuery {
+        prepared_statement_handle: created.prepared_statement_handle,
+    };
+    let descriptor = arrow_flight::FlightDescriptor::new_cmd(
+        arrow_flight::sql::ProstMessageExt::as_any(&command).encode_to_vec(),
+    );
+    // The raw client sends no token by itself.
+    let signed = |client: &FlightSqlServiceClient<Channel>| {
+        let mut request = tonic::Request::new(descriptor.clone());
+        let token = client.token().expect("a session token");
+        let header = format!("Bearer {token}").parse().expect("a header value");
+        request.metadata_mut().insert("authorization", header);
+        request
+    };
+    let request = signed(&second);
+    let err = second
+        .inner_mut()
+        .get_flight_info(request)
+        .await
+        .expect_err("another session's prepared statement")
+        .to_string();
+    assert!(err.contains("in this session"), "{err}");
+    let request = signed(&first);
+    let info = first
+        .inner_mut()
+        .get_flight_info(request)
+        .await
+        .expect("its own")
+        .into_inner();
+    assert_eq!(
+        strings_or_ints(&fetch(&mut first, info).await),
+        ["42".to_string()]
+    );
+
     // A planned statement cancelled before its DoGet is gone.
     let info = first
         .execute("SELECT * FROM generate_series(1, 10)".into(), None)

@@ -330,14 +330,30 @@ impl CoordinatorService {
         Ok(Response::new(info))
     }
 
-    /// The prepared statement `handle` names, with its parameters bound.
-    async fn prepared_dataframe(&self, handle: &[u8]) -> Result<DataFrame, Status> {
+    /// The prepared statement `handle` names, if the session of `request` prepared it:
+    /// another session's (or one from a session that expired) is not found.
+    fn prepared<T>(
+        &self,
+        request: &Request<T>,
+        handle: &[u8],
+    ) -> Result<(String, Prepared), Status> {
+        let session = self.session(request)?;
         let handle = handle_text(handle, "prepared statement")?;
-        let prepared = self
-            .state
-            .prepared
-            .get(&handle)
-            .ok_or_else(|| Status::not_found(format!("no prepared statement {handle:?}")))?;
+        match self.state.prepared.get(&handle) {
+            Some(prepared) if Arc::ptr_eq(&prepared.session, &session) => Ok((handle, prepared)),
+            _ => Err(Status::not_found(format!(
+                "no prepared statement {handle:?} in this session"
+            ))),
+        }
+    }
+
+    /// The prepared statement `handle` names, with its parameters bound.
+    async fn prepared_dataframe<T>(
+        &self,
+        request: &Request<T>,
+        handle: &[u8],
+    ) -> Result<DataFrame, Status> {
+        let (_, prepared) = self.prepared(request, handle)?;
         let dataframe = crate::sql(&prepared.session, &prepared.sql)
             .await
             .map_err(to_status)?;
@@ -576,14 +592,11 @@ impl FlightSqlService for CoordinatorService {
     async fn do_action_close_prepared_statement(
         &self,
         query: ActionClosePreparedStatementRequest,
-        _request: Request<Action>,
+        request: Request<Action>,
     ) -> Result<(), Status> {
-        let handle = handle_text(&query.prepared_statement_handle, "prepared statement")?;
-        self.state
-            .prepared
-            .remove(&handle)
-            .map(|_| ())
-            .ok_or_else(|| Status::not_found(format!("no prepared statement {handle:?}")))
+        let (handle, _) = self.prepared(&request, &query.prepared_statement_handle)?;
+        self.state.prepared.remove(&handle);
+        Ok(())
     }
 
     async fn do_put_prepared_statement_query(
@@ -591,12 +604,7 @@ impl FlightSqlService for CoordinatorService {
         query: CommandPreparedStatementQuery,
         request: Request<PeekableFlightDataStream>,
     ) -> Result<DoPutPreparedStatementResult, Status> {
-        let handle = handle_text(&query.prepared_statement_handle, "prepared statement")?;
-        let mut prepared = self
-            .state
-            .prepared
-            .get(&handle)
-            .ok_or_else(|| Status::not_found(format!("no prepared statement {handle:?}")))?;
+        let (handle, mut prepared) = self.prepared(&request, &query.prepared_statement_handle)?;
         let batches: Vec<RecordBatch> =
             arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(
                 request.into_inner().map_err(FlightError::from),
@@ -620,7 +628,7 @@ impl FlightSqlService for CoordinatorService {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let dataframe = self
-            .prepared_dataframe(&query.prepared_statement_handle)
+            .prepared_dataframe(&request, &query.prepared_statement_handle)
             .await?;
         self.statement_info(dataframe, request.into_inner()).await
     }
@@ -628,10 +636,10 @@ impl FlightSqlService for CoordinatorService {
     async fn do_put_prepared_statement_update(
         &self,
         query: CommandPreparedStatementUpdate,
-        _request: Request<PeekableFlightDataStream>,
+        request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
         let batches = self
-            .prepared_dataframe(&query.prepared_statement_handle)
+            .prepared_dataframe(&request, &query.prepared_statement_handle)
             .await?
             .collect()
             .await
