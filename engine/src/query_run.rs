@@ -147,16 +147,20 @@ impl QueryRun {
             self.attempt.finish().await;
             return give_up("on every attempt".to_string());
         }
+        // A client reading the result from an executor cannot be told to start over.
+        let served_from = self.attempt.serving.announced().map(|s| {
+            format!(
+                "while its result was served from executor {} (fletch.result_endpoints = \
+                 'executors'), and the final stage must run again; results read through \
+                 the coordinator survive this",
+                s.url
+            )
+        });
         if self.attempt.stage_recovery {
             let (rerun, restart_root) = self.attempt.recovery(task);
-            if restart_root && let Some(served) = self.attempt.serving.announced() {
-                let served_from = served.url.clone();
+            if restart_root && let Some(why) = served_from {
                 self.attempt.finish().await;
-                return give_up(format!(
-                    "while its result was served from executor {served_from} \
-                     (fletch.result_endpoints = 'executors'), and the final stage must run \
-                     again; results read through the coordinator survive this"
-                ));
+                return give_up(why);
             }
             if restart_root && self.held.delivered() {
                 self.attempt.finish().await;
@@ -181,7 +185,11 @@ impl QueryRun {
                 e.context(format!("running tasks again after executor {url} was lost"))
             });
         }
-        if self.held.delivered() || self.attempt.serving.announced().is_some() {
+        if let Some(why) = served_from {
+            self.attempt.finish().await;
+            return give_up(why);
+        }
+        if self.held.delivered() {
             self.attempt.finish().await;
             return give_up("after rows were returned, so it cannot run again".to_string());
         }

@@ -184,6 +184,11 @@ impl PartitionStore {
             &self.served_reads
         };
         counter.fetch_add(1, Ordering::Relaxed);
+        Ok(self.ticket_buffer(ticket)?.read())
+    }
+
+    /// The buffer of the partition a ticket names.
+    fn ticket_buffer(&self, ticket: &PartitionTicket) -> Result<Arc<PartitionBuffer>, TaskFailure> {
         let query = self.query(&ticket.query_id)?;
         let output = OutputId {
             stage: ticket.stage,
@@ -191,8 +196,7 @@ impl PartitionStore {
             attempt: ticket.attempt,
             partition: ticket.partition,
         };
-        let buffer = self.buffer(&query, output, ticket.retain);
-        Ok(buffer.read())
+        Ok(self.buffer(&query, output, ticket.retain))
     }
 
     /// Returns once a client has read the partition `ticket` names (a query result) to
@@ -204,24 +208,18 @@ impl PartitionStore {
     ) -> Result<(), TaskFailure> {
         let stage = usize::try_from(ticket.stage).unwrap_or(usize::MAX);
         let task = usize::try_from(ticket.task).unwrap_or(usize::MAX);
-        let query = self.query(&ticket.query_id)?;
-        let output = OutputId {
-            stage: ticket.stage,
-            task: ticket.task,
-            attempt: ticket.attempt,
-            partition: ticket.partition,
-        };
-        let buffer = self.buffer(&query, output, ticket.retain);
-        drop(query);
-        buffer.served(unread).await.map_err(|why| {
-            TaskFailure::new(
-                FailureReason::TaskFailed,
-                format!("serving the query result: {why}"),
-                stage,
-                task,
-                "",
-            )
-        })
+        self.ticket_buffer(ticket)?
+            .served(unread)
+            .await
+            .map_err(|why| {
+                TaskFailure::new(
+                    FailureReason::TaskFailed,
+                    format!("serving the query result: {why}"),
+                    stage,
+                    task,
+                    "",
+                )
+            })
     }
 
     /// Aborts the query's tasks and frees its buffers; returns once the tasks have

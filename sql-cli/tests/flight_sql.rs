@@ -384,18 +384,10 @@ async fn sessions_cancellation_and_bad_input_get_clear_statuses() {
         .execute("SELECT * FROM generate_series(1, 10)".into(), None)
         .await
         .expect("plan");
-    let request = CancelFlightInfoRequest {
-        info: Some(info.clone()),
-    };
-    let replies: Vec<arrow_flight::Result> = first
-        .do_action(Action::new("CancelFlightInfo", request.encode_to_vec()))
-        .await
-        .expect("cancel")
-        .try_collect()
-        .await
-        .expect("cancel reply");
-    let result = CancelFlightInfoResult::decode(replies[0].body.clone()).expect("result");
-    assert_eq!(result.status, CancelStatus::Cancelled as i32);
+    assert_eq!(
+        cancel(&mut first, info.clone()).await,
+        CancelStatus::Cancelled
+    );
     let ticket = info.endpoint[0].ticket.clone().expect("ticket");
     let err = error_of(first.do_get(ticket).await, "a cancelled statement").await;
     assert!(err.contains("no statement"), "{err}");
@@ -651,16 +643,7 @@ async fn cancelling_a_streaming_statement_stops_its_tasks() {
         .expect("a batch")
         .expect("not the end yet");
     assert!(first.num_rows() > 0);
-    let request = CancelFlightInfoRequest { info: Some(info) };
-    let replies: Vec<arrow_flight::Result> = client
-        .do_action(Action::new("CancelFlightInfo", request.encode_to_vec()))
-        .await
-        .expect("cancel")
-        .try_collect()
-        .await
-        .expect("cancel reply");
-    let result = CancelFlightInfoResult::decode(replies[0].body.clone()).expect("result");
-    assert_eq!(result.status, CancelStatus::Cancelled as i32);
+    assert_eq!(cancel(&mut client, info).await, CancelStatus::Cancelled);
     let mut rows = first.num_rows();
     while let Ok(Some(batch)) = stream.try_next().await {
         rows += batch.num_rows();
@@ -674,6 +657,20 @@ async fn cancelling_a_streaming_statement_stops_its_tasks() {
     wait_until_executors_are_idle(&cluster).await;
     drop(server);
     cluster.shutdown().await;
+}
+
+/// Sends `CancelFlightInfo` for `info`; what the server answered.
+async fn cancel(client: &mut FlightSqlServiceClient<Channel>, info: FlightInfo) -> CancelStatus {
+    let request = CancelFlightInfoRequest { info: Some(info) };
+    let replies: Vec<arrow_flight::Result> = client
+        .do_action(Action::new("CancelFlightInfo", request.encode_to_vec()))
+        .await
+        .expect("cancel")
+        .try_collect()
+        .await
+        .expect("cancel reply");
+    let result = CancelFlightInfoResult::decode(replies[0].body.clone()).expect("result");
+    CancelStatus::try_from(result.status).expect("a cancel status")
 }
 
 /// Waits (with a generous bound) until no executor holds anything of any query.
@@ -778,16 +775,7 @@ async fn results_are_served_from_executors_and_through_the_coordinator() {
 
     // A served result nobody reads is stopped by CancelFlightInfo.
     let info = client.execute(query.into(), None).await.expect("execute");
-    let request = CancelFlightInfoRequest { info: Some(info) };
-    let replies: Vec<arrow_flight::Result> = client
-        .do_action(Action::new("CancelFlightInfo", request.encode_to_vec()))
-        .await
-        .expect("cancel")
-        .try_collect()
-        .await
-        .expect("cancel reply");
-    let result = CancelFlightInfoResult::decode(replies[0].body.clone()).expect("result");
-    assert_eq!(result.status, CancelStatus::Cancelled as i32);
+    assert_eq!(cancel(&mut client, info).await, CancelStatus::Cancelled);
     wait_until_executors_are_idle(&cluster).await;
 
     // A setting that names no place is refused by name.
