@@ -901,3 +901,115 @@ fn the_shell_connects_to_a_coordinator_process() {
     let err = refusal(Some(format!("Bearer {}", wrong.issue_token())));
     assert!(err.contains("unknown session token"), "{err}");
 }
+
+/// An executor process killed while a client reads a query result straight from it
+/// (`fletch.result_endpoints = 'executors'`): the read fails instead of ending quietly
+/// short (rows the client has cannot be taken back), and the coordinator keeps
+/// answering on the executor left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_executor_serving_a_result_fails_the_read_and_the_cluster_serves_on() {
+    use arrow_flight::sql::client::FlightSqlServiceClient;
+    use futures::TryStreamExt;
+
+    let ProcessCluster {
+        coordinator,
+        server,
+        client: _,
+        mut executors,
+        ctx: _,
+    } = process_cluster(2).await;
+    let connect = |url: String| async move {
+        let channel = tonic::transport::Channel::from_shared(url)
+            .expect("url")
+            .connect()
+            .await
+            .expect("connect");
+        FlightSqlServiceClient::new(channel)
+    };
+    let mut sql_client = connect(server.url().to_string()).await;
+    sql_client.handshake("a", "").await.expect("handshake");
+    sql_client
+        .execute_update("SET fletch.result_endpoints = 'executors'".into(), None)
+        .await
+        .expect("SET");
+    let total = 3_000_000usize;
+    let info = sql_client
+        .execute(
+            format!("SELECT value, value * 2 AS twice FROM generate_series(1, {total})"),
+            None,
+        )
+        .await
+        .expect("plan");
+    let endpoint = &info.endpoint[0];
+    let url = endpoint.location[0].uri.replace("grpc+tcp://", "http://");
+    let serving = executors
+        .iter()
+        .position(|e| e.url == url)
+        .expect("the location is one of the executor processes");
+    let mut direct = connect(url).await;
+    let ticket = endpoint.ticket.clone().expect("ticket");
+    let mut stream = direct.do_get(ticket.clone()).await.expect("do_get");
+    let first = stream
+        .try_next()
+        .await
+        .expect("a batch")
+        .expect("not the end yet");
+    let mut rows = first.num_rows();
+    drop(executors.remove(serving)); // SIGKILL
+    let end = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            match stream.try_next().await {
+                Ok(Some(batch)) => rows += batch.num_rows(),
+                other => return other.map(|_| ()),
+            }
+        }
+    })
+    .await
+    .expect("the read must not hang");
+    assert!(
+        end.is_err() && rows < total,
+        "the read must fail, not end quietly: {rows} of {total} rows, {end:?}"
+    );
+
+    // The coordinator gives the query up: its ticket is no longer served there.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let redeemed = match sql_client.do_get(ticket.clone()).await {
+            Ok(stream) => stream.try_collect::<Vec<_>>().await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        let err = redeemed
+            .expect_err("a lost result cannot be read")
+            .to_string();
+        if err.contains("no result") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "still served: {err}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    sql_client
+        .execute_update("SET fletch.result_endpoints = 'coordinator'".into(), None)
+        .await
+        .expect("SET");
+    let info = sql_client
+        .execute(
+            "SELECT sum(value) AS s FROM generate_series(1, 1000)".into(),
+            None,
+        )
+        .await
+        .expect("the cluster still plans");
+    let ticket = info.endpoint[0].ticket.clone().expect("ticket");
+    let batches: Vec<arrow::array::RecordBatch> = sql_client
+        .do_get(ticket)
+        .await
+        .expect("do_get")
+        .try_collect()
+        .await
+        .expect("the executor left answers");
+    let answer = text(batches);
+    assert!(answer.contains("| 500500 |"), "{answer}");
+    drop(coordinator);
+    drop(executors);
+    server.shutdown().await;
+}
