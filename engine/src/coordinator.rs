@@ -239,22 +239,18 @@ impl Coordinator {
         encoded: Arc<Vec<Bytes>>,
         ctx: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
-        QueryRun::start(self, plan, encoded, ctx, None)
+        QueryRun::start(self, plan, encoded, ctx)
     }
 
     /// Runs a query whose result a client reads straight from the executor of its final
-    /// task: the receiver learns where once that task is placed, and the stream (which
-    /// yields no rows) drives the query until the client has read the result, and must
-    /// be polled until it ends. Dropping it stops the query.
+    /// task (see [`QueryRun::start_served`]); dropping the stream stops the query.
     pub(crate) fn run_served(
         self: Arc<Self>,
         plan: Arc<DistributedPlan>,
         encoded: Arc<Vec<Bytes>>,
         ctx: Arc<TaskContext>,
-    ) -> Result<(oneshot::Receiver<ServedResult>, SendableRecordBatchStream)> {
-        let (tell, told) = oneshot::channel();
-        let run = QueryRun::start(self, plan, encoded, ctx, Some(tell))?;
-        Ok((told, run))
+    ) -> Result<(SendableRecordBatchStream, ServedResult)> {
+        QueryRun::start_served(self, plan, encoded, ctx)
     }
 
     /// Takes an executor that broke a query's connections out of placement, unless it

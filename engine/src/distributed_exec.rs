@@ -17,8 +17,6 @@ use datafusion::physical_plan::{
 };
 use fletch_planner::{DistributedPlan, distribute, encode_stage_plan};
 
-use tokio::sync::oneshot;
-
 use crate::coordinator::Coordinator;
 use crate::query_run::ServedResult;
 
@@ -61,7 +59,7 @@ impl DistributedExec {
     pub(crate) fn serve(
         &self,
         context: Arc<TaskContext>,
-    ) -> Result<(oneshot::Receiver<ServedResult>, SendableRecordBatchStream)> {
+    ) -> Result<(SendableRecordBatchStream, ServedResult)> {
         let Some(coordinator) = context.session_config().get_extension::<Coordinator>() else {
             return exec_err!("a distributed plan needs a Fletch session (no coordinator)");
         };

@@ -26,7 +26,7 @@ use fletch_planner::{
 use futures::future::{AbortHandle, BoxFuture};
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
-use tokio::sync::{broadcast, oneshot};
+use tokio::sync::broadcast;
 
 use crate::coordinator::{
     Coordinator, ReleaseGuard, Slots, release_everywhere, shipped_config, with_extension,
@@ -61,16 +61,40 @@ pub(crate) struct QueryRun {
 }
 
 impl QueryRun {
-    /// Starts the query; its stream yields the result, or, when `serve` is given, yields
-    /// nothing and ends once a client has read the result from the final task's
-    /// executor (`serve` is told where as soon as that task is placed).
+    /// Starts the query; its stream yields the result.
     pub(crate) fn start(
         coordinator: Arc<Coordinator>,
         plan: Arc<DistributedPlan>,
         encoded: Arc<Vec<Bytes>>,
         ctx: Arc<TaskContext>,
-        serve: Option<oneshot::Sender<ServedResult>>,
     ) -> Result<SendableRecordBatchStream> {
+        Self::start_run(coordinator, plan, encoded, ctx, false).map(|(stream, _)| stream)
+    }
+
+    /// Starts the query for a client that reads its result straight from the executor
+    /// of its final task, pinned there now (before any task runs, so the client may
+    /// start reading at once). The stream yields no rows: it drives the query until the
+    /// client has read the result, and must be polled until it ends.
+    pub(crate) fn start_served(
+        coordinator: Arc<Coordinator>,
+        plan: Arc<DistributedPlan>,
+        encoded: Arc<Vec<Bytes>>,
+        ctx: Arc<TaskContext>,
+    ) -> Result<(SendableRecordBatchStream, ServedResult)> {
+        let (stream, served) = Self::start_run(coordinator, plan, encoded, ctx, true)?;
+        let served = served.ok_or_else(|| {
+            DataFusionError::Internal("a served query has no result place".to_string())
+        })?;
+        Ok((stream, served))
+    }
+
+    fn start_run(
+        coordinator: Arc<Coordinator>,
+        plan: Arc<DistributedPlan>,
+        encoded: Arc<Vec<Bytes>>,
+        ctx: Arc<TaskContext>,
+        serve: bool,
+    ) -> Result<(SendableRecordBatchStream, Option<ServedResult>)> {
         let options = ctx
             .session_config()
             .options()
@@ -90,8 +114,9 @@ impl QueryRun {
             &ctx,
             stage_recovery,
             HashSet::new(),
-            Serving::new(serve),
+            serve,
         )?;
+        let served = attempt.served.clone();
         let schema = plan.root.schema();
         let run = Self {
             coordinator,
@@ -103,7 +128,10 @@ impl QueryRun {
             let item = run.next().await?;
             Some((item, run))
         });
-        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
+        Ok((
+            Box::pin(RecordBatchStreamAdapter::new(schema, stream)),
+            served,
+        ))
     }
 
     async fn next(&mut self) -> Option<Result<RecordBatch>> {
@@ -148,7 +176,7 @@ impl QueryRun {
             return give_up("on every attempt".to_string());
         }
         // A client reading the result from an executor cannot be told to start over.
-        let served_from = self.attempt.serving.announced().map(|s| {
+        let served_from = self.attempt.served.as_ref().map(|s| {
             format!(
                 "while its result was served from executor {} (fletch.result_endpoints = \
                  'executors'), and the final stage must run again; results read through \
@@ -199,14 +227,13 @@ impl QueryRun {
         self.held.discard();
         self.coordinator.recovery_counters().whole();
         let lost = std::mem::take(&mut self.attempt.lost);
-        let serving = std::mem::take(&mut self.attempt.serving);
         let (plan, encoded, ctx) = (&self.attempt.plan, &self.attempt.encoded, &self.attempt.ctx);
-        self.attempt = Attempt::launch(&self.coordinator, plan, encoded, ctx, false, lost, serving)
+        self.attempt = Attempt::launch(&self.coordinator, plan, encoded, ctx, false, lost, false)
             .map_err(|e| {
-                e.context(format!(
-                    "running the query again after executor {url} was lost"
-                ))
-            })?;
+            e.context(format!(
+                "running the query again after executor {url} was lost"
+            ))
+        })?;
         Ok(())
     }
 }
@@ -277,31 +304,6 @@ enum Stop {
     },
 }
 
-/// A query result a client reads from an executor, as far as the query knows.
-#[derive(Default)]
-enum Serving {
-    /// The coordinator reads the result and streams it to the caller.
-    #[default]
-    No,
-    /// To be told where the result will be, once the final task is placed.
-    Unplaced(oneshot::Sender<ServedResult>),
-    /// The client was told this place.
-    Announced(ServedResult),
-}
-
-impl Serving {
-    fn new(serve: Option<oneshot::Sender<ServedResult>>) -> Self {
-        serve.map_or(Self::No, Self::Unplaced)
-    }
-
-    fn announced(&self) -> Option<&ServedResult> {
-        match self {
-            Self::Announced(served) => Some(served),
-            _ => None,
-        }
-    }
-}
-
 /// The end of the client's read of a served result; pending until the final task ends.
 async fn result_read(
     read: &mut Option<BoxFuture<'static, std::result::Result<(), TaskFailure>>>,
@@ -365,7 +367,8 @@ struct Attempt {
     calls: HashMap<TaskKey, AbortHandle>,
     /// The coordinator's read of the final stage, once its task is launched.
     results: Option<SendableRecordBatchStream>,
-    serving: Serving,
+    /// Where the final task keeps the result for a client that reads it there.
+    served: Option<ServedResult>,
     /// Once the final task has ended: the wait for the client's read of its result.
     result_read: Option<BoxFuture<'static, std::result::Result<(), TaskFailure>>>,
     done: bool,
@@ -410,7 +413,7 @@ impl Attempt {
         ctx: &Arc<TaskContext>,
         stage_recovery: bool,
         lost: HashSet<String>,
-        serving: Serving,
+        serve: bool,
     ) -> Result<Self> {
         let executors = placeable(coordinator, &lost);
         if executors.is_empty() {
@@ -450,13 +453,40 @@ impl Attempt {
             tasks: FuturesUnordered::new(),
             calls: HashMap::new(),
             results: None,
-            serving,
+            served: None,
             result_read: None,
             done: false,
             guard: coordinator.release_guard(query_id),
         };
+        if serve {
+            attempt.served = Some(attempt.pin_result(&executors)?);
+        }
         attempt.start_pending()?;
         Ok(attempt)
+    }
+
+    /// Chooses the executor of the final task now, as placement would, and where its
+    /// result will be. That executor is released with the query even if the task never
+    /// runs, so a client already waiting there hears of the end.
+    fn pin_result(&mut self, executors: &[ExecutorClient]) -> Result<ServedResult> {
+        let key = (self.lineage.final_stage(), 0);
+        let statuses = self.coordinator.executors();
+        let mut slots = Slots::of(executors, &statuses);
+        let holders = self.holders.get(&key.0).cloned().flatten();
+        let executor = &executors[slots.place_one(key.0, key.1, holders.as_deref(), executors)];
+        self.executors.push(executor.clone());
+        let retain = self.plan.stage(key.0).is_some_and(|s| self.retains(s));
+        Ok(ServedResult {
+            url: executor.url().to_string(),
+            partition: PartitionTicket {
+                query_id: self.query_id.clone(),
+                stage: key.0 as u64,
+                task: key.1 as u64,
+                partition: 0,
+                retain,
+                attempt: self.round,
+            },
+        })
     }
 
     /// The live executors work may go to now.
@@ -486,8 +516,28 @@ impl Attempt {
             slots.at_least_busy(i, ours);
         }
         for &(stage, task) in keys {
-            let holders = self.holders.get(&stage).cloned().flatten();
-            let placed = slots.place_one(stage, task, holders.as_deref(), executors);
+            let placed = match &self.served {
+                Some(served) if stage == self.lineage.final_stage() => {
+                    if attempt != served.partition.attempt {
+                        return Err(DataFusionError::Internal(
+                            "the final task of a served result cannot run again".to_string(),
+                        ));
+                    }
+                    executors
+                        .iter()
+                        .position(|e| e.url() == served.url)
+                        .ok_or_else(|| {
+                            DataFusionError::Execution(format!(
+                                "executor {} was to serve the result and is gone",
+                                served.url
+                            ))
+                        })?
+                }
+                _ => {
+                    let holders = self.holders.get(&stage).cloned().flatten();
+                    slots.place_one(stage, task, holders.as_deref(), executors)
+                }
+            };
             let executor = &executors[placed];
             let run = TaskRun {
                 url: executor.url().to_string(),
@@ -501,22 +551,8 @@ impl Attempt {
         }
         for &key in keys {
             self.spawn(key)?;
-            if key.0 == self.lineage.final_stage() {
-                match std::mem::take(&mut self.serving) {
-                    Serving::No => self.results = Some(self.execute_root()?),
-                    Serving::Unplaced(tell) => {
-                        let served = self.served_result(key)?;
-                        // A caller that stopped waiting drops the query with this run.
-                        let _ = tell.send(served.clone());
-                        self.serving = Serving::Announced(served);
-                    }
-                    Serving::Announced(served) => {
-                        self.serving = Serving::Announced(served);
-                        return Err(DataFusionError::Internal(
-                            "the final task of a served result cannot run again".to_string(),
-                        ));
-                    }
-                }
+            if key.0 == self.lineage.final_stage() && self.served.is_none() {
+                self.results = Some(self.execute_root()?);
             }
         }
         Ok(())
@@ -626,26 +662,6 @@ impl Attempt {
         Ok(())
     }
 
-    /// Where the current run of the final task `key` keeps the result for its client.
-    fn served_result(&self, key: TaskKey) -> Result<ServedResult> {
-        let run = self
-            .runs
-            .get(&key)
-            .ok_or_else(|| DataFusionError::Internal(format!("task {key:?} is not placed")))?;
-        let retain = self.plan.stage(key.0).is_some_and(|s| self.retains(s));
-        Ok(ServedResult {
-            url: run.url.clone(),
-            partition: PartitionTicket {
-                query_id: self.query_id.clone(),
-                stage: key.0 as u64,
-                task: key.1 as u64,
-                partition: 0,
-                retain,
-                attempt: run.attempt,
-            },
-        })
-    }
-
     /// The coordinator's part of the plan, reading the final stage's current run.
     fn execute_root(&self) -> Result<SendableRecordBatchStream> {
         let source = match self.plan.stage(self.lineage.final_stage()) {
@@ -725,7 +741,7 @@ impl Attempt {
             (None, _) => None,
             (Some(run), Ok(())) => {
                 run.finished = true;
-                if let Serving::Announced(served) = &self.serving
+                if let Some(served) = &self.served
                     && outcome.key.0 == self.lineage.final_stage()
                 {
                     let client = self

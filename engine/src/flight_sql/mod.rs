@@ -272,10 +272,11 @@ impl CoordinatorService {
             return self.waiting_info(dataframe, descriptor);
         };
         let schema = plan.schema();
-        let (told, mut run) = distributed.serve(ctx).map_err(to_status)?;
+        let (mut run, result) = distributed.serve(ctx).map_err(to_status)?;
         let handle = uuid::Uuid::new_v4().to_string();
         let state = Arc::clone(&self.state);
         let forget = handle.clone();
+        let (registered, entered) = tokio::sync::oneshot::channel::<()>();
         let query = SpawnedTask::spawn(async move {
             let mut end = Ok(());
             while let Some(item) = run.next().await {
@@ -285,27 +286,17 @@ impl CoordinatorService {
                 }
             }
             drop(run);
-            // Once registered, the client learns of a failure from its read; the log
-            // says why. Dropping the entry aborts this task, after this poll.
-            let registered = state.served.remove(&forget);
-            if registered.is_some()
-                && let Err(e) = &end
-            {
+            // Forgotten only once entered (or never to be). The client learns of a
+            // failure from its read; the log says why. Dropping the entry aborts this
+            // task, after this poll.
+            let _ = entered.await;
+            let entry = state.served.remove(&forget);
+            if let Err(e) = &end {
                 tracing::warn!("a query serving its result from an executor failed: {e}");
             }
-            drop(registered);
+            drop(entry);
             end
         });
-        let result = match told.await {
-            Ok(result) => result,
-            Err(_) => {
-                return Err(match query.join().await {
-                    Ok(Err(e)) => to_status(e),
-                    Ok(Ok(())) => Status::internal("the query ended before its result was placed"),
-                    Err(e) => Status::internal(format!("the query stopped: {e}")),
-                });
-            }
-        };
         let ticket = ResultTicket {
             handle: handle.clone(),
             partition: Some(result.partition.clone()),
@@ -327,6 +318,7 @@ impl CoordinatorService {
                 _query: query,
             }),
         );
+        let _ = registered.send(());
         Ok(Response::new(info))
     }
 
