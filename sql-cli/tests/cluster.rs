@@ -782,22 +782,7 @@ fn a_cluster_runs_over_tls_on_every_link() {
         .map(|_| start_executor_signed_in(&coordinator.url, &tls))
         .collect();
     assert!(executors.iter().all(|e| e.url.starts_with("https://")));
-    let run = |sql: &str| {
-        Command::new(env!("CARGO_BIN_EXE_fletch"))
-            .args([
-                "--tls-ca",
-                cert,
-                "--connect",
-                &coordinator.url,
-                "-q",
-                "--format",
-                "csv",
-                "-c",
-                sql,
-            ])
-            .output()
-            .expect("run fletch --connect")
-    };
+    let run = |sql: &str| common::connect_sql(&coordinator.url, &["--tls-ca", cert], sql);
     common::wait_until_alive(run, 2);
     let out = run(
         "CREATE TABLE t PARTITION BY HASH (k) INTO 4 FRAGMENTS REPLICAS 2 AS \
@@ -842,21 +827,7 @@ fn the_shell_connects_to_a_coordinator_process() {
     assert!(!anonymous.status.success());
     let stderr = String::from_utf8_lossy(&anonymous.stderr);
     assert!(stderr.contains("credentials required"), "{stderr}");
-    let run = |sql: &str| {
-        Command::new(env!("CARGO_BIN_EXE_fletch"))
-            .args(sign_in)
-            .args([
-                "--connect",
-                &coordinator.url,
-                "-q",
-                "--format",
-                "csv",
-                "-c",
-                sql,
-            ])
-            .output()
-            .expect("run fletch --connect")
-    };
+    let run = |sql: &str| common::connect_sql(&coordinator.url, &sign_in, sql);
     // Executors may still be registering: wait until both are listed.
     common::wait_until_alive(run, 2);
     let out = run(
@@ -908,7 +879,6 @@ fn the_shell_connects_to_a_coordinator_process() {
 /// answering on the executor left.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_executor_serving_a_result_fails_the_read_and_the_cluster_serves_on() {
-    use arrow_flight::sql::client::FlightSqlServiceClient;
     use futures::TryStreamExt;
 
     let ProcessCluster {
@@ -918,15 +888,7 @@ async fn killing_the_executor_serving_a_result_fails_the_read_and_the_cluster_se
         mut executors,
         ctx: _,
     } = process_cluster(2).await;
-    let connect = |url: String| async move {
-        let channel = tonic::transport::Channel::from_shared(url)
-            .expect("url")
-            .connect()
-            .await
-            .expect("connect");
-        FlightSqlServiceClient::new(channel)
-    };
-    let mut sql_client = connect(server.url().to_string()).await;
+    let mut sql_client = common::flight_sql_client(server.url()).await;
     sql_client.handshake("a", "").await.expect("handshake");
     sql_client
         .execute_update("SET fletch.result_endpoints = 'executors'".into(), None)
@@ -946,7 +908,7 @@ async fn killing_the_executor_serving_a_result_fails_the_read_and_the_cluster_se
         .iter()
         .position(|e| e.url == url)
         .expect("the location is one of the executor processes");
-    let mut direct = connect(url).await;
+    let mut direct = common::flight_sql_client(&url).await;
     let ticket = endpoint.ticket.clone().expect("ticket");
     let mut stream = direct.do_get(ticket.clone()).await.expect("do_get");
     let first = stream

@@ -22,7 +22,7 @@ use futures::TryStreamExt;
 use prost::Message;
 use tonic::transport::Channel;
 
-use common::{oracle_rows, sorted_rows};
+use common::{flight_sql_client as client, oracle_rows, sorted_rows};
 
 const DATA: &str = "SELECT value AS k, value % 7 AS g, 'row ' || CAST(value AS VARCHAR) AS label \
                     FROM generate_series(1, 2000)";
@@ -47,15 +47,6 @@ async fn fixture() -> Fixture {
         server,
         oracle,
     }
-}
-
-async fn client(url: &str) -> FlightSqlServiceClient<Channel> {
-    let channel = Channel::from_shared(url.to_string())
-        .expect("url")
-        .connect()
-        .await
-        .expect("connect");
-    FlightSqlServiceClient::new(channel)
 }
 
 /// Every batch of every endpoint of `info`.
@@ -815,14 +806,7 @@ fn the_shell_connects_to_fletch_serve_over_tls() {
     assert!(server.url.starts_with("https://"), "{}", server.url);
     // The certificate names localhost; connect by that name.
     let url = server.url.replace("127.0.0.1", "localhost");
-    let shell = |extra: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_fletch"))
-            .args(["--connect", &url, "-q", "--format", "csv"])
-            .args(extra)
-            .args(["-c", "SELECT 6 * 7 AS answer"])
-            .output()
-            .expect("run the shell")
-    };
+    let shell = |flags: &[&str]| common::connect_sql(&url, flags, "SELECT 6 * 7 AS answer");
     let out = shell(&["--tls-ca", cert]);
     assert!(out.status.success(), "{out:?}");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "answer\n42\n");

@@ -3,10 +3,12 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 
 use arrow::array::RecordBatch;
+use arrow_flight::sql::client::FlightSqlServiceClient;
 use datafusion::prelude::SessionContext;
+use tonic::transport::Channel;
 
 /// Each row as `v1|v2|...`, sorted (for queries without ORDER BY).
 pub fn sorted_rows(batches: &[RecordBatch]) -> Vec<String> {
@@ -86,6 +88,25 @@ pub fn start(args: &[&str]) -> Process {
         .unwrap_or_else(|| panic!("fletch {args:?} printed {line:?}"));
     process.url = url.to_string();
     process
+}
+
+/// One statement through the shell: `fletch FLAGS --connect URL -q --format csv -c SQL`.
+pub fn connect_sql(url: &str, flags: &[&str], sql: &str) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fletch"))
+        .args(flags)
+        .args(["--connect", url, "-q", "--format", "csv", "-c", sql])
+        .output()
+        .expect("run fletch --connect")
+}
+
+/// A Flight SQL client connected to the endpoint at `url`.
+pub async fn flight_sql_client(url: &str) -> FlightSqlServiceClient<Channel> {
+    let channel = Channel::from_shared(url.to_string())
+        .expect("url")
+        .connect()
+        .await
+        .expect("connect");
+    FlightSqlServiceClient::new(channel)
 }
 
 /// A self-signed certificate for `names` and its key, written as PEM files in `dir`;
