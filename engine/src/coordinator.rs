@@ -14,7 +14,7 @@ use datafusion::common::runtime::SpawnedTask;
 use datafusion::error::Result;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use fletch_executor::protocol::{ConfigEntry, ExecutorStatus};
-use fletch_executor::{ClientPool, ExecutorClient, TaskFailure};
+use fletch_executor::{ClientPool, ClusterSecret, ExecutorClient, TaskFailure};
 use fletch_planner::{DistributedPlan, FletchOptions, parse_size};
 use futures::FutureExt;
 use futures::future::BoxFuture;
@@ -61,12 +61,24 @@ impl Coordinator {
     }
 
     /// A coordinator for the executors at `urls` (which send no heartbeats) and any that
-    /// register later (which must). Must be called inside a tokio runtime.
+    /// register later (which must), of an open cluster (no secret: loopback only). Must
+    /// be called inside a tokio runtime.
     pub fn with_membership(
         urls: &[String],
         options: MembershipOptions,
     ) -> std::result::Result<Arc<Self>, TaskFailure> {
-        let clients = ClientPool::default();
+        Self::with_secret(urls, options, None)
+    }
+
+    /// [`Self::with_membership`] for a cluster whose members prove themselves with
+    /// `secret`: the coordinator presents it to executors, requires it of executors
+    /// that register, and signs the result tickets clients redeem at executors with it.
+    pub fn with_secret(
+        urls: &[String],
+        options: MembershipOptions,
+        secret: Option<ClusterSecret>,
+    ) -> std::result::Result<Arc<Self>, TaskFailure> {
+        let clients = ClientPool::new(secret);
         let executors = urls
             .iter()
             .map(|u| clients.get(u))
@@ -270,6 +282,11 @@ impl Coordinator {
     /// Tells of executors declared lost for silence from now on.
     pub(crate) fn silenced(&self) -> broadcast::Receiver<String> {
         self.silenced.subscribe()
+    }
+
+    /// The secret the cluster's members share; `None`: an open cluster.
+    pub fn cluster_secret(&self) -> Option<&ClusterSecret> {
+        self.clients.secret()
     }
 
     pub(crate) fn clients(&self) -> &ClientPool {

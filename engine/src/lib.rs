@@ -26,7 +26,8 @@ pub use catalog::{ClusterSchema, FletchTable, LoadCommitExec, SystemSchema, Tabl
 pub use coordinator::{Coordinator, RecoveryStats};
 pub use distributed_exec::DistributedExec;
 pub use flight_sql::{
-    CoordinatorServer, Credentials, EndpointOptions, serve_coordinator, serve_coordinator_with,
+    CoordinatorServer, Credentials, EndpointOptions, Locations, Role, SessionLimits, User, Users,
+    hash_password, serve_coordinator, serve_coordinator_with,
 };
 pub use local_cluster::{DEFAULT_EXECUTORS, LocalCluster};
 pub use membership::{MemberState, MembershipOptions, StatusSource};
@@ -35,5 +36,6 @@ pub use session::{default_session_config, fletch_session};
 pub use statements::{split_statements, sql};
 
 pub use fletch_executor::{
-    ExchangeReads, FailureReason, FragmentStats, StoreStats, TaskFailure, TlsIdentity,
+    ClusterSecret, ExchangeReads, FailureReason, FragmentStats, StoreStats, TaskFailure,
+    TlsIdentity,
 };

@@ -1,6 +1,8 @@
 //! [`LocalCluster`]: a coordinator and N executors in this process, each executor its own
 //! Flight server on 127.0.0.1 with an OS-picked port, so every exchange really crosses
-//! Flight. The shell's embedded default and the test fixture.
+//! Flight. The shell's embedded default and the test fixture. Its members share a random
+//! secret that never leaves the process, so no outside caller can run tasks on its
+//! executors or read their data.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -8,10 +10,12 @@ use std::sync::Arc;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use fletch_executor::{
-    ExchangeReads, ExecutorHandle, ExecutorOptions, FragmentStats, StoreStats, start_executor_with,
+    ClusterSecret, ExchangeReads, ExecutorHandle, ExecutorOptions, FragmentStats, StoreStats,
+    start_executor_with,
 };
 
 use crate::coordinator::Coordinator;
+use crate::membership::MembershipOptions;
 use crate::session::{default_session_config, fletch_session};
 
 /// Executors the embedded cluster starts when nobody says otherwise.
@@ -24,13 +28,15 @@ pub struct LocalCluster {
     slots: usize,
 }
 
-async fn start_local_executor(memory_limit: usize) -> Result<ExecutorHandle> {
+async fn start_local_executor(
+    memory_limit: usize,
+    secret: &ClusterSecret,
+) -> Result<ExecutorHandle> {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
     let options = ExecutorOptions {
         memory_limit,
         tls: None,
-        // The process's cluster credentials (`fletch serve --user ...`), if any.
-        credentials: fletch_executor::cluster_credentials(),
+        cluster_secret: Some(secret.clone()),
     };
     Ok(start_executor_with(addr, options).await?)
 }
@@ -55,12 +61,16 @@ impl LocalCluster {
         }
         let memory_limit =
             memory.unwrap_or_else(|| ExecutorOptions::default().memory_limit / executors);
+        // Only this process knows it: nothing else can be a member of this cluster.
+        let secret = ClusterSecret::random().map_err(DataFusionError::Execution)?;
         let mut handles = Vec::with_capacity(executors);
         for _ in 0..executors {
-            handles.push(start_local_executor(memory_limit).await?);
+            handles.push(start_local_executor(memory_limit, &secret).await?);
         }
         let urls: Vec<String> = handles.iter().map(|h| h.url().to_string()).collect();
-        let coordinator = Coordinator::new(&urls).map_err(external)?;
+        let coordinator =
+            Coordinator::with_secret(&urls, MembershipOptions::default(), Some(secret))
+                .map_err(external)?;
         // The embedded executors share this machine's cores.
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let slots = (cores / executors).max(1);
@@ -78,7 +88,10 @@ impl LocalCluster {
     /// Starts one more executor (same memory limit and slots as the others) and adds it
     /// to the running cluster, as an executor joining would; returns its URL.
     pub async fn add_executor(&mut self) -> Result<String> {
-        let handle = start_local_executor(self.memory_limit).await?;
+        let secret = self.coordinator.cluster_secret().cloned().ok_or_else(|| {
+            DataFusionError::Internal("an embedded cluster always has a secret".to_string())
+        })?;
+        let handle = start_local_executor(self.memory_limit, &secret).await?;
         let url = handle.url().to_string();
         self.coordinator
             .add_embedded_executor(&url, Box::new(handle.status_source(self.slots)))

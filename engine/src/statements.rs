@@ -94,6 +94,27 @@ fn kind(tokens: &[TokenWithSpan]) -> Kind {
     }
 }
 
+/// What a statement Fletch runs itself does, for access checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FletchStatementKind {
+    /// `SHOW TABLES`, `SHOW EXECUTORS`.
+    Show,
+    /// Creates, caches, uncaches or drops a table.
+    Change,
+}
+
+/// The kind of `statement` if Fletch runs it itself (including `DROP TABLE`, which
+/// DataFusion plans but Fletch waits on).
+pub(crate) fn fletch_statement_kind(statement: &str) -> Option<FletchStatementKind> {
+    match kind(&tokenize(statement).ok()?) {
+        Kind::ShowExecutors | Kind::ShowTables => Some(FletchStatementKind::Show),
+        Kind::CreateTable | Kind::CacheTable | Kind::UncacheTable | Kind::DropTable => {
+            Some(FletchStatementKind::Change)
+        }
+        Kind::Other => None,
+    }
+}
+
 /// Whether `statement` is one Fletch runs itself rather than DataFusion (so DataFusion
 /// alone may not parse it).
 pub(crate) fn is_fletch_statement(statement: &str) -> bool {

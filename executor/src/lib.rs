@@ -24,14 +24,15 @@ mod status;
 mod store;
 mod task;
 
-pub use flight::auth::{
-    Credentials, Presented, authorization, cluster_credentials, member_check,
-    use_cluster_credentials,
-};
+pub use flight::auth::{Credentials, Presented, authorization};
 pub use flight::client::{
     ClientPool, ExecutorClient, FlightExchangeSource, connect, trust_cluster_certificate,
 };
-pub use flight::serve::{FlightServer, TlsIdentity};
+pub use flight::member::{
+    ClusterSecret, MIN_SECRET_BYTES, Member, check_member_proof, member_check, member_proof,
+    require_loopback_without_secret, require_member,
+};
+pub use flight::serve::{FlightServer, MAX_MESSAGE_BYTES, TlsIdentity};
 pub use fragments::FragmentStats;
 pub use server::{
     ExecutorHandle, ExecutorOptions, start_executor, start_executor_with, system_memory,

@@ -97,6 +97,14 @@ pub struct ResultTicket {
     /// The final task's one output partition.
     #[prost(message, optional, tag = "2")]
     pub partition: Option<PartitionTicket>,
+    /// Milliseconds since the Unix epoch after which executors refuse the ticket.
+    #[prost(uint64, tag = "3")]
+    pub expires_at_ms: u64,
+    /// The coordinator's signature over the rest, with the cluster secret
+    /// (`ClusterSecret::sign_result_ticket`): the one thing an executor accepts from a
+    /// user, for this one partition.
+    #[prost(bytes = "bytes", tag = "4")]
+    pub signature: bytes::Bytes,
 }
 
 impl ResultTicket {

@@ -10,9 +10,9 @@ use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use tokio::net::TcpListener;
 
-use crate::flight::auth::{Credentials, member_check};
 use crate::flight::client::{ClientPool, ExecutorClient};
-use crate::flight::serve::{FlightServer, TlsIdentity};
+use crate::flight::member::{ClusterSecret, member_check, require_loopback_without_secret};
+use crate::flight::serve::{FlightServer, MAX_MESSAGE_BYTES, TlsIdentity};
 use crate::flight::service::ExecutorService;
 use crate::fragments::{FragmentPieces, FragmentStats};
 use crate::memory::ExecutorMemoryPool;
@@ -26,6 +26,7 @@ pub struct ExecutorHandle {
     url: String,
     /// Sends heartbeats to the coordinator this executor joined, if any.
     membership: Option<Membership>,
+    secret: Option<ClusterSecret>,
     store: Arc<PartitionStore>,
     fragments: Arc<FragmentPieces>,
     pool: Arc<ExecutorMemoryPool>,
@@ -54,9 +55,10 @@ pub struct ExecutorOptions {
     pub memory_limit: usize,
     /// Serve over TLS with this certificate and key (the URL is then `https://`).
     pub tls: Option<TlsIdentity>,
-    /// What every caller must present (or a session token issued with them); `None`:
-    /// anyone who reaches the port may call.
-    pub credentials: Option<Credentials>,
+    /// The secret the cluster's members share: every call but a client's read of a
+    /// result ticket the coordinator signed must prove it. `None`: an open cluster,
+    /// where anyone who reaches the port is a member, so it listens on loopback only.
+    pub cluster_secret: Option<ClusterSecret>,
 }
 
 impl Default for ExecutorOptions {
@@ -65,7 +67,7 @@ impl Default for ExecutorOptions {
         Self {
             memory_limit: system_memory().map_or(usize::MAX, |m| m / 4 * 3),
             tls: None,
-            credentials: None,
+            cluster_secret: None,
         }
     }
 }
@@ -88,6 +90,7 @@ pub async fn start_executor_with(
     addr: SocketAddr,
     options: ExecutorOptions,
 ) -> std::io::Result<ExecutorHandle> {
+    require_loopback_without_secret(addr, options.cluster_secret.as_ref(), "an executor")?;
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     let scheme = if options.tls.is_some() {
@@ -109,19 +112,23 @@ pub async fn start_executor_with(
         fragments: Arc::clone(&fragments),
         pool: Arc::clone(&pool),
         session: SessionContext::new_with_config_rt(SessionConfig::new(), runtime),
-        clients: ClientPool::default(),
+        clients: ClientPool::new(options.cluster_secret.clone()),
     });
-    let service = ExecutorService { runner };
-    let tls = options.tls.as_ref();
-    let server = match options.credentials {
-        Some(credentials) => {
-            FlightServer::serve_checked(listener, service, member_check(credentials), tls)?
-        }
-        None => FlightServer::serve_checked(listener, service, |_| Ok(()), tls)?,
+    let service = ExecutorService {
+        runner,
+        secret: options.cluster_secret.clone(),
     };
+    let server = FlightServer::serve_checked(
+        listener,
+        service,
+        member_check(options.cluster_secret.clone()),
+        options.tls.as_ref(),
+        MAX_MESSAGE_BYTES,
+    )?;
     tracing::debug!(%url, "executor listening");
     Ok(ExecutorHandle {
         membership: None,
+        secret: options.cluster_secret,
         url,
         store,
         fragments,
@@ -178,21 +185,17 @@ impl ExecutorHandle {
         }
     }
 
-    /// Registers with the coordinator at `coordinator_url` (sending `authorization`,
-    /// when given, with every call) and keeps sending it a heartbeat every `interval`
-    /// until [`Self::leave`] or the handle drops. Fails if
-    /// the coordinator does not accept the registration.
+    /// Registers with the coordinator at `coordinator_url` (proving membership with
+    /// the executor's cluster secret) and keeps sending it a heartbeat every `interval`
+    /// until [`Self::leave`] or the handle drops. Fails if the coordinator does not
+    /// accept the registration.
     pub async fn join(
         &mut self,
         coordinator_url: &str,
         slots: usize,
         interval: Duration,
-        authorization: Option<String>,
     ) -> Result<(), TaskFailure> {
-        let mut coordinator = ExecutorClient::new(coordinator_url)?;
-        if let Some(header) = authorization {
-            coordinator = coordinator.with_authorization(header);
-        }
+        let coordinator = ExecutorClient::member(coordinator_url, self.secret.clone())?;
         coordinator
             .announce(protocol::REGISTER_EXECUTOR, &self.status(slots))
             .await?;

@@ -28,6 +28,9 @@ pub enum FailureReason {
     OutOfMemory = 6,
     /// The executor could not be reached or its connection broke: it is probably gone.
     ExecutorLost = 7,
+    /// The caller is not a member of the cluster (no or a wrong cluster secret) and
+    /// asked for something only members may do.
+    NotMember = 8,
 }
 
 impl FailureReason {
@@ -39,6 +42,7 @@ impl FailureReason {
             4 => Self::BadRequest,
             6 => Self::OutOfMemory,
             7 => Self::ExecutorLost,
+            8 => Self::NotMember,
             _ => Self::FetchFailed,
         }
     }
@@ -51,6 +55,7 @@ impl FailureReason {
             Self::FetchFailed => Code::Unavailable,
             Self::OutOfMemory => Code::ResourceExhausted,
             Self::ExecutorLost => Code::Unavailable,
+            Self::NotMember => Code::PermissionDenied,
         }
     }
 }

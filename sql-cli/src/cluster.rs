@@ -12,7 +12,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use fletch_engine::{
-    Coordinator, EndpointOptions, LocalCluster, MembershipOptions, serve_coordinator_with,
+    ClusterSecret, Coordinator, EndpointOptions, LocalCluster, MembershipOptions,
+    serve_coordinator_with,
 };
 use fletch_executor::{ExecutorOptions, start_executor_with};
 
@@ -65,10 +66,11 @@ pub async fn run_embedded_server(
 pub async fn run_coordinator(
     listen: SocketAddr,
     membership: MembershipOptions,
+    secret: Option<ClusterSecret>,
     endpoint: EndpointOptions,
 ) -> Result<()> {
     let coordinator =
-        Coordinator::with_membership(&[], membership).context("starting the coordinator")?;
+        Coordinator::with_secret(&[], membership, secret).context("starting the coordinator")?;
     let server = serve_coordinator_with(coordinator, listen, endpoint)
         .await
         .with_context(|| format!("serving on {listen}"))?;
@@ -85,8 +87,6 @@ pub struct Membership<'a> {
     pub heartbeat_interval: Duration,
     /// How long queries running here may take to finish once told to stop.
     pub drain: Duration,
-    /// Sent as `authorization` with every call to the coordinator.
-    pub authorization: Option<String>,
 }
 
 pub async fn run_executor(
@@ -99,13 +99,12 @@ pub async fn run_executor(
         slots,
         heartbeat_interval,
         drain,
-        authorization,
     } = membership;
     let mut executor = start_executor_with(listen, options)
         .await
         .with_context(|| format!("serving on {listen}"))?;
     executor
-        .join(coordinator, slots, heartbeat_interval, authorization)
+        .join(coordinator, slots, heartbeat_interval)
         .await
         .with_context(|| format!("joining the coordinator at {coordinator}"))?;
     announce(executor.url())?;

@@ -9,13 +9,14 @@ mod shell;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use fletch_engine::{
-    Credentials, DEFAULT_EXECUTORS, EndpointOptions, LocalCluster, MembershipOptions, TlsIdentity,
-    tpch,
+    ClusterSecret, Credentials, DEFAULT_EXECUTORS, EndpointOptions, LocalCluster, Locations,
+    MembershipOptions, TlsIdentity, Users, tpch,
 };
 
 #[global_allocator]
@@ -42,14 +43,54 @@ pub struct Args {
     #[arg(long, env = "FLETCH_EXECUTORS", default_value_t = DEFAULT_EXECUTORS)]
     executors: usize,
 
-    /// User name: what `serve` and `coordinator` require of clients (with --password),
-    /// and what `executor` and `--connect` present.
+    /// User name: `serve` and `coordinator` admit this one user, as an admin (with
+    /// --password; see --users for more); `--connect` signs in as it.
     #[arg(long, env = "FLETCH_USER", global = true)]
     user: Option<String>,
 
     /// Password that goes with --user.
     #[arg(long, env = "FLETCH_PASSWORD", global = true, hide_env_values = true)]
     password: Option<String>,
+
+    /// `serve` and `coordinator`: the users who may sign in, a TOML file of
+    /// `[[user]]` entries with `name`, `password_hash` (`fletch hash-password`) and
+    /// `role` (admin, writer or reader).
+    #[arg(long, env = "FLETCH_USERS", value_name = "FILE", global = true)]
+    users: Option<PathBuf>,
+
+    /// `coordinator` and `executor`: a file holding the secret the cluster's members
+    /// share (at least 16 bytes). Only members may run tasks, move table data or join;
+    /// signed-in users never are. Without one, a process listens on loopback only.
+    #[arg(
+        long,
+        env = "FLETCH_CLUSTER_SECRET_FILE",
+        value_name = "FILE",
+        global = true
+    )]
+    cluster_secret_file: Option<PathBuf>,
+
+    /// The cluster secret itself; meant for the FLETCH_CLUSTER_SECRET variable, since
+    /// a flag's value shows in the process list.
+    #[arg(
+        long,
+        env = "FLETCH_CLUSTER_SECRET",
+        global = true,
+        hide = true,
+        hide_env_values = true
+    )]
+    cluster_secret: Option<String>,
+
+    /// `serve` and `coordinator`: a directory under which statements from clients may
+    /// read and write files (CREATE EXTERNAL TABLE, COPY TO); repeatable. Default:
+    /// none. Symlinks and `..` are resolved before the check.
+    #[arg(
+        long = "allow-location",
+        env = "FLETCH_ALLOW_LOCATION",
+        value_name = "DIR",
+        value_delimiter = ',',
+        global = true
+    )]
+    allow_locations: Vec<PathBuf>,
 
     /// `serve`, `coordinator` and `executor`: serve over TLS with this PEM certificate
     /// chain (with --tls-key).
@@ -146,6 +187,9 @@ enum Command {
         #[command(flatten)]
         heartbeats: HeartbeatArgs,
     },
+    /// Print the Argon2 hash of a password read from standard input, for a `--users`
+    /// file's `password_hash`.
+    HashPassword,
     /// Time queries on single-node DataFusion and on the embedded cluster, side by side.
     Bench {
         #[command(subcommand)]
@@ -241,11 +285,43 @@ fn endpoint_options(args: &Args) -> Result<EndpointOptions> {
         (Some(_), None) => anyhow::bail!("--tls-cert needs --tls-key"),
         (None, Some(_)) => anyhow::bail!("--tls-key needs --tls-cert"),
     };
+    let users = match (&args.users, credentials(args)?) {
+        (Some(_), Some(_)) => anyhow::bail!("--users and --user/--password exclude each other"),
+        (Some(path), None) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading the users file {}", path.display()))?;
+            let users = Users::from_toml(&text)
+                .map_err(|e| anyhow::anyhow!("the users file {}: {e}", path.display()))?;
+            Some(Arc::new(users))
+        }
+        (None, Some(credentials)) => Some(Arc::new(
+            Users::single_admin(&credentials).map_err(|e| anyhow::anyhow!(e))?,
+        )),
+        (None, None) => None,
+    };
     Ok(EndpointOptions {
-        credentials: credentials(args)?,
+        users,
         session_idle: Duration::from_secs(args.session_idle_secs),
         tls,
+        locations: Locations::allow(&args.allow_locations).map_err(|e| anyhow::anyhow!(e))?,
+        ..Default::default()
     })
+}
+
+/// The cluster secret, from `--cluster-secret-file` or `FLETCH_CLUSTER_SECRET`.
+fn cluster_secret(args: &Args) -> Result<Option<ClusterSecret>> {
+    let text = match (&args.cluster_secret_file, &args.cluster_secret) {
+        (Some(_), Some(_)) => {
+            anyhow::bail!("give the cluster secret once: a file or FLETCH_CLUSTER_SECRET")
+        }
+        (Some(path), None) => std::fs::read_to_string(path)
+            .with_context(|| format!("reading the cluster secret {}", path.display()))?,
+        (None, Some(secret)) => secret.clone(),
+        (None, None) => return Ok(None),
+    };
+    ClusterSecret::new(&text)
+        .map(Some)
+        .map_err(|e| anyhow::anyhow!(e))
 }
 
 /// `--user` and `--password`, which go together.
@@ -282,11 +358,20 @@ fn main_inner() -> Result<ExitCode> {
         // Links to https:// executors and coordinators trust it too.
         fletch_executor::trust_cluster_certificate(pem);
     }
-    if let Some(credentials) = credentials(&args)? {
-        // Links to executors present them, and executors started here require them.
-        fletch_executor::use_cluster_credentials(credentials);
-    }
     match &args.command {
+        Some(Command::HashPassword) => {
+            let mut password = String::new();
+            std::io::stdin()
+                .read_line(&mut password)
+                .context("reading the password from standard input")?;
+            let password = password.trim_end_matches(['\n', '\r']);
+            anyhow::ensure!(!password.is_empty(), "no password on standard input");
+            println!(
+                "{}",
+                fletch_engine::hash_password(password).map_err(|e| anyhow::anyhow!(e))?
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
         Some(Command::Serve { listen }) => {
             runtime.block_on(cluster::run_embedded_server(
                 *listen,
@@ -300,6 +385,7 @@ fn main_inner() -> Result<ExitCode> {
             runtime.block_on(cluster::run_coordinator(
                 *listen,
                 heartbeats.options(),
+                cluster_secret(&args)?,
                 endpoint_options(&args)?,
             ))?;
             return Ok(ExitCode::SUCCESS);
@@ -315,7 +401,7 @@ fn main_inner() -> Result<ExitCode> {
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
             let mut options = fletch_executor::ExecutorOptions {
                 tls: endpoint_options(&args)?.tls,
-                credentials: credentials(&args)?,
+                cluster_secret: cluster_secret(&args)?,
                 ..Default::default()
             };
             if let Some(memory_limit) = args.memory {
@@ -326,7 +412,6 @@ fn main_inner() -> Result<ExitCode> {
                 slots,
                 heartbeat_interval: heartbeats.options().heartbeat_interval,
                 drain: Duration::from_secs(*drain_secs),
-                authorization: credentials(&args)?.map(|c| c.basic_header()),
             };
             runtime.block_on(cluster::run_executor(*listen, options, membership))?;
             return Ok(ExitCode::SUCCESS);

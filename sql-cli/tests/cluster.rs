@@ -795,19 +795,24 @@ fn a_cluster_runs_over_tls_on_every_link() {
 
 /// `fletch --connect URL` runs statements on a coordinator process over Flight SQL:
 /// tables made there live in the executor processes, and errors come back as errors.
-/// The coordinator requires credentials: the executors and the shell sign in with
-/// them; a shell or an executor without them is refused.
+/// The coordinator admits one user; the members share a cluster secret. A shell
+/// without credentials, and an executor without the secret, are refused.
 #[test]
 fn the_shell_connects_to_a_coordinator_process() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let secret = common::cluster_secret_file(dir.path());
+    let member = ["--cluster-secret-file", secret.as_str()];
     let sign_in = ["--user", "ops", "--password", "hunter2"];
-    let mut args = sign_in.to_vec();
+    let mut args = [sign_in.as_slice(), member.as_slice()].concat();
     args.extend(["coordinator", "--listen", "127.0.0.1:0"]);
     args.extend(HEARTBEATS);
     let coordinator = start(&args);
     let _executors: Vec<Process> = (0..2)
-        .map(|_| start_executor_signed_in(&coordinator.url, &sign_in))
+        .map(|_| start_executor_signed_in(&coordinator.url, &member))
         .collect();
+    // The user's password does not make an executor a member.
     let stranger = Command::new(env!("CARGO_BIN_EXE_fletch"))
+        .args(sign_in)
         .args([
             "executor",
             "--coordinator",
@@ -816,10 +821,13 @@ fn the_shell_connects_to_a_coordinator_process() {
             "127.0.0.1:0",
         ])
         .output()
-        .expect("run an executor without credentials");
+        .expect("run an executor without the cluster secret");
     assert!(!stranger.status.success());
     let stderr = String::from_utf8_lossy(&stranger.stderr);
-    assert!(stderr.contains("credentials required"), "{stderr}");
+    assert!(
+        stderr.contains("credentials required") && stderr.contains("cluster secret"),
+        "{stderr}"
+    );
     let anonymous = Command::new(env!("CARGO_BIN_EXE_fletch"))
         .args(["--connect", &coordinator.url, "-q", "-c", "SELECT 1"])
         .output()
@@ -845,8 +853,8 @@ fn the_shell_connects_to_a_coordinator_process() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("SELEC"), "{stderr}");
 
-    // The executors' own ports want the same: nothing, wrong credentials or a token no
-    // coordinator of this cluster signed get Unauthenticated.
+    // The executors' own ports want the secret: nothing, the user's credentials, or a
+    // proof made with another secret are refused.
     let out = run("SELECT url FROM fletch.executors ORDER BY url LIMIT 1");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let executor = stdout.lines().nth(1).expect("an executor url").to_string();
@@ -862,15 +870,16 @@ fn the_shell_connects_to_a_coordinator_process() {
         })
     };
     let err = refusal(None);
-    assert!(err.contains("credentials required"), "{err}");
-    let wrong = fletch_executor::Credentials {
+    assert!(err.contains("cluster members only"), "{err}");
+    let user = fletch_executor::Credentials {
         user: "ops".into(),
-        password: "guess".into(),
+        password: "hunter2".into(),
     };
-    let err = refusal(Some(wrong.basic_header()));
-    assert!(err.contains("wrong user or password"), "{err}");
-    let err = refusal(Some(format!("Bearer {}", wrong.issue_token())));
-    assert!(err.contains("unknown session token"), "{err}");
+    let err = refusal(Some(user.basic_header()));
+    assert!(err.contains("cluster members only"), "{err}");
+    let other = fletch_executor::ClusterSecret::new("another cluster's secret").expect("secret");
+    let err = refusal(Some(other.member_header()));
+    assert!(err.contains("wrong cluster secret"), "{err}");
 }
 
 /// An executor process killed while a client reads a query result straight from it

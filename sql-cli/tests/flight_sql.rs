@@ -16,7 +16,7 @@ use arrow_flight::{
 };
 use datafusion::prelude::SessionContext;
 use fletch_engine::{
-    Credentials, EndpointOptions, LocalCluster, serve_coordinator, serve_coordinator_with,
+    Credentials, EndpointOptions, LocalCluster, Users, serve_coordinator, serve_coordinator_with,
 };
 use futures::TryStreamExt;
 use prost::Message;
@@ -465,7 +465,7 @@ async fn credentials_are_required_and_checked() {
         Arc::clone(cluster.coordinator()),
         "127.0.0.1:0".parse().expect("address"),
         EndpointOptions {
-            credentials: Some(credentials.clone()),
+            users: Some(Arc::new(Users::single_admin(&credentials).expect("users"))),
             ..EndpointOptions::default()
         },
     )
@@ -517,14 +517,14 @@ async fn credentials_are_required_and_checked() {
     )
     .await;
     let err = open_beyond_loopback.err().expect("refused").to_string();
-    assert!(err.contains("needs credentials"), "{err}");
+    assert!(err.contains("needs users"), "{err}");
 
     // A session token unused for longer than the idle limit (zero here) expires.
     let expiring = serve_coordinator_with(
         Arc::clone(cluster.coordinator()),
         "127.0.0.1:0".parse().expect("address"),
         EndpointOptions {
-            credentials: Some(credentials),
+            users: Some(Arc::new(Users::single_admin(&credentials).expect("users"))),
             session_idle: std::time::Duration::ZERO,
             ..EndpointOptions::default()
         },

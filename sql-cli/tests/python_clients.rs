@@ -24,8 +24,15 @@ const DATA: &str = "SELECT value AS k, value % 7 AS g, 'row ' || CAST(value AS V
                     FROM generate_series(1, 2000)";
 const QUERY: &str = "SELECT g, count(*) AS n, sum(k) AS s, max(label) AS top FROM t GROUP BY g";
 
-/// A Python with the client packages, installed first if needed.
+/// A Python with the client packages, installed first if needed: once per test
+/// process, since the tests here run in parallel and two installs into one virtualenv
+/// collide.
 fn python_with_clients() -> PathBuf {
+    static PYTHON: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    PYTHON.get_or_init(install_python_clients).clone()
+}
+
+fn install_python_clients() -> PathBuf {
     let venv = std::env::var_os("FLETCH_PYTHON_VENV")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/fletch/python")))

@@ -1,29 +1,55 @@
-//! Who may call the coordinator's endpoint. With credentials configured, every request
-//! carries either `authorization: Basic` with them (the handshake; executors announcing
-//! themselves) or `authorization: Bearer` with a token the handshake gave and that is
-//! still alive; anything else is `Unauthenticated`, before the service sees it. Without
-//! credentials the endpoint is open and may only listen on loopback. The schemes and
-//! token signatures are shared with executors ([`fletch_executor::member_check`]).
+//! Who is calling the coordinator's endpoint, decided before the service sees the call.
+//!
+//! - A cluster member (an executor registering, beating or leaving) presents a
+//!   `Fletch-Member` proof of the cluster secret and is marked [`Member`].
+//! - A user hand-shakes with `Basic` credentials (checked by the handshake itself) and
+//!   then presents `Bearer` with the session token it got: the request carries that
+//!   session, and so the user, from here on.
+//! - Without users configured the endpoint is open on loopback: a call without a
+//!   token uses the shared session; and without a cluster secret too, any caller is
+//!   also a member, as on an open executor.
 
 use std::sync::Arc;
 
-use fletch_executor::{Credentials, Presented, authorization};
-use tonic::Status;
-use tonic::metadata::MetadataMap;
+use fletch_executor::{ClusterSecret, Member, Presented, authorization, member_proof};
+use tonic::{Request, Status};
 
-use super::handles::State;
+use super::handles::Sessions;
 
-/// The request check for an endpoint with `credentials`.
+/// The request check of an endpoint: `users_required` when users are configured,
+/// `secret` when the cluster has one.
 pub(crate) fn checker(
-    credentials: Credentials,
-    state: Arc<State>,
-) -> impl Fn(&MetadataMap) -> Result<(), Status> + Clone + Send + Sync + 'static {
-    move |metadata: &MetadataMap| {
-        let header = authorization(metadata)?
-            .ok_or_else(|| Status::unauthenticated("credentials required: hand-shake first"))?;
-        match Presented::parse(header)? {
-            Presented::Basic(encoded) => credentials.check_basic(encoded),
-            Presented::Bearer(token) => state.sessions.get(token).map(|_| ()),
+    users_required: bool,
+    secret: Option<ClusterSecret>,
+    sessions: Arc<Sessions>,
+) -> impl Fn(&mut Request<()>) -> Result<(), Status> + Clone + Send + Sync + 'static {
+    move |request: &mut Request<()>| {
+        if let Some(proof) = member_proof(request.metadata())? {
+            if let Some(secret) = &secret {
+                fletch_executor::check_member_proof(secret, proof)?;
+            }
+            request.extensions_mut().insert(Member);
+            return Ok(());
         }
+        if secret.is_none() && !users_required {
+            request.extensions_mut().insert(Member);
+        }
+        let header = authorization(request.metadata())?;
+        match header.map(Presented::parse).transpose()? {
+            Some(Presented::Bearer(token)) => {
+                let session = sessions.get(token)?;
+                request.extensions_mut().insert(session);
+            }
+            // Only the handshake takes credentials; it checks them itself.
+            Some(Presented::Basic(_)) => {}
+            None if users_required => {
+                return Err(Status::unauthenticated(
+                    "credentials required: users hand-shake first; cluster members present \
+                     the cluster secret",
+                ));
+            }
+            None => {}
+        }
+        Ok(())
     }
 }

@@ -1,5 +1,6 @@
 //! The cluster's own actions on the coordinator's endpoint: executors register, send
-//! heartbeats and leave; anyone may list them.
+//! heartbeats and leave, and members list them. Only cluster members may call them
+//! (users see the executors with `SHOW EXECUTORS`).
 
 use arrow_flight::{Action, ActionType};
 use fletch_executor::protocol::{self, ExecutorStatus};
@@ -25,8 +26,17 @@ fn executor_status(body: &[u8]) -> Result<ExecutorStatus, Status> {
 /// Runs a membership action; `None` when `action` is not one.
 pub(crate) async fn run(
     coordinator: &Coordinator,
+    extensions: &tonic::Extensions,
     action: &Action,
 ) -> Option<Result<Vec<arrow_flight::Result>, Status>> {
+    if !list().iter().any(|a| a.r#type == action.r#type) {
+        return None;
+    }
+    if let Err(refused) =
+        fletch_executor::require_member(extensions, &format!("action {:?}", action.r#type))
+    {
+        return Some(Err(refused));
+    }
     let replies = match action.r#type.as_str() {
         protocol::REGISTER_EXECUTOR | protocol::HEARTBEAT => {
             let registering = action.r#type == protocol::REGISTER_EXECUTOR;

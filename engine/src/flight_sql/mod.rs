@@ -7,14 +7,22 @@
 //! `fletch.result_endpoints = 'executors'` a query runs at `GetFlightInfo` instead, and
 //! its endpoint names the executor holding the result first and this endpoint second:
 //! both redeem the ticket. The cluster's membership actions share the endpoint
-//! ([`cluster_actions`]).
+//! ([`cluster_actions`]), for members only.
+//!
+//! Users sign in with the handshake ([`users`]); each statement is checked against
+//! the user's role and the allowed file locations ([`access`]) before it is planned.
 
+mod access;
 mod auth;
 mod cluster_actions;
 mod handles;
 mod metadata;
+mod users;
 
+pub use access::Locations;
 pub use fletch_executor::Credentials;
+pub use handles::SessionLimits;
+pub use users::{Role, User, Users, hash_password};
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -52,11 +60,10 @@ use fletch_planner::FletchOptions;
 use futures::{Stream, StreamExt, TryStreamExt};
 use prost::Message;
 use tokio::net::TcpListener;
-use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status, Streaming};
 
 use self::cluster_actions::bad_request;
-use self::handles::{ClientSession, Prepared, Served, State, handle_text};
+use self::handles::{ClientSession, Prepared, Served, Session, Sessions, handle_text};
 use crate::{Coordinator, DistributedExec, default_session_config, fletch_session};
 
 type ActionStream =
@@ -65,9 +72,17 @@ type DoGetStream = <CoordinatorService as FlightService>::DoGetStream;
 
 struct CoordinatorService {
     coordinator: Arc<Coordinator>,
-    /// The session of clients that did not hand-shake.
+    /// The session of clients that did not hand-shake (an endpoint without users).
     shared: ClientSession,
-    state: Arc<State>,
+    sessions: Arc<Sessions>,
+    /// Who may sign in; `None`: anyone, as an admin (loopback only).
+    users: Option<Arc<Users>>,
+    /// Where statements may read and write files.
+    locations: Locations,
+    /// Bytes of parameters one `DoPut` may send.
+    max_parameter_bytes: usize,
+    /// How long a result ticket redeemable at an executor stays valid.
+    ticket_life: Duration,
 }
 
 fn to_status(e: DataFusionError) -> Status {
@@ -80,17 +95,6 @@ fn to_status(e: DataFusionError) -> Status {
         DataFusionError::ResourcesExhausted(_) => Status::resource_exhausted(message),
         _ => Status::internal(message),
     }
-}
-
-/// The bearer token of a request, if it carries one.
-fn bearer(metadata: &MetadataMap) -> Result<Option<String>, Status> {
-    let Some(value) = fletch_executor::authorization(metadata)? else {
-        return Ok(None);
-    };
-    Ok(match fletch_executor::Presented::parse(value) {
-        Ok(fletch_executor::Presented::Bearer(token)) => Some(token.to_string()),
-        _ => None,
-    })
 }
 
 /// The Flight location meaning "the service that gave this endpoint".
@@ -223,22 +227,40 @@ fn encode_schema(schema: &Schema) -> Result<bytes::Bytes, Status> {
 }
 
 impl CoordinatorService {
-    /// The session a request belongs to: its bearer token's, or the shared one.
+    /// The session a request belongs to: its bearer token's (found by the request
+    /// check), or without users the shared one.
     fn session<T>(&self, request: &Request<T>) -> Result<ClientSession, Status> {
-        match bearer(request.metadata())? {
-            None => Ok(Arc::clone(&self.shared)),
-            Some(token) => self.state.sessions.get(&token),
+        if let Some(session) = request.extensions().get::<ClientSession>() {
+            return Ok(Arc::clone(session));
         }
+        if self.users.is_none() {
+            return Ok(Arc::clone(&self.shared));
+        }
+        Err(Status::unauthenticated(
+            "credentials required: hand-shake first",
+        ))
+    }
+
+    /// Refuses `sql` unless the session's user may run it.
+    fn authorize(&self, session: &Session, sql: &str) -> Result<(), Status> {
+        access::authorize(&session.user, Some(&self.locations), &session.ctx, sql)
+    }
+
+    /// Plans one statement of `session`'s user, once allowed.
+    async fn plan(&self, session: &Session, sql: &str) -> Result<DataFrame, Status> {
+        self.authorize(session, sql)?;
+        crate::sql(&session.ctx, sql).await.map_err(to_status)
     }
 
     /// Keeps `dataframe` for its `DoGet` and describes its result.
     fn waiting_info(
         &self,
+        session: &Session,
         dataframe: DataFrame,
         descriptor: FlightDescriptor,
     ) -> Result<Response<FlightInfo>, Status> {
         let schema = dataframe.schema().as_arrow().clone();
-        let handle = self.state.waiting.insert(dataframe);
+        let handle = session.waiting.insert(dataframe);
         let ticket = TicketStatementQuery {
             statement_handle: handle.into_bytes().into(),
         };
@@ -250,6 +272,7 @@ impl CoordinatorService {
     /// started now and read from the executor of its final task.
     async fn statement_info(
         &self,
+        session: &ClientSession,
         dataframe: DataFrame,
         descriptor: FlightDescriptor,
     ) -> Result<Response<FlightInfo>, Status> {
@@ -260,7 +283,7 @@ impl CoordinatorService {
             None => false,
         };
         if !from_executors {
-            return self.waiting_info(dataframe, descriptor);
+            return self.waiting_info(session, dataframe, descriptor);
         }
         let plan = dataframe
             .clone()
@@ -269,12 +292,13 @@ impl CoordinatorService {
             .map_err(to_status)?;
         let Some(distributed) = plan.downcast_ref::<DistributedExec>() else {
             // Catalog listings and the like run on the coordinator anyway.
-            return self.waiting_info(dataframe, descriptor);
+            return self.waiting_info(session, dataframe, descriptor);
         };
         let schema = plan.schema();
         let (mut run, result) = distributed.serve(ctx).map_err(to_status)?;
         let handle = uuid::Uuid::new_v4().to_string();
-        let state = Arc::clone(&self.state);
+        // Weak: the session owns the query, not the other way round.
+        let owner = Arc::downgrade(session);
         let forget = handle.clone();
         let (registered, entered) = tokio::sync::oneshot::channel::<()>();
         let query = SpawnedTask::spawn(async move {
@@ -290,17 +314,21 @@ impl CoordinatorService {
             // failure from its read; the log says why. Dropping the entry aborts this
             // task, after this poll.
             let _ = entered.await;
-            let entry = state.served.remove(&forget);
+            let entry = owner.upgrade().and_then(|s| s.served.remove(&forget));
             if let Err(e) = &end {
                 tracing::warn!("a query serving its result from an executor failed: {e}");
             }
             drop(entry);
             end
         });
-        let ticket = ResultTicket {
+        let mut ticket = ResultTicket {
             handle: handle.clone(),
             partition: Some(result.partition.clone()),
+            ..Default::default()
         };
+        if let Some(secret) = self.coordinator.cluster_secret() {
+            secret.sign_result_ticket(&mut ticket, self.ticket_life);
+        }
         let endpoint = FlightEndpoint::new()
             .with_ticket(Ticket::new(ticket.to_ticket_bytes()))
             .with_location(flight_location(&result.url))
@@ -310,7 +338,7 @@ impl CoordinatorService {
             .map_err(|e| Status::internal(format!("encoding the result schema: {e}")))?
             .with_endpoint(endpoint)
             .with_descriptor(descriptor);
-        self.state.served.insert_at(
+        session.served.insert_at(
             handle,
             Arc::new(Served {
                 result,
@@ -322,33 +350,26 @@ impl CoordinatorService {
         Ok(Response::new(info))
     }
 
-    /// The prepared statement `handle` names, if the session of `request` prepared it:
-    /// another session's (or one from a session that expired) is not found.
-    fn prepared<T>(
-        &self,
-        request: &Request<T>,
-        handle: &[u8],
-    ) -> Result<(String, Prepared), Status> {
-        let session = self.session(request)?;
+    /// The prepared statement `handle` names in `session`: another session's (or one
+    /// from a session that expired) is not found.
+    fn prepared(&self, session: &Session, handle: &[u8]) -> Result<(String, Prepared), Status> {
         let handle = handle_text(handle, "prepared statement")?;
-        match self.state.prepared.get(&handle) {
-            Some(prepared) if Arc::ptr_eq(&prepared.session, &session) => Ok((handle, prepared)),
-            _ => Err(Status::not_found(format!(
+        match session.prepared.get(&handle) {
+            Some(prepared) => Ok((handle, prepared)),
+            None => Err(Status::not_found(format!(
                 "no prepared statement {handle:?} in this session"
             ))),
         }
     }
 
     /// The prepared statement `handle` names, with its parameters bound.
-    async fn prepared_dataframe<T>(
+    async fn prepared_dataframe(
         &self,
-        request: &Request<T>,
+        session: &Session,
         handle: &[u8],
     ) -> Result<DataFrame, Status> {
-        let (_, prepared) = self.prepared(request, handle)?;
-        let dataframe = crate::sql(&prepared.session, &prepared.sql)
-            .await
-            .map_err(to_status)?;
+        let (_, prepared) = self.prepared(session, handle)?;
+        let dataframe = self.plan(session, &prepared.sql).await?;
         match prepared.parameters {
             Some(parameters) => dataframe.with_param_values(parameters).map_err(to_status),
             None => Ok(dataframe),
@@ -357,14 +378,14 @@ impl CoordinatorService {
 
     /// Cancels every statement `info`'s tickets name: waiting ones are forgotten,
     /// streaming ones stopped (which releases their tasks on every executor).
-    fn cancel(&self, info: &FlightInfo) -> CancelStatus {
+    fn cancel(&self, session: &Session, info: &FlightInfo) -> CancelStatus {
         let mut found = false;
         for endpoint in &info.endpoint {
             let Some(ticket) = &endpoint.ticket else {
                 continue;
             };
             if let Some(Ok(result)) = ResultTicket::from_ticket_bytes(&ticket.ticket) {
-                found |= self.state.served.remove(&result.handle).is_some();
+                found |= session.served.remove(&result.handle).is_some();
                 continue;
             }
             let Ok(any) = arrow_flight::sql::Any::decode(ticket.ticket.clone()) else {
@@ -374,8 +395,8 @@ impl CoordinatorService {
                 continue;
             };
             let handle = String::from_utf8_lossy(&statement.statement_handle).to_string();
-            found |= self.state.waiting.remove(&handle).is_some();
-            if let Some(running) = self.state.running.remove(&handle) {
+            found |= session.waiting.remove(&handle).is_some();
+            if let Some(running) = session.running.remove(&handle) {
                 running.abort();
                 found = true;
             }
@@ -392,20 +413,34 @@ impl CoordinatorService {
 impl FlightSqlService for CoordinatorService {
     type FlightService = CoordinatorService;
 
-    /// Gives the client a session of its own, named by the bearer token returned (in
-    /// the payload and the `authorization` header).
+    /// Signs the user in (`Basic` credentials, where the endpoint has users) and gives
+    /// the client a session of its own, named by the bearer token returned (in the
+    /// payload and the `authorization` header).
     async fn do_handshake(
         &self,
-        _request: Request<Streaming<HandshakeRequest>>,
+        request: Request<Streaming<HandshakeRequest>>,
     ) -> Result<
         Response<Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>>,
         Status,
     > {
-        let session = Arc::new(fletch_session(
-            Arc::clone(&self.coordinator),
-            default_session_config(),
-        ));
-        let token = self.state.sessions.open(session);
+        let user = match &self.users {
+            Some(users) => {
+                let header = fletch_executor::authorization(request.metadata())?
+                    .ok_or_else(|| Status::unauthenticated("credentials required"))?;
+                let fletch_executor::Presented::Basic(encoded) =
+                    fletch_executor::Presented::parse(header)?
+                else {
+                    return Err(Status::unauthenticated(
+                        "the handshake takes Basic credentials",
+                    ));
+                };
+                users.sign_in(&Credentials::from_basic(encoded)?).await?
+            }
+            None => Arc::clone(&self.shared.user),
+        };
+        let ctx = fletch_session(Arc::clone(&self.coordinator), default_session_config());
+        let session = Session::new(ctx, user, self.sessions.limits());
+        let token = self.sessions.open(session)?;
         let reply = HandshakeResponse {
             protocol_version: 0,
             payload: token.clone().into_bytes().into(),
@@ -424,15 +459,15 @@ impl FlightSqlService for CoordinatorService {
         &self,
         request: Request<Action>,
     ) -> Result<Response<<Self as FlightService>::DoActionStream>, Status> {
-        let action = request.into_inner();
-        if action.r#type == "CancelFlightInfo" {
-            let cancel = CancelFlightInfoRequest::decode(action.body)
+        if request.get_ref().r#type == "CancelFlightInfo" {
+            let session = self.session(&request)?;
+            let cancel = CancelFlightInfoRequest::decode(request.into_inner().body)
                 .map_err(|e| bad_request(format!("malformed CancelFlightInfo: {e}")))?;
             let info = cancel
                 .info
                 .ok_or_else(|| bad_request("CancelFlightInfo without a FlightInfo"))?;
             let result = CancelFlightInfoResult {
-                status: self.cancel(&info) as i32,
+                status: self.cancel(&session, &info) as i32,
             };
             let reply = arrow_flight::Result {
                 body: result.encode_to_vec().into(),
@@ -440,7 +475,9 @@ impl FlightSqlService for CoordinatorService {
             let stream: ActionStream = futures::stream::iter([Ok(reply)]).boxed();
             return Ok(Response::new(stream));
         }
-        let Some(replies) = cluster_actions::run(&self.coordinator, &action).await else {
+        let (_, extensions, action) = request.into_parts();
+        let Some(replies) = cluster_actions::run(&self.coordinator, &extensions, &action).await
+        else {
             return Err(bad_request(format!(
                 "unknown action type {:?}",
                 action.r#type
@@ -470,30 +507,30 @@ impl FlightSqlService for CoordinatorService {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let session = self.session(&request)?;
-        let dataframe = crate::sql(&session, &query.query)
+        let dataframe = self.plan(&session, &query.query).await?;
+        self.statement_info(&session, dataframe, request.into_inner())
             .await
-            .map_err(to_status)?;
-        self.statement_info(dataframe, request.into_inner()).await
     }
 
     async fn do_get_statement(
         &self,
         ticket: TicketStatementQuery,
-        _request: Request<Ticket>,
+        request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
+        let session = self.session(&request)?;
         let handle = handle_text(&ticket.statement_handle, "statement")?;
-        let dataframe = self
-            .state
-            .waiting
-            .remove(&handle)
-            .ok_or_else(|| Status::not_found(format!("no statement {handle:?} is waiting")))?;
+        let dataframe = session.waiting.remove(&handle).ok_or_else(|| {
+            Status::not_found(format!(
+                "no statement {handle:?} is waiting in this session"
+            ))
+        })?;
         let batches = dataframe.execute_stream().await.map_err(to_status)?;
         let schema = batches.schema();
         let (batches, abort) = futures::stream::abortable(batches);
-        self.state.running.insert_at(handle.clone(), abort);
+        session.running.insert_at(handle.clone(), abort);
         // Forgets the handle when the stream ends or the client goes away.
         let forget = ForgetRunning {
-            state: Arc::clone(&self.state),
+            session: Arc::downgrade(&session),
             handle,
         };
         let batches = batches.map(move |batch| {
@@ -507,9 +544,10 @@ impl FlightSqlService for CoordinatorService {
     /// endpoint locations, or could not reach the executor, the rows come through here.
     async fn do_get_fallback(
         &self,
-        _request: Request<Ticket>,
+        request: Request<Ticket>,
         message: arrow_flight::sql::Any,
     ) -> Result<Response<DoGetStream>, Status> {
+        let session = self.session(&request)?;
         if message.type_url != RESULT_TICKET_TYPE {
             return Err(Status::unimplemented(format!(
                 "do_get: unknown ticket type {:?}",
@@ -518,9 +556,9 @@ impl FlightSqlService for CoordinatorService {
         }
         let ticket = ResultTicket::decode(message.value)
             .map_err(|e| Status::invalid_argument(format!("malformed result ticket: {e}")))?;
-        let served = self.state.served.get(&ticket.handle).ok_or_else(|| {
+        let served = session.served.get(&ticket.handle).ok_or_else(|| {
             Status::not_found(format!(
-                "no result {:?} is being served: it was read, cancelled or failed",
+                "no result {:?} is being served in this session: it was read, cancelled or failed",
                 ticket.handle
             ))
         })?;
@@ -542,9 +580,9 @@ impl FlightSqlService for CoordinatorService {
         request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
         let session = self.session(&request)?;
-        let batches = crate::sql(&session, &update.query)
-            .await
-            .map_err(to_status)?
+        let batches = self
+            .plan(&session, &update.query)
+            .await?
             .collect()
             .await
             .map_err(to_status)?;
@@ -557,10 +595,11 @@ impl FlightSqlService for CoordinatorService {
         request: Request<Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
         let session = self.session(&request)?;
+        self.authorize(&session, &query.query)?;
         // Queries and DataFusion's own statements are planned now, for their schemas;
         // Fletch's (CREATE TABLE ... PARTITION BY, CACHE TABLE) when executed.
         let (dataset_schema, parameter_schema) =
-            match session.state().create_logical_plan(&query.query).await {
+            match session.ctx.state().create_logical_plan(&query.query).await {
                 Ok(plan) => (plan.schema().as_arrow().clone(), parameter_schema(&plan)?),
                 Err(e) if crate::statements::is_fletch_statement(&query.query) => {
                     tracing::debug!("prepared as a Fletch statement: {e}");
@@ -569,11 +608,10 @@ impl FlightSqlService for CoordinatorService {
                 Err(e) => return Err(to_status(e)),
             };
         let prepared = Prepared {
-            session,
             sql: query.query,
             parameters: None,
         };
-        let handle = self.state.prepared.insert(prepared);
+        let handle = session.prepared.insert(prepared);
         Ok(ActionCreatePreparedStatementResult {
             prepared_statement_handle: handle.into_bytes().into(),
             dataset_schema: encode_schema(&dataset_schema)?,
@@ -586,8 +624,9 @@ impl FlightSqlService for CoordinatorService {
         query: ActionClosePreparedStatementRequest,
         request: Request<Action>,
     ) -> Result<(), Status> {
-        let (handle, _) = self.prepared(&request, &query.prepared_statement_handle)?;
-        self.state.prepared.remove(&handle);
+        let session = self.session(&request)?;
+        let (handle, _) = self.prepared(&session, &query.prepared_statement_handle)?;
+        session.prepared.remove(&handle);
         Ok(())
     }
 
@@ -596,19 +635,11 @@ impl FlightSqlService for CoordinatorService {
         query: CommandPreparedStatementQuery,
         request: Request<PeekableFlightDataStream>,
     ) -> Result<DoPutPreparedStatementResult, Status> {
-        let (handle, mut prepared) = self.prepared(&request, &query.prepared_statement_handle)?;
-        let batches: Vec<RecordBatch> =
-            arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(
-                request.into_inner().map_err(FlightError::from),
-            )
-            .try_collect()
-            .await
-            .map_err(|e| Status::invalid_argument(format!("reading parameters: {e}")))?;
-        prepared.parameters = match batches.iter().find(|b| b.num_rows() > 0) {
-            Some(batch) => Some(parameters_from(batch)?),
-            None => None,
-        };
-        self.state.prepared.insert_at(handle.clone(), prepared);
+        let session = self.session(&request)?;
+        let (handle, mut prepared) = self.prepared(&session, &query.prepared_statement_handle)?;
+        let batch = the_parameter_row(request.into_inner(), self.max_parameter_bytes).await?;
+        prepared.parameters = batch.as_ref().map(parameters_from).transpose()?;
+        session.prepared.insert_at(handle.clone(), prepared);
         Ok(DoPutPreparedStatementResult {
             prepared_statement_handle: Some(handle.into_bytes().into()),
         })
@@ -619,10 +650,12 @@ impl FlightSqlService for CoordinatorService {
         query: CommandPreparedStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
+        let session = self.session(&request)?;
         let dataframe = self
-            .prepared_dataframe(&request, &query.prepared_statement_handle)
+            .prepared_dataframe(&session, &query.prepared_statement_handle)
             .await?;
-        self.statement_info(dataframe, request.into_inner()).await
+        self.statement_info(&session, dataframe, request.into_inner())
+            .await
     }
 
     async fn do_put_prepared_statement_update(
@@ -630,8 +663,9 @@ impl FlightSqlService for CoordinatorService {
         query: CommandPreparedStatementUpdate,
         request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
+        let session = self.session(&request)?;
         let batches = self
-            .prepared_dataframe(&request, &query.prepared_statement_handle)
+            .prepared_dataframe(&session, &query.prepared_statement_handle)
             .await?
             .collect()
             .await
@@ -655,7 +689,8 @@ impl FlightSqlService for CoordinatorService {
     ) -> Result<Response<DoGetStream>, Status> {
         let session = self.session(&request)?;
         Ok(Response::new(batch_stream(metadata::catalogs(
-            &session, query,
+            &session.ctx,
+            query,
         )?)))
     }
 
@@ -675,7 +710,8 @@ impl FlightSqlService for CoordinatorService {
     ) -> Result<Response<DoGetStream>, Status> {
         let session = self.session(&request)?;
         Ok(Response::new(batch_stream(metadata::schemas(
-            &session, query,
+            &session.ctx,
+            query,
         )?)))
     }
 
@@ -694,7 +730,7 @@ impl FlightSqlService for CoordinatorService {
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
         let session = self.session(&request)?;
-        let batch = metadata::tables(&session, query).await?;
+        let batch = metadata::tables(&session.ctx, query).await?;
         Ok(Response::new(batch_stream(batch)))
     }
 
@@ -825,16 +861,59 @@ impl FlightSqlService for CoordinatorService {
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
 }
 
-/// Takes a statement out of the running ones when its stream is dropped.
+/// Takes a statement out of its session's running ones when its stream is dropped.
 struct ForgetRunning {
-    state: Arc<State>,
+    session: std::sync::Weak<Session>,
     handle: String,
 }
 
 impl Drop for ForgetRunning {
     fn drop(&mut self) {
-        self.state.running.remove(&self.handle);
+        if let Some(session) = self.session.upgrade() {
+            session.running.remove(&self.handle);
+        }
     }
+}
+
+/// The one parameter row a `DoPut` sends, as a one-row batch (`None` for none). The
+/// stream is read only up to `max_bytes` of Flight data, so a client cannot make the
+/// coordinator read more than that, and it holds one batch at a time; more than one
+/// row is refused, not ignored.
+async fn the_parameter_row(
+    stream: PeekableFlightDataStream,
+    max_bytes: usize,
+) -> Result<Option<RecordBatch>, Status> {
+    let mut seen = 0usize;
+    let capped = stream.map(move |data| {
+        let data = data?;
+        seen = seen.saturating_add(data.data_body.len() + data.data_header.len());
+        if seen > max_bytes {
+            return Err(Status::invalid_argument(format!(
+                "the parameters exceed {max_bytes} bytes, this endpoint's limit"
+            )));
+        }
+        Ok(data)
+    });
+    let mut batches = arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(
+        capped.map_err(FlightError::from),
+    );
+    let (mut row, mut rows) = (None, 0usize);
+    while let Some(batch) = batches.next().await {
+        let batch = batch.map_err(|e| match e {
+            FlightError::Tonic(status) => *status,
+            other => Status::invalid_argument(format!("reading parameters: {other}")),
+        })?;
+        if row.is_none() && batch.num_rows() > 0 {
+            row = Some(batch.slice(0, 1));
+        }
+        rows = rows.saturating_add(batch.num_rows());
+    }
+    if rows > 1 {
+        return Err(Status::invalid_argument(format!(
+            "a statement binds one row of parameters; {rows} rows were sent"
+        )));
+    }
+    Ok(row)
 }
 
 fn no_foreign_keys() -> DoGetStream {
@@ -847,22 +926,40 @@ pub type CoordinatorServer = FlightServer;
 /// How the coordinator's endpoint admits clients.
 #[derive(Debug, Clone)]
 pub struct EndpointOptions {
-    /// What every client must present; `None`: an open endpoint, on loopback only.
-    pub credentials: Option<Credentials>,
+    /// Who may sign in; `None`: an open endpoint, on loopback only, where every
+    /// client is an admin.
+    pub users: Option<Arc<Users>>,
     /// A session token unused this long expires (the client hand-shakes again).
     pub session_idle: Duration,
     /// Serve over TLS with this certificate and key.
     pub tls: Option<TlsIdentity>,
+    /// Where statements may read and write files; none by default.
+    pub locations: Locations,
+    /// Sessions and the handles each may hold.
+    pub limits: SessionLimits,
+    /// The largest request message, and the most parameter data one `DoPut` may send.
+    pub max_request_bytes: usize,
 }
 
 impl Default for EndpointOptions {
     fn default() -> Self {
         Self {
-            credentials: None,
+            users: None,
             session_idle: Duration::from_secs(3600),
             tls: None,
+            locations: Locations::default(),
+            limits: SessionLimits::default(),
+            max_request_bytes: 16 << 20,
         }
     }
+}
+
+/// The user of an endpoint without users.
+fn anonymous_admin() -> Arc<User> {
+    Arc::new(User {
+        name: "anonymous".to_string(),
+        role: Role::Admin,
+    })
 }
 
 /// Serves `coordinator`'s Flight endpoint on `addr` (port 0 picks a free port), open
@@ -874,47 +971,56 @@ pub async fn serve_coordinator(
     serve_coordinator_with(coordinator, addr, EndpointOptions::default()).await
 }
 
-/// [`serve_coordinator`] with `options`: with credentials every client must present
-/// them (Basic) or the bearer token the handshake gave; without, the endpoint is open
-/// and refuses to listen beyond loopback.
+/// [`serve_coordinator`] with `options`: with users every client signs in with the
+/// handshake and presents its bearer token after; without, the endpoint is open and
+/// refuses to listen beyond loopback. Users need a cluster secret, so that no user can
+/// act as an executor.
 pub async fn serve_coordinator_with(
     coordinator: Arc<Coordinator>,
     addr: SocketAddr,
     options: EndpointOptions,
 ) -> std::io::Result<CoordinatorServer> {
-    if options.credentials.is_none() && !addr.ip().is_loopback() {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            format!(
-                "{addr} is not a loopback address: serving beyond loopback needs credentials \
-                 (--user and --password)"
-            ),
+    let invalid = |message: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, message);
+    if options.users.is_none() && !addr.ip().is_loopback() {
+        return Err(invalid(format!(
+            "{addr} is not a loopback address: serving beyond loopback needs users \
+             (--users FILE, or --user and --password)"
+        )));
+    }
+    let secret = coordinator.cluster_secret().cloned();
+    fletch_executor::require_loopback_without_secret(addr, secret.as_ref(), "a coordinator")?;
+    if options.users.is_some() && secret.is_none() {
+        return Err(invalid(
+            "users need a cluster secret (--cluster-secret-file or FLETCH_CLUSTER_SECRET): \
+             without one, nothing tells a signed-in user from an executor"
+                .to_string(),
         ));
     }
     let listener = TcpListener::bind(addr).await?;
-    let shared = Arc::new(fletch_session(
-        Arc::clone(&coordinator),
-        default_session_config(),
-    ));
-    let state = Arc::new(State::new(
-        options.session_idle,
-        options.credentials.clone(),
-    ));
+    let shared_ctx = fletch_session(Arc::clone(&coordinator), default_session_config());
+    let shared = Arc::new(Session::new(shared_ctx, anonymous_admin(), &options.limits));
+    let sessions = Arc::new(Sessions::new(options.session_idle, options.limits));
+    let check = auth::checker(options.users.is_some(), secret, Arc::clone(&sessions));
+    match &options.users {
+        Some(users) => tracing::info!(?users, "Flight SQL endpoint requires users to sign in"),
+        None => {
+            tracing::info!(%addr, "Flight SQL endpoint open to anyone on loopback (no users set)")
+        }
+    }
     let service = CoordinatorService {
         coordinator,
         shared,
-        state: Arc::clone(&state),
+        sessions,
+        users: options.users,
+        locations: options.locations,
+        max_parameter_bytes: options.max_request_bytes,
+        ticket_life: options.session_idle,
     };
-    let tls = options.tls.as_ref();
-    match options.credentials {
-        Some(credentials) => {
-            tracing::info!(user = %credentials.user, "Flight SQL endpoint requires credentials");
-            let check = auth::checker(credentials, state);
-            FlightServer::serve_checked(listener, service, check, tls)
-        }
-        None => {
-            tracing::info!(%addr, "Flight SQL endpoint open to anyone on loopback (no credentials set)");
-            FlightServer::serve_checked(listener, service, |_| Ok(()), tls)
-        }
-    }
+    FlightServer::serve_checked(
+        listener,
+        service,
+        check,
+        options.tls.as_ref(),
+        options.max_request_bytes,
+    )
 }

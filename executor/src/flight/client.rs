@@ -21,6 +21,7 @@ use parking_lot::Mutex;
 use prost::Message;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
+use super::member::ClusterSecret;
 use super::validate::validate_batch;
 use super::{MAX_FRAME_BYTES, MAX_MESSAGE_BYTES};
 use crate::protocol::{
@@ -62,25 +63,38 @@ pub fn trust_cluster_certificate(ca_pem: Vec<u8>) -> bool {
     TRUSTED_CA.set(ca_pem).is_ok()
 }
 
-/// Calls one executor.
+/// Calls one executor (or the coordinator's membership actions).
 #[derive(Debug, Clone)]
 pub struct ExecutorClient {
     url: String,
     channel: Channel,
-    /// Sent as `authorization` with every action (a coordinator with credentials).
+    /// Sent as `authorization` with every call, instead of a member proof.
     authorization: Option<String>,
+    /// Proves membership with every call (a fresh proof each time).
+    member: Option<ClusterSecret>,
 }
 
 impl ExecutorClient {
+    /// A client that presents nothing: enough for an open cluster (no secret).
     pub fn new(url: &str) -> Result<Self, TaskFailure> {
         Ok(Self {
             url: url.to_string(),
             channel: connect(url)?,
             authorization: None,
+            member: None,
         })
     }
 
-    /// This client, sending `header` as `authorization` with every action.
+    /// A client of a cluster member: every call proves membership with `secret`
+    /// (none: an open cluster).
+    pub fn member(url: &str, secret: Option<ClusterSecret>) -> Result<Self, TaskFailure> {
+        Ok(Self {
+            member: secret,
+            ..Self::new(url)?
+        })
+    }
+
+    /// This client, sending `header` as `authorization` with every call.
     pub fn with_authorization(mut self, header: String) -> Self {
         self.authorization = Some(header);
         self
@@ -96,18 +110,19 @@ impl ExecutorClient {
             .max_encoding_message_size(MAX_MESSAGE_BYTES)
     }
 
-    /// What this client presents: its own header, else the cluster's credentials.
-    fn authorization(&self) -> Option<&str> {
-        match &self.authorization {
-            Some(header) => Some(header),
-            None => super::auth::cluster_authorization(),
+    /// What this client presents: its own header, else a member proof.
+    fn authorization(&self) -> Option<String> {
+        match (&self.authorization, &self.member) {
+            (Some(header), _) => Some(header.clone()),
+            (None, Some(secret)) => Some(secret.member_header()),
+            (None, None) => None,
         }
     }
 
     fn flight(&self) -> FlightClient {
         let mut client = FlightClient::new_from_inner(self.service());
         if let Some(header) = self.authorization()
-            && let Err(e) = client.add_header("authorization", header)
+            && let Err(e) = client.add_header("authorization", &header)
         {
             tracing::warn!(url = %self.url, "authorization header not sent: {e}");
         }
@@ -411,19 +426,34 @@ impl ExchangeSource for FlightExchangeSource {
     }
 }
 
-/// One client per executor URL, shared by every task on this process.
+/// One client per executor URL, shared by every task on this process; each proves
+/// this process's membership of the cluster.
 #[derive(Debug, Clone, Default)]
 pub struct ClientPool {
     clients: Arc<Mutex<HashMap<String, ExecutorClient>>>,
+    secret: Option<ClusterSecret>,
 }
 
 impl ClientPool {
+    /// A pool whose clients prove membership with `secret` (none: an open cluster).
+    pub fn new(secret: Option<ClusterSecret>) -> Self {
+        Self {
+            clients: Arc::default(),
+            secret,
+        }
+    }
+
+    /// The cluster secret this pool's clients present.
+    pub fn secret(&self) -> Option<&ClusterSecret> {
+        self.secret.as_ref()
+    }
+
     pub fn get(&self, url: &str) -> Result<ExecutorClient, TaskFailure> {
         let mut clients = self.clients.lock();
         if let Some(c) = clients.get(url) {
             return Ok(c.clone());
         }
-        let client = ExecutorClient::new(url)?;
+        let client = ExecutorClient::member(url, self.secret.clone())?;
         clients.insert(url.to_string(), client.clone());
         Ok(client)
     }

@@ -5,13 +5,13 @@ use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
 use datafusion::common::runtime::SpawnedTask;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
-use tonic::metadata::MetadataMap;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 use tonic::{Request, Status};
 
-use super::{MAX_FRAME_BYTES, MAX_MESSAGE_BYTES};
+use super::MAX_FRAME_BYTES;
+pub use super::MAX_MESSAGE_BYTES;
 
 /// A server's TLS certificate chain and private key, PEM-encoded.
 #[derive(Clone)]
@@ -36,29 +36,31 @@ pub struct FlightServer {
 impl FlightServer {
     /// Serves `service` on `listener` until [`Self::shutdown`] or drop.
     pub fn serve<S: FlightService>(listener: TcpListener, service: S) -> std::io::Result<Self> {
-        Self::serve_checked(listener, service, |_| Ok(()), None)
+        Self::serve_checked(listener, service, |_| Ok(()), None, MAX_MESSAGE_BYTES)
     }
 
-    /// [`Self::serve`], with every request's metadata passed to `check` first (an
-    /// error status is the answer then, and the service never sees the request), and
-    /// TLS with `tls` when given (the URL is then `https://`).
+    /// [`Self::serve`], with every request passed to `check` first (an error status is
+    /// the answer then, and the service never sees the request; it may mark the
+    /// request's extensions with who the caller is), TLS with `tls` when given (the URL
+    /// is then `https://`), and no request message over `max_request_bytes` decoded.
     pub fn serve_checked<S, F>(
         listener: TcpListener,
         service: S,
         check: F,
         tls: Option<&TlsIdentity>,
+        max_request_bytes: usize,
     ) -> std::io::Result<Self>
     where
         S: FlightService,
-        F: Fn(&MetadataMap) -> Result<(), Status> + Clone + Send + Sync + 'static,
+        F: Fn(&mut Request<()>) -> Result<(), Status> + Clone + Send + Sync + 'static,
     {
         let scheme = if tls.is_some() { "https" } else { "http" };
         let url = format!("{scheme}://{}", listener.local_addr()?);
         let service = FlightServiceServer::new(service)
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_decoding_message_size(max_request_bytes.min(MAX_MESSAGE_BYTES))
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        let service = InterceptedService::new(service, move |request: Request<()>| {
-            check(request.metadata())?;
+        let service = InterceptedService::new(service, move |mut request: Request<()>| {
+            check(&mut request)?;
             Ok(request)
         });
         let (shutdown, stop) = oneshot::channel::<()>();

@@ -2,6 +2,9 @@
 //! table fragments, `DoGet` streams a task output partition or a table piece, `DoPut`
 //! stores a replica of a table piece. Every malformed request gets `InvalidArgument` with a
 //! message naming what was wrong; nothing a client sends can take the server down.
+//!
+//! Every call is for cluster members only ([`require_member`]) but one: a client's
+//! `DoGet` of a query result with a ticket the coordinator signed for that partition.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -19,6 +22,7 @@ use prost::Message;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::flight::client::decode_validated;
+use crate::flight::member::{ClusterSecret, require_member};
 use crate::protocol::{
     self, CopyPiece, DropPieces, FletchTicket, MemoryLimit, PieceId, ReleaseQuery, ResultRead,
     ResultTicket, TaskDefinition, fletch_ticket,
@@ -30,6 +34,8 @@ type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'stati
 
 pub(crate) struct ExecutorService {
     pub(crate) runner: Arc<TaskRunner>,
+    /// Checks the signatures of result tickets; `None`: an open cluster.
+    pub(crate) secret: Option<ClusterSecret>,
 }
 
 fn unsupported(what: &str) -> Status {
@@ -121,13 +127,20 @@ impl FlightService for ExecutorService {
         &self,
         request: Request<Ticket>,
     ) -> Result<Response<Self::DoGetStream>, Status> {
-        let bytes = request.into_inner().ticket;
+        let (_, extensions, ticket) = request.into_parts();
+        let bytes = ticket.ticket;
         // A client reading a query result served from here (Flight SQL packs tickets in
         // an `Any`), else another Fletch process.
         let kind = match ResultTicket::from_ticket_bytes(&bytes) {
-            Some(Ok(result)) => result.partition.map(fletch_ticket::Kind::Partition),
+            Some(Ok(result)) => {
+                if let Some(secret) = &self.secret {
+                    secret.check_result_ticket(&result)?;
+                }
+                result.partition.map(fletch_ticket::Kind::Partition)
+            }
             Some(Err(e)) => return Err(bad_request(format!("malformed result ticket: {e}"))),
             None => {
+                require_member(&extensions, "DoGet of a task output or table piece")?;
                 FletchTicket::decode(bytes)
                     .map_err(|e| bad_request(format!("malformed ticket: {e}")))?
                     .kind
@@ -186,6 +199,7 @@ impl FlightService for ExecutorService {
         &self,
         request: Request<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoPutStream>, Status> {
+        require_member(request.extensions(), "DoPut of a table piece")?;
         let mut input = request.into_inner();
         let first = input
             .message()
@@ -223,7 +237,8 @@ impl FlightService for ExecutorService {
         &self,
         request: Request<Action>,
     ) -> Result<Response<Self::DoActionStream>, Status> {
-        let action = request.into_inner();
+        let (_, extensions, action) = request.into_parts();
+        require_member(&extensions, &format!("action {:?}", action.r#type))?;
         match action.r#type.as_str() {
             protocol::RUN_TASK => {
                 let task = TaskDefinition::decode(action.body)
@@ -289,8 +304,9 @@ impl FlightService for ExecutorService {
 
     async fn list_actions(
         &self,
-        _request: Request<Empty>,
+        request: Request<Empty>,
     ) -> Result<Response<Self::ListActionsStream>, Status> {
+        require_member(request.extensions(), "ListActions")?;
         let actions = [
             (
                 protocol::RUN_TASK,

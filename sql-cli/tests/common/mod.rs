@@ -136,3 +136,19 @@ pub fn wait_until_alive(run: impl Fn(&str) -> std::process::Output, executors: u
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
+
+/// A cluster secret written to a file in `dir`; returns its path.
+pub fn cluster_secret_file(dir: &std::path::Path) -> String {
+    let path = dir.join("cluster-secret");
+    std::fs::write(&path, format!("{}\n", uuid_like_secret())).expect("write the secret");
+    path.to_str().expect("utf-8 path").to_string()
+}
+
+/// A secret that differs per test run.
+fn uuid_like_secret() -> String {
+    format!(
+        "test-secret-{}-{:?}",
+        std::process::id(),
+        std::time::SystemTime::now()
+    )
+}

@@ -1,0 +1,372 @@
+//! What a signed-in user's statement needs before it runs: the privilege its kind asks
+//! for (read, write or admin), and for statements that name files, that every path
+//! lies under an allowed location. Statements are classified from their parse tree,
+//! with the same dialect the session will parse them with; a kind not listed here
+//! needs admin.
+
+use std::path::{Component, Path, PathBuf};
+
+use datafusion::prelude::SessionContext;
+use datafusion::sql::parser::Statement as DFStatement;
+use datafusion::sql::sqlparser::ast::{ObjectName, Set, Statement};
+use tonic::Status;
+
+use super::users::{Role, User};
+use crate::statements::{FletchStatementKind, fletch_statement_kind};
+
+/// Where remote users may read and write files (`--allow-location`).
+#[derive(Debug, Clone, Default)]
+pub struct Locations {
+    /// Directories a statement may read files under (their canonical paths).
+    pub read: Vec<PathBuf>,
+    /// Directories a statement may write files under.
+    pub write: Vec<PathBuf>,
+}
+
+impl Locations {
+    /// Files under `prefixes` may be read and written; each must exist.
+    pub fn allow(prefixes: &[PathBuf]) -> Result<Self, String> {
+        let canonical = prefixes
+            .iter()
+            .map(|p| {
+                std::fs::canonicalize(p)
+                    .map_err(|e| format!("allowed location {}: {e}", p.display()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            read: canonical.clone(),
+            write: canonical,
+        })
+    }
+}
+
+/// What a statement needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Privilege {
+    Read,
+    Write,
+    Admin,
+}
+
+impl Privilege {
+    fn role(self) -> Role {
+        match self {
+            Self::Read => Role::Reader,
+            Self::Write => Role::Writer,
+            Self::Admin => Role::Admin,
+        }
+    }
+}
+
+/// A statement's needs: its privilege, what it does (for the refusal), and the
+/// locations it reads and writes.
+struct Needs {
+    privilege: Privilege,
+    what: String,
+    reads: Vec<String>,
+    writes: Vec<String>,
+}
+
+impl Needs {
+    fn new(privilege: Privilege, what: impl Into<String>) -> Self {
+        Self {
+            privilege,
+            what: what.into(),
+            reads: vec![],
+            writes: vec![],
+        }
+    }
+}
+
+/// Refuses `sql` for `user` unless the user's role allows it and every location it
+/// names is allowed; `locations` `None` allows every location.
+pub(crate) fn authorize(
+    user: &User,
+    locations: Option<&Locations>,
+    ctx: &SessionContext,
+    sql: &str,
+) -> Result<(), Status> {
+    let needs = needs(ctx, sql)?;
+    if user.role < needs.privilege.role() {
+        return Err(Status::permission_denied(format!(
+            "user {:?} has role {}, which may not {}: that needs role {} or above",
+            user.name,
+            user.role,
+            needs.what,
+            needs.privilege.role()
+        )));
+    }
+    let Some(locations) = locations else {
+        return Ok(());
+    };
+    for location in &needs.reads {
+        check_location(location, &locations.read, "read")?;
+    }
+    for location in &needs.writes {
+        check_location(location, &locations.write, "write")?;
+    }
+    Ok(())
+}
+
+fn needs(ctx: &SessionContext, sql: &str) -> Result<Needs, Status> {
+    if let Some(kind) = fletch_statement_kind(sql) {
+        return Ok(match kind {
+            FletchStatementKind::Show => Needs::new(Privilege::Read, "list tables or executors"),
+            FletchStatementKind::Change => {
+                Needs::new(Privilege::Write, "create, cache, uncache or drop tables")
+            }
+        });
+    }
+    let state = ctx.state();
+    let dialect = state.config().options().sql_parser.dialect;
+    // A statement that does not parse is refused by DataFusion with its own message.
+    let Ok(statement) = state.sql_to_statement(sql, &dialect) else {
+        return Ok(Needs::new(Privilege::Read, "run it"));
+    };
+    Ok(statement_needs(&statement))
+}
+
+fn statement_needs(statement: &DFStatement) -> Needs {
+    match statement {
+        DFStatement::Statement(statement) => sql_statement_needs(statement),
+        DFStatement::CreateExternalTable(create) => Needs {
+            reads: create.locations.clone(),
+            ..Needs::new(Privilege::Write, "create tables")
+        },
+        DFStatement::CopyTo(copy) => Needs {
+            writes: vec![copy.target.clone()],
+            ..Needs::new(Privilege::Write, "write files (COPY)")
+        },
+        DFStatement::Explain(explain) => statement_needs(&explain.statement),
+        DFStatement::Reset(reset) => {
+            let datafusion::sql::parser::ResetStatement::Variable(name) = reset;
+            setting_needs(name)
+        }
+    }
+}
+
+fn sql_statement_needs(statement: &Statement) -> Needs {
+    match statement {
+        Statement::Query(_) => Needs::new(Privilege::Read, "query"),
+        Statement::Explain { statement, .. } => sql_statement_needs(statement),
+        Statement::Prepare { statement, .. } => sql_statement_needs(statement),
+        // Runs what the same session (the same user) prepared, and was checked then.
+        Statement::Execute { .. } | Statement::Deallocate { .. } => {
+            Needs::new(Privilege::Read, "run prepared statements")
+        }
+        Statement::ExplainTable { .. }
+        | Statement::ShowVariable { .. }
+        | Statement::ShowVariables { .. }
+        | Statement::ShowTables { .. }
+        | Statement::ShowColumns { .. }
+        | Statement::ShowFunctions { .. }
+        | Statement::ShowCreate { .. }
+        | Statement::ShowSchemas { .. }
+        | Statement::ShowViews { .. }
+        | Statement::ShowDatabases { .. } => Needs::new(Privilege::Read, "describe"),
+        Statement::Set(set) => set_needs(set),
+        Statement::Insert(_)
+        | Statement::Update(_)
+        | Statement::Delete(_)
+        | Statement::Truncate(_) => Needs::new(Privilege::Write, "change table rows"),
+        Statement::CreateTable(_)
+        | Statement::CreateView(_)
+        | Statement::CreateSchema { .. }
+        | Statement::CreateDatabase { .. }
+        | Statement::Drop { .. }
+        | Statement::AlterTable(_) => Needs::new(Privilege::Write, "create or drop objects"),
+        _ => Needs::new(Privilege::Admin, "run this kind of statement"),
+    }
+}
+
+fn set_needs(set: &Set) -> Needs {
+    match set {
+        Set::SingleAssignment { variable, .. } => setting_needs(variable),
+        Set::SetTimeZone { .. } => Needs::new(Privilege::Read, "change session settings"),
+        _ => Needs::new(Privilege::Admin, "run this kind of SET"),
+    }
+}
+
+/// Settings that change more than the session: every executor's memory, and the
+/// coordinator's runtime.
+fn setting_needs(name: &ObjectName) -> Needs {
+    let name = name.to_string().to_ascii_lowercase();
+    if name == "fletch.executor_memory" || name.starts_with("datafusion.runtime.") {
+        Needs::new(
+            Privilege::Admin,
+            format!("set {name}, which changes the whole cluster"),
+        )
+    } else {
+        Needs::new(Privilege::Read, "change session settings")
+    }
+}
+
+/// The local path a location names; `None` for a URL of another scheme.
+fn local_path(location: &str) -> Option<&str> {
+    match location.split_once("://") {
+        None => Some(location),
+        Some((scheme, path)) if scheme.eq_ignore_ascii_case("file") => Some(path),
+        Some(_) => None,
+    }
+}
+
+/// Where `location` really is: symlinks resolved and `..` taken out, as far as the
+/// path exists; a part that does not exist yet may not climb (`..`).
+fn resolve(location: &str) -> Result<PathBuf, String> {
+    let path = Path::new(location);
+    if !path.is_absolute() {
+        return Err("a relative path (give an absolute one)".to_string());
+    }
+    let mut existing = path.to_path_buf();
+    let mut missing: Vec<PathBuf> = Vec::new();
+    loop {
+        if let Ok(canonical) = std::fs::canonicalize(&existing) {
+            if missing.iter().any(|part| part.as_os_str() == "..") {
+                return Err("'..' after a part that does not exist".to_string());
+            }
+            return Ok(missing
+                .iter()
+                .rev()
+                .fold(canonical, |path, part| path.join(part)));
+        }
+        let last = match existing.components().next_back() {
+            Some(Component::Normal(part)) => PathBuf::from(part),
+            Some(Component::ParentDir) => PathBuf::from(".."),
+            _ => return Err("no part of it exists".to_string()),
+        };
+        missing.push(last);
+        existing.pop();
+    }
+}
+
+fn check_location(location: &str, allowed: &[PathBuf], action: &str) -> Result<(), Status> {
+    let refuse = |why: String| {
+        Status::permission_denied(format!(
+            "may not {action} {location:?}: {why}; locations allowed to {action}: {}",
+            if allowed.is_empty() {
+                "none (the server's --allow-location)".to_string()
+            } else {
+                allowed
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
+        ))
+    };
+    let Some(path) = local_path(location) else {
+        return Err(refuse("only local paths may be named".to_string()));
+    };
+    let resolved = resolve(path).map_err(refuse)?;
+    if allowed.iter().any(|prefix| resolved.starts_with(prefix)) {
+        Ok(())
+    } else {
+        Err(refuse(format!(
+            "it resolves to {}, outside every allowed location",
+            resolved.display()
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(role: Role) -> User {
+        User {
+            name: "u".into(),
+            role,
+        }
+    }
+
+    fn check(role: Role, locations: Option<&Locations>, sql: &str) -> Result<(), String> {
+        let ctx = SessionContext::new();
+        authorize(&user(role), locations, &ctx, sql).map_err(|s| s.message().to_string())
+    }
+
+    #[test]
+    fn roles_allow_what_they_say() {
+        let reads = [
+            "SELECT 1",
+            "EXPLAIN SELECT 1",
+            "SHOW TABLES",
+            "SHOW EXECUTORS",
+            "SET datafusion.execution.batch_size = 1024",
+            "SET fletch.result_endpoints = 'executors'",
+            "SHOW ALL",
+        ];
+        let writes = [
+            "CREATE TABLE t AS SELECT 1",
+            "CREATE TABLE t (a INT) PARTITION BY HASH (a)",
+            "CACHE TABLE t",
+            "UNCACHE TABLE t",
+            "DROP TABLE t",
+            "INSERT INTO t VALUES (1)",
+            "CREATE VIEW v AS SELECT 1",
+            "EXPLAIN ANALYZE INSERT INTO t VALUES (1)",
+        ];
+        let admin = [
+            "SET fletch.executor_memory = '1'",
+            "SET FLETCH.EXECUTOR_MEMORY = '1'",
+            "RESET fletch.executor_memory",
+            "SET datafusion.runtime.memory_limit = '1G'",
+        ];
+        for sql in reads {
+            assert!(check(Role::Reader, None, sql).is_ok(), "{sql}");
+        }
+        for sql in writes {
+            let err = check(Role::Reader, None, sql).expect_err(sql);
+            assert!(
+                err.contains("role reader") && err.contains("writer"),
+                "{err}"
+            );
+            assert!(check(Role::Writer, None, sql).is_ok(), "{sql}");
+        }
+        for sql in admin {
+            let err = check(Role::Writer, None, sql).expect_err(sql);
+            assert!(
+                err.contains("role writer") && err.contains("admin"),
+                "{err}"
+            );
+            assert!(check(Role::Admin, None, sql).is_ok(), "{sql}");
+        }
+    }
+
+    #[test]
+    fn files_only_under_allowed_locations_and_no_escape() {
+        let root = tempfile::tempdir().expect("dir");
+        let allowed = root.path().join("allowed");
+        std::fs::create_dir(&allowed).expect("dir");
+        std::fs::write(allowed.join("data.csv"), "a\n1\n").expect("file");
+        #[cfg(unix)]
+        std::os::unix::fs::symlink("/etc", allowed.join("etc")).expect("symlink");
+        let locations = Locations::allow(std::slice::from_ref(&allowed)).expect("locations");
+        let a = allowed.display();
+        let ok = [
+            format!("CREATE EXTERNAL TABLE x STORED AS CSV LOCATION '{a}/data.csv'"),
+            format!("CREATE EXTERNAL TABLE x STORED AS CSV LOCATION 'file://{a}/'"),
+            format!("COPY (SELECT 1) TO '{a}/new/out.csv' STORED AS CSV"),
+        ];
+        for sql in &ok {
+            assert!(check(Role::Writer, Some(&locations), sql).is_ok(), "{sql}");
+        }
+        let refused = [
+            "CREATE EXTERNAL TABLE x STORED AS CSV LOCATION '/etc/passwd'".to_string(),
+            format!("CREATE EXTERNAL TABLE x STORED AS CSV LOCATION '{a}/../../etc/passwd'"),
+            format!("CREATE EXTERNAL TABLE x STORED AS CSV LOCATION '{a}/etc/passwd'"),
+            format!("COPY (SELECT 1) TO '{a}/new/../../../tmp/x.csv' STORED AS CSV"),
+            "COPY (SELECT 1) TO '/tmp/fletch-escape.csv' STORED AS CSV".to_string(),
+            "CREATE EXTERNAL TABLE x STORED AS CSV LOCATION 's3://bucket/x'".to_string(),
+            "CREATE EXTERNAL TABLE x STORED AS CSV LOCATION 'relative.csv'".to_string(),
+            "EXPLAIN COPY (SELECT 1) TO '/tmp/x.csv' STORED AS CSV".to_string(),
+        ];
+        for sql in &refused {
+            let err = check(Role::Admin, Some(&locations), sql).expect_err(sql);
+            assert!(err.contains("may not"), "{sql}: {err}");
+        }
+        let none = Locations::default();
+        let err = check(Role::Admin, Some(&none), &ok[0]).expect_err("no locations");
+        assert!(err.contains("none"), "{err}");
+        assert!(check(Role::Admin, None, &refused[0]).is_ok());
+    }
+}
