@@ -2,7 +2,7 @@
 //! where tasks go ([`Slots`]), and runs the clean-ups (releases, drops,
 //! re-replication) in the background. Running one query is [`crate::query_run`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock};
@@ -35,6 +35,8 @@ pub struct Coordinator {
     /// The last `fletch.executor_memory` every executor accepted.
     applied_memory_limit: Arc<Mutex<Option<usize>>>,
     members: Arc<Members>,
+    /// Queries running now, each added and removed by its [`ReleaseGuard`].
+    live_queries: Arc<Mutex<HashSet<String>>>,
     /// Executors declared lost because their heartbeats stopped; running queries
     /// listen, since such an executor may hang their tasks without breaking anything.
     silenced: broadcast::Sender<String>,
@@ -89,22 +91,43 @@ impl Coordinator {
         let janitor_executors = Arc::clone(&executors);
         let janitor_tables = Arc::clone(&tables);
         let janitor = SpawnedTask::spawn(async move {
-            while let Some(job) = pending.recv().await {
+            // Jobs run side by side, so one executor that does not answer (each call
+            // has a deadline) delays no other clean-up; re-replications take turns.
+            let mut running = tokio::task::JoinSet::new();
+            let replicating = Arc::new(tokio::sync::Mutex::new(()));
+            loop {
+                let job = tokio::select! {
+                    job = pending.recv() => job,
+                    Some(_) = running.join_next(), if !running.is_empty() => continue,
+                };
+                let Some(job) = job else { break };
                 let executors = janitor_executors.read().clone();
                 match job {
                     JanitorJob::Release(query_id) => {
-                        release_everywhere(&executors, &query_id).await;
+                        running.spawn(async move {
+                            release_everywhere(&executors, &query_id).await;
+                        });
                     }
                     JanitorJob::DropTable(uid) => {
-                        drop_everywhere(&executors, &uid, None).await;
+                        running.spawn(async move {
+                            drop_everywhere(&executors, &uid, None).await;
+                        });
                     }
                     JanitorJob::DropLoad(uid, load) => {
-                        drop_everywhere(&executors, &uid, Some(load)).await;
+                        running.spawn(async move {
+                            drop_everywhere(&executors, &uid, Some(load)).await;
+                        });
                     }
                     JanitorJob::Rereplicate(lost) => {
-                        rereplicate(&janitor_tables, &executors, &lost, None).await;
+                        let tables = Arc::clone(&janitor_tables);
+                        let turn = Arc::clone(&replicating).lock_owned();
+                        running.spawn(async move {
+                            let _turn = turn.await;
+                            rereplicate(&tables, &executors, &lost, None).await;
+                        });
                     }
                     JanitorJob::Sync(done) => {
+                        while running.join_next().await.is_some() {}
                         let _ = done.send(());
                     }
                 }
@@ -139,6 +162,7 @@ impl Coordinator {
             tables,
             applied_memory_limit: Arc::default(),
             members,
+            live_queries: Arc::default(),
             silenced,
             _reaper: reaper,
             releases,
@@ -302,12 +326,20 @@ impl Coordinator {
         &self.recoveries
     }
 
-    /// Releases `query_id` on every executor if dropped armed.
+    /// Releases `query_id` on every executor if dropped armed; while it lives, the
+    /// query is in every executor's lease.
     pub(crate) fn release_guard(&self, query_id: String) -> ReleaseGuard {
+        self.live_queries.lock().insert(query_id.clone());
         ReleaseGuard {
             query_id,
             releases: Some(self.releases.clone()),
+            live: Arc::clone(&self.live_queries),
         }
+    }
+
+    /// The queries running now: what executors may keep state for (their lease).
+    pub fn live_queries(&self) -> Vec<String> {
+        self.live_queries.lock().iter().cloned().collect()
     }
 }
 
@@ -514,6 +546,7 @@ impl Drop for LoadGuard {
 pub(crate) struct ReleaseGuard {
     query_id: String,
     releases: Option<mpsc::UnboundedSender<JanitorJob>>,
+    live: Arc<Mutex<HashSet<String>>>,
 }
 
 impl ReleaseGuard {
@@ -525,6 +558,7 @@ impl ReleaseGuard {
 
 impl Drop for ReleaseGuard {
     fn drop(&mut self) {
+        self.live.lock().remove(&self.query_id);
         if let Some(releases) = self.releases.take() {
             // The janitor lives as long as the coordinator; if both are gone, so are the
             // executors' reasons to keep anything.

@@ -37,6 +37,7 @@ async fn start_local_executor(
         memory_limit,
         tls: None,
         cluster_secret: Some(secret.clone()),
+        ..Default::default()
     };
     Ok(start_executor_with(addr, options).await?)
 }

@@ -5,10 +5,16 @@
 //! lost (queries over it fail naming table and fragment); one with no executor left to
 //! copy onto keeps fewer replicas until a later loss finds one.
 
+use std::time::Duration;
+
 use fletch_executor::ExecutorClient;
 use fletch_executor::protocol::PieceId;
 
 use crate::catalog::{ClusterSchema, as_fletch_table};
+
+/// How long copying one piece may take: a frozen source or target fails the copy
+/// (the fragment keeps fewer replicas) instead of holding up every later one.
+const COPY_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Restores the replicas `lost` held, copying onto the least loaded of `executors`
 /// (the cluster's live executors) that do not hold the fragment. `leaving` is `lost`
@@ -61,8 +67,17 @@ pub(crate) async fn rereplicate(
                     load,
                     fragment: fragment as u64,
                 };
-                if let Err(e) = executors[target].copy_piece(&piece, source.url()).await {
-                    tracing::warn!(table = %name, fragment, load, "re-replicating: {e}");
+                let copy = executors[target].copy_piece(&piece, source.url());
+                let failure = match tokio::time::timeout(COPY_TIMEOUT, copy).await {
+                    Ok(Ok(())) => None,
+                    Ok(Err(e)) => Some(e.to_string()),
+                    Err(_) => Some(format!(
+                        "no answer from {} in {COPY_TIMEOUT:?}",
+                        executors[target].url()
+                    )),
+                };
+                if let Some(failure) = failure {
+                    tracing::warn!(table = %name, fragment, load, "re-replicating: {failure}");
                     copied = false;
                     break;
                 }

@@ -39,3 +39,4 @@ pub use server::{
 };
 pub use status::{FailureReason, TaskFailure, find_failure};
 pub use store::{ExchangeReads, StoreStats};
+pub use task::TaskLimits;

@@ -39,8 +39,17 @@ pub struct MemoryLimit {
 
 /// Coordinator action: an executor joins the cluster (or rejoins after being lost).
 pub const REGISTER_EXECUTOR: &str = "fletch.register_executor";
-/// Coordinator action: an executor is alive; carries its current status.
+/// Coordinator action: an executor is alive; carries its current status. The reply is
+/// a [`QueryLease`].
 pub const HEARTBEAT: &str = "fletch.heartbeat";
+
+/// The queries a coordinator still runs, in its reply to a heartbeat: an executor
+/// keeps state only for those (see the executor's store).
+#[derive(Clone, PartialEq, Message)]
+pub struct QueryLease {
+    #[prost(string, repeated, tag = "1")]
+    pub live_queries: Vec<String>,
+}
 /// Coordinator action: an executor leaves the cluster cleanly.
 pub const LEAVE: &str = "fletch.leave";
 /// Coordinator action: lists the cluster's executors, one `ExecutorStatus` per result.

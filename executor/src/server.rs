@@ -19,7 +19,7 @@ use crate::memory::ExecutorMemoryPool;
 use crate::protocol::{self, ExecutorStatus};
 use crate::status::TaskFailure;
 use crate::store::{ExchangeReads, PartitionStore, StoreStats};
-use crate::task::TaskRunner;
+use crate::task::{TaskLimits, TaskRunner};
 
 /// A running executor. Dropping it stops the server.
 pub struct ExecutorHandle {
@@ -59,6 +59,8 @@ pub struct ExecutorOptions {
     /// result ticket the coordinator signed must prove it. `None`: an open cluster,
     /// where anyone who reaches the port is a member, so it listens on loopback only.
     pub cluster_secret: Option<ClusterSecret>,
+    /// What one task may ask for: plan bytes, partitions, tasks.
+    pub task_limits: TaskLimits,
 }
 
 impl Default for ExecutorOptions {
@@ -68,6 +70,7 @@ impl Default for ExecutorOptions {
             memory_limit: system_memory().map_or(usize::MAX, |m| m / 4 * 3),
             tls: None,
             cluster_secret: None,
+            task_limits: TaskLimits::default(),
         }
     }
 }
@@ -113,6 +116,7 @@ pub async fn start_executor_with(
         pool: Arc::clone(&pool),
         session: SessionContext::new_with_config_rt(SessionConfig::new(), runtime),
         clients: ClientPool::new(options.cluster_secret.clone()),
+        limits: options.task_limits,
     });
     let service = ExecutorService {
         runner,
@@ -202,13 +206,25 @@ impl ExecutorHandle {
         let status = self.status_source(slots);
         let url = self.url.clone();
         let client = coordinator.clone();
+        let store = Arc::clone(&self.store);
+        // A query not in a lease may still be starting: give it a few heartbeats.
+        store.set_unknown_query_wait(interval * 4 + Duration::from_secs(1));
         let beats = SpawnedTask::spawn(async move {
             let mut ticks = tokio::time::interval(interval);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 ticks.tick().await;
-                if let Err(e) = client.announce(protocol::HEARTBEAT, &status()).await {
-                    tracing::warn!(%url, "heartbeat to the coordinator failed: {e}");
+                match client.heartbeat(&status()).await {
+                    Ok(Some(lease)) => store.renew(
+                        lease.live_queries.into_iter().collect(),
+                        std::time::Instant::now(),
+                    ),
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!(%url, "heartbeat to the coordinator failed: {e}"),
+                }
+                for query in store.expired(std::time::Instant::now()) {
+                    tracing::warn!(%url, %query, "lease expired: freeing the query's state");
+                    store.release(&query).await;
                 }
             }
         });

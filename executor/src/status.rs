@@ -31,6 +31,8 @@ pub enum FailureReason {
     /// The caller is not a member of the cluster (no or a wrong cluster secret) and
     /// asked for something only members may do.
     NotMember = 8,
+    /// The query, partition or piece asked for does not exist here.
+    NotFound = 9,
 }
 
 impl FailureReason {
@@ -43,6 +45,7 @@ impl FailureReason {
             6 => Self::OutOfMemory,
             7 => Self::ExecutorLost,
             8 => Self::NotMember,
+            9 => Self::NotFound,
             _ => Self::FetchFailed,
         }
     }
@@ -56,6 +59,7 @@ impl FailureReason {
             Self::OutOfMemory => Code::ResourceExhausted,
             Self::ExecutorLost => Code::Unavailable,
             Self::NotMember => Code::PermissionDenied,
+            Self::NotFound => Code::NotFound,
         }
     }
 }
@@ -139,9 +143,12 @@ impl TaskFailure {
         )
     }
 
-    /// Decodes an executor's status. A status without Fletch detail comes from the
-    /// transport: unreachable or broken connections make the executor lost, anything
-    /// else is a fetch failure naming `executor`.
+    /// Decodes an executor's status. Executors put Fletch detail into every status
+    /// they send. Without it: a status this process's transport made (the connection
+    /// could not be opened, broke, or stopped answering pings: tonic keeps the error
+    /// as the status's source) or `Unavailable` makes the executor lost; any other
+    /// status came over a working connection, so it is a failure of the call, never
+    /// a lost executor.
     pub fn from_status(status: &Status, executor: &str) -> Self {
         match ErrorDetail::decode(status.details()) {
             Ok(d) if d.reason != 0 => Self {
@@ -152,10 +159,8 @@ impl TaskFailure {
                 executor: d.executor,
             },
             _ => {
-                let gone = matches!(
-                    status.code(),
-                    Code::Unavailable | Code::Unknown | Code::Internal | Code::Cancelled
-                );
+                let from_transport = std::error::Error::source(status).is_some();
+                let gone = from_transport || status.code() == Code::Unavailable;
                 let (reason, what) = if gone {
                     (FailureReason::ExecutorLost, "unreachable")
                 } else {
@@ -195,4 +200,47 @@ pub fn find_failure(err: &DataFusionError) -> Option<&TaskFailure> {
 
 pub(crate) fn bad_request(message: impl Into<String>) -> Status {
     TaskFailure::new(FailureReason::BadRequest, message, 0, 0, "").to_status()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const URL: &str = "http://127.0.0.1:1";
+
+    #[test]
+    fn only_a_broken_link_makes_an_executor_lost() {
+        let broken = Status::from_error(Box::new(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "connection reset by peer",
+        )));
+        assert_eq!(
+            TaskFailure::from_status(&broken, URL).reason,
+            FailureReason::ExecutorLost
+        );
+        let unavailable = Status::unavailable("connection refused");
+        assert_eq!(
+            TaskFailure::from_status(&unavailable, URL).reason,
+            FailureReason::ExecutorLost
+        );
+        // Sent by a live executor (or a proxy) without Fletch detail: an IPC error,
+        // an unknown failure. The executor answered, so it is not lost.
+        for status in [
+            Status::internal("Ipc error: invalid dictionary delta"),
+            Status::unknown("something odd"),
+            Status::cancelled("cancelled"),
+        ] {
+            let failure = TaskFailure::from_status(&status, URL);
+            assert_eq!(failure.reason, FailureReason::FetchFailed, "{status}");
+            assert!(failure.message.contains(status.message()), "{failure}");
+        }
+    }
+
+    #[test]
+    fn typed_detail_survives_the_wire() {
+        let sent = TaskFailure::new(FailureReason::NotMember, "members only", 1, 2, URL);
+        let received = TaskFailure::from_status(&sent.to_status(), "elsewhere");
+        assert_eq!(received, sent);
+        assert_eq!(sent.to_status().code(), Code::PermissionDenied);
+    }
 }

@@ -1,11 +1,19 @@
 //! The executor's in-memory partition store: every task output partition of every
 //! running query, readable any number of times while it is still being written, and
 //! freed as a whole when the coordinator releases the query.
+//!
+//! Leases: an executor that joined a coordinator learns with every heartbeat which
+//! queries the coordinator still runs ([`PartitionStore::renew`]). A query it does not
+//! name for [`LEASE`] is freed here whatever happened to its release (a coordinator
+//! that stopped, a release call that never arrived), and a read of a query that no
+//! task here started and no lease names is `NotFound` once a few heartbeats have
+//! passed without it. An executor without a coordinator (embedded) has no leases.
 
+use std::collections::HashSet;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
 use datafusion::common::runtime::SpawnedTask;
@@ -77,11 +85,17 @@ pub(crate) struct PartitionStore {
     state: Mutex<StoreState>,
     local_reads: AtomicUsize,
     served_reads: AtomicUsize,
+    /// Signalled when a lease arrives, or a task creates a query's state.
+    leases: watch::Sender<()>,
+    /// How long a read of a query this executor does not know waits for it.
+    unknown_query_wait: Mutex<Duration>,
 }
 
 struct StoreState {
     queries: HashMap<String, Arc<QueryState>>,
     released: RecentSet<String>,
+    /// The queries the coordinator named last; `None` until a first lease.
+    leased: Option<HashSet<String>>,
 }
 
 impl Default for StoreState {
@@ -89,9 +103,13 @@ impl Default for StoreState {
         Self {
             queries: HashMap::new(),
             released: RecentSet::new(RELEASED_MEMORY),
+            leased: None,
         }
     }
 }
+
+/// How long a query the coordinator no longer names keeps its state here.
+pub(crate) const LEASE: Duration = Duration::from_secs(60);
 
 /// One query's buffers, decoded stage plans and running tasks on this executor.
 #[derive(Default)]
@@ -104,6 +122,8 @@ pub(crate) struct QueryState {
     running: AtomicUsize,
     /// Signalled when the last running task ends.
     idle: Notify,
+    /// When the coordinator last named this query in a lease (or a task started it).
+    renewed: Mutex<Option<Instant>>,
 }
 
 impl Default for PartitionStore {
@@ -121,6 +141,86 @@ impl PartitionStore {
             state: Mutex::default(),
             local_reads: AtomicUsize::default(),
             served_reads: AtomicUsize::default(),
+            leases: watch::Sender::new(()),
+            unknown_query_wait: Mutex::new(Duration::from_secs(5)),
+        }
+    }
+
+    pub(crate) fn set_unknown_query_wait(&self, wait: Duration) {
+        *self.unknown_query_wait.lock() = wait;
+    }
+
+    pub(crate) fn unknown_query_wait(&self) -> Duration {
+        *self.unknown_query_wait.lock()
+    }
+
+    /// Takes the coordinator's list of the queries it runs: those here are renewed.
+    pub(crate) fn renew(&self, live: HashSet<String>, now: Instant) {
+        let mut state = self.state.lock();
+        for (id, query) in &state.queries {
+            if live.contains(id) {
+                *query.renewed.lock() = Some(now);
+            }
+        }
+        state.leased = Some(live);
+        drop(state);
+        self.leases.send_replace(());
+    }
+
+    /// The queries whose lease ran out by `now` (not named for [`LEASE`]): the caller
+    /// releases them.
+    pub(crate) fn expired(&self, now: Instant) -> Vec<String> {
+        let state = self.state.lock();
+        if state.leased.is_none() {
+            return Vec::new();
+        }
+        state
+            .queries
+            .iter()
+            .filter(|(_, q)| {
+                q.renewed
+                    .lock()
+                    .is_some_and(|at| now.saturating_duration_since(at) >= LEASE)
+            })
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// Waits, at most `wait`, until a read of `query_id` may create its state: a task
+    /// here started it, or the coordinator's lease names it (always, without leases).
+    /// `NotFound` if neither happens: no member ever asked for this query.
+    pub(crate) async fn await_known(
+        &self,
+        query_id: &str,
+        wait: Duration,
+    ) -> Result<(), TaskFailure> {
+        let mut changed = self.leases.subscribe();
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            {
+                let state = self.state.lock();
+                let known = state.queries.contains_key(query_id)
+                    || state.released.contains(query_id)
+                    || state
+                        .leased
+                        .as_ref()
+                        .is_none_or(|live| live.contains(query_id));
+                if known {
+                    return Ok(());
+                }
+            }
+            if tokio::time::timeout_at(deadline, changed.changed())
+                .await
+                .is_err()
+            {
+                return Err(TaskFailure::new(
+                    FailureReason::NotFound,
+                    format!("no query {query_id} runs on this cluster"),
+                    usize::MAX,
+                    usize::MAX,
+                    "",
+                ));
+            }
         }
     }
 
@@ -136,9 +236,11 @@ impl PartitionStore {
                 "",
             ));
         }
-        Ok(Arc::clone(
-            state.queries.entry(query_id.to_string()).or_default(),
-        ))
+        let query = Arc::clone(state.queries.entry(query_id.to_string()).or_default());
+        query.renewed.lock().get_or_insert_with(Instant::now);
+        drop(state);
+        self.leases.send_replace(());
+        Ok(query)
     }
 
     /// The buffer of one task output partition, created by whichever of its writer or
@@ -666,5 +768,61 @@ mod tests {
         let late = store.query("q");
         assert!(late.is_err_and(|f| f.reason == FailureReason::Cancelled));
         assert_eq!(store.stats(), StoreStats::default());
+    }
+
+    #[test]
+    fn a_query_the_coordinator_stops_naming_expires_after_the_lease() {
+        let store = PartitionStore::default();
+        store.query("kept").expect("query");
+        store.query("orphan").expect("query");
+        let start = Instant::now();
+        // Without leases (an embedded executor) nothing expires.
+        assert!(store.expired(start + LEASE * 10).is_empty());
+        let live = |ids: &[&str]| ids.iter().map(|id| id.to_string()).collect();
+        store.renew(live(&["kept"]), start + LEASE / 2);
+        assert!(store.expired(start + LEASE / 2).is_empty());
+        assert_eq!(store.expired(start + LEASE), ["orphan"]);
+        store.renew(live(&["kept"]), start + LEASE);
+        let mut expired = store.expired(start + LEASE * 2);
+        expired.sort();
+        assert_eq!(expired, ["kept", "orphan"]);
+    }
+
+    #[tokio::test]
+    async fn a_read_of_a_query_no_member_started_is_not_found() {
+        let store = Arc::new(PartitionStore::default());
+        // Without leases every read may create its query's state (embedded executors).
+        store
+            .await_known("anything", Duration::ZERO)
+            .await
+            .expect("no leases");
+        store.renew(HashSet::new(), Instant::now());
+        let err = store
+            .await_known("made-up", Duration::from_millis(10))
+            .await
+            .expect_err("made up");
+        assert_eq!(err.reason, FailureReason::NotFound);
+        assert_eq!(store.stats().queries, 0, "nothing was created");
+        // A query a task here started, or one a lease names while a reader waits.
+        store.query("started").expect("query");
+        store
+            .await_known("started", Duration::ZERO)
+            .await
+            .expect("started here");
+        let waiting = {
+            let store = Arc::clone(&store);
+            SpawnedTask::spawn(async move {
+                store
+                    .await_known("starting", Duration::from_secs(3600))
+                    .await
+            })
+        };
+        tokio::task::yield_now().await;
+        store.renew(["starting".to_string()].into(), Instant::now());
+        waiting
+            .join()
+            .await
+            .expect("join")
+            .expect("named by the lease");
     }
 }

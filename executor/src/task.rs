@@ -33,6 +33,26 @@ pub(crate) struct TaskRunner {
     pub(crate) pool: Arc<ExecutorMemoryPool>,
     pub(crate) session: SessionContext,
     pub(crate) clients: ClientPool,
+    pub(crate) limits: TaskLimits,
+}
+
+/// What one task definition may ask of an executor, checked before anything is
+/// allocated for it: even a member's plan is not trusted to be sane.
+#[derive(Debug, Clone, Copy)]
+pub struct TaskLimits {
+    /// Bytes of an encoded stage plan.
+    pub max_plan_bytes: usize,
+    /// Partitions of any operator in a stage plan, and tasks of a stage.
+    pub max_partitions: usize,
+}
+
+impl Default for TaskLimits {
+    fn default() -> Self {
+        Self {
+            max_plan_bytes: 64 << 20,
+            max_partitions: 1 << 16,
+        }
+    }
 }
 
 struct TaskSink {
@@ -70,6 +90,16 @@ impl TaskRunner {
         let fail =
             |reason, message: String| TaskFailure::new(reason, message, stage, task, &self.url);
 
+        if def.plan.len() > self.limits.max_plan_bytes {
+            return Err(fail(
+                FailureReason::BadRequest,
+                format!(
+                    "the stage plan has {} bytes, more than this executor's limit of {}",
+                    def.plan.len(),
+                    self.limits.max_plan_bytes
+                ),
+            ));
+        }
         let query = self.store.query(&def.query_id).map_err(|mut e| {
             e.stage = stage;
             e.task = task;
@@ -123,6 +153,20 @@ impl TaskRunner {
                 ),
             ));
         };
+        if let Some(too_many) =
+            too_many_partitions(&plan, self.limits.max_partitions).or_else(|| {
+                (writer.task_count() > self.limits.max_partitions)
+                    .then(|| format!("{} tasks", writer.task_count()))
+            })
+        {
+            return Err(fail(
+                FailureReason::BadRequest,
+                format!(
+                    "the stage plan asks for {too_many}, more than this executor's limit of {}",
+                    self.limits.max_partitions
+                ),
+            ));
+        }
         if task >= writer.task_count() {
             return Err(fail(
                 FailureReason::BadRequest,
@@ -205,10 +249,60 @@ impl TaskRunner {
     }
 }
 
+/// The first operator of `plan` (or the exchange it writes) with more partitions than
+/// `max`, described.
+fn too_many_partitions(plan: &Arc<dyn ExecutionPlan>, max: usize) -> Option<String> {
+    if let Some(writer) = plan.downcast_ref::<ShuffleWriterExec>()
+        && writer.output_partition_count() > max
+    {
+        return Some(format!(
+            "{} output partitions",
+            writer.output_partition_count()
+        ));
+    }
+    let count = plan.properties().output_partitioning().partition_count();
+    if count > max {
+        return Some(format!("{count} partitions in {}", plan.name()));
+    }
+    plan.children()
+        .into_iter()
+        .find_map(|child| too_many_partitions(child, max))
+}
+
 async fn drive(plan: Arc<dyn ExecutionPlan>, task: usize, ctx: Arc<TaskContext>) -> Result<()> {
     let mut stream = plan.execute(task, ctx)?;
     while let Some(item) = stream.next().await {
         item?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::datatypes::Schema;
+    use datafusion::physical_plan::empty::EmptyExec;
+    use datafusion::physical_plan::repartition::RepartitionExec;
+    use datafusion::physical_plan::{ExecutionPlan, Partitioning};
+
+    use super::too_many_partitions;
+
+    #[test]
+    fn a_plan_claiming_too_many_partitions_is_named() {
+        let empty: Arc<dyn ExecutionPlan> = Arc::new(EmptyExec::new(Arc::new(Schema::empty())));
+        let huge =
+            RepartitionExec::try_new(Arc::clone(&empty), Partitioning::RoundRobinBatch(1 << 32))
+                .expect("a plan");
+        let huge: Arc<dyn ExecutionPlan> = Arc::new(huge);
+        let found = too_many_partitions(&huge, 1 << 16).expect("too many");
+        assert!(
+            found.contains("4294967296 partitions in RepartitionExec"),
+            "{found}"
+        );
+        let fine: Arc<dyn ExecutionPlan> = Arc::new(
+            RepartitionExec::try_new(empty, Partitioning::RoundRobinBatch(8)).expect("a plan"),
+        );
+        assert_eq!(too_many_partitions(&fine, 1 << 16), None);
+    }
 }

@@ -80,6 +80,9 @@ pub async fn run_coordinator(
     Ok(())
 }
 
+/// How long an executor waits for the coordinator to take its fragments over.
+const LEAVE_TIMEOUT: Duration = Duration::from_secs(300);
+
 /// How `fletch executor` takes part in its cluster.
 pub struct Membership<'a> {
     pub coordinator: &'a str,
@@ -109,8 +112,11 @@ pub async fn run_executor(
         .with_context(|| format!("joining the coordinator at {coordinator}"))?;
     announce(executor.url())?;
     stop_signal().await?;
-    if let Err(e) = executor.leave().await {
-        tracing::warn!("leaving the cluster: {e}");
+    // The coordinator answers once it has copied this executor's fragments elsewhere.
+    match tokio::time::timeout(LEAVE_TIMEOUT, executor.leave()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!("leaving the cluster: {e}"),
+        Err(_) => tracing::warn!("leaving the cluster: no answer in {LEAVE_TIMEOUT:?}"),
     }
     // No new work comes now; the queries already running here finish first.
     if !executor.drain(drain).await {

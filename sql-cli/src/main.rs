@@ -92,6 +92,16 @@ pub struct Args {
     )]
     allow_locations: Vec<PathBuf>,
 
+    /// `serve` and `coordinator`: statements one user may run at once (planning,
+    /// streaming or serving results); more are refused until one finishes.
+    #[arg(
+        long,
+        env = "FLETCH_MAX_QUERIES_PER_USER",
+        default_value_t = 16,
+        global = true
+    )]
+    max_queries_per_user: usize,
+
     /// `serve`, `coordinator` and `executor`: serve over TLS with this PEM certificate
     /// chain (with --tls-key).
     #[arg(long, env = "FLETCH_TLS_CERT", value_name = "FILE", global = true)]
@@ -304,6 +314,7 @@ fn endpoint_options(args: &Args) -> Result<EndpointOptions> {
         session_idle: Duration::from_secs(args.session_idle_secs),
         tls,
         locations: Locations::allow(&args.allow_locations).map_err(|e| anyhow::anyhow!(e))?,
+        max_queries_per_user: args.max_queries_per_user,
         ..Default::default()
     })
 }

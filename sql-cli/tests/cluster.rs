@@ -8,36 +8,14 @@ mod common;
 use std::process::Command;
 use std::sync::Arc;
 
-use common::{Process, send_signal, start};
+use common::{HEARTBEATS, Process, send_signal, start, start_executor as start_executor_signed_in};
 use std::time::{Duration, Instant};
 
 use fletch_executor::ExecutorClient;
 use fletch_executor::protocol::ExecutorStatus;
 
-// Generous for loaded CI machines: a live executor must never look lost.
-const HEARTBEATS: [&str; 4] = ["--heartbeat-ms", "250", "--lost-after", "8"];
-
 fn start_executor(coordinator: &str) -> Process {
     start_executor_signed_in(coordinator, &[])
-}
-
-/// An executor passing `sign_in` (such as `--user U --password P`) before its
-/// subcommand.
-fn start_executor_signed_in(coordinator: &str, sign_in: &[&str]) -> Process {
-    let mut args = sign_in.to_vec();
-    args.extend([
-        "--memory",
-        "256MB",
-        "executor",
-        "--coordinator",
-        coordinator,
-        "--listen",
-        "127.0.0.1:0",
-        "--slots",
-        "2",
-    ]);
-    args.extend(HEARTBEATS);
-    start(&args)
 }
 
 /// Polls the coordinator until `done` holds for its executor list (at most 30 s).

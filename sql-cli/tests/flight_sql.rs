@@ -316,28 +316,9 @@ async fn sessions_cancellation_and_bad_input_get_clear_statuses() {
 
     // A prepared statement belongs to the session that prepared it: another session
     // (or one that knows the handle) does not find it, and closing it there fails.
-    let request = arrow_flight::sql::ActionCreatePreparedStatementRequest {
-        query: "SELECT 42 AS answer".into(),
-        transaction_id: None,
-    };
-    let replies: Vec<arrow_flight::Result> = first
-        .do_action(Action::new(
-            "CreatePreparedStatement",
-            arrow_flight::sql::ProstMessageExt::as_any(&request).encode_to_vec(),
-        ))
-        .await
-        .expect("prepare")
-        .try_collect()
-        .await
-        .expect("prepare reply");
-    let created: arrow_flight::sql::ActionCreatePreparedStatementResult =
-        arrow_flight::sql::Any::decode(replies[0].body.clone())
-            .expect("an Any")
-            .unpack()
-            .expect("a result")
-            .expect("of the right type");
+    let handle = common::prepared_statement_handle(&mut first, "SELECT 42 AS answer").await;
     let command = arrow_flight::sql::CommandPreparedStatementQuery {
-        prepared_statement_handle: created.prepared_statement_handle,
+        prepared_statement_handle: handle,
     };
     let descriptor = arrow_flight::FlightDescriptor::new_cmd(
         arrow_flight::sql::ProstMessageExt::as_any(&command).encode_to_vec(),

@@ -25,12 +25,13 @@ use futures::{StreamExt, TryStreamExt};
 use prost::Message;
 use tonic::transport::Channel;
 
-use common::{Process, flight_sql_client, start};
+use common::{HEARTBEATS, Process, flight_sql_client, start};
 
-const HEARTBEATS: [&str; 4] = ["--heartbeat-ms", "250", "--lost-after", "8"];
 const ADMIN: (&str, &str) = ("root", "admin pass");
 const WRITER: (&str, &str) = ("wendy", "writer pass");
 const READER: (&str, &str) = ("rudy", "reader pass");
+/// `--max-queries-per-user` of the test cluster.
+const QUERIES_PER_USER: usize = 4;
 
 struct Cluster {
     coordinator: Process,
@@ -67,6 +68,7 @@ async fn cluster() -> Cluster {
     std::fs::create_dir(&allowed).expect("allowed dir");
     std::fs::write(allowed.join("numbers.csv"), "n\n1\n2\n3\n").expect("csv");
     let allowed_arg = allowed.to_str().expect("utf-8").to_string();
+    let queries_per_user = QUERIES_PER_USER.to_string();
     let mut args = vec![
         "--cluster-secret-file",
         secret.as_str(),
@@ -74,30 +76,17 @@ async fn cluster() -> Cluster {
         users.as_str(),
         "--allow-location",
         allowed_arg.as_str(),
+        "--max-queries-per-user",
+        &queries_per_user,
         "coordinator",
         "--listen",
         "127.0.0.1:0",
     ];
     args.extend(HEARTBEATS);
     let coordinator = start(&args);
+    let member = ["--cluster-secret-file", secret.as_str()];
     let executors: Vec<Process> = (0..2)
-        .map(|_| {
-            let mut args = vec![
-                "--cluster-secret-file",
-                secret.as_str(),
-                "--memory",
-                "256MB",
-                "executor",
-                "--coordinator",
-                &coordinator.url,
-                "--listen",
-                "127.0.0.1:0",
-                "--slots",
-                "2",
-            ];
-            args.extend(HEARTBEATS);
-            start(&args)
-        })
+        .map(|_| common::start_executor(&coordinator.url, &member))
         .collect();
     let executor_urls = executors.iter().map(|e| e.url.clone()).collect();
     let cluster = Cluster {
@@ -543,7 +532,7 @@ async fn sessions_handles_and_floods_are_bounded() {
     let mut attacker = cluster.sign_in(WRITER).await;
 
     // The victim prepares a statement, plans one, and has one served by an executor.
-    let handle = prepared_handle(&mut victim).await;
+    let handle = common::prepared_statement_handle(&mut victim, "SELECT $1 AS p").await;
     let waiting = victim
         .execute("SELECT 1 AS one".into(), None)
         .await
@@ -608,7 +597,7 @@ async fn sessions_handles_and_floods_are_bounded() {
 
     // 1 GiB of parameters, sent lazily: refused once past the endpoint's limit.
     let mut attacker = cluster.sign_in(WRITER).await;
-    let handle = prepared_handle(&mut attacker).await;
+    let handle = common::prepared_statement_handle(&mut attacker, "SELECT $1 AS p").await;
     let err = send_parameters(&mut attacker, handle.clone(), 1 << 30).await;
     assert!(err.contains("exceed"), "{err}");
     let err = send_parameters(&mut attacker, handle, 2 << 20).await;
@@ -681,32 +670,6 @@ async fn sessions_handles_and_floods_are_bounded() {
     );
 }
 
-/// The handle of the prepared statement `client` made last (arrow-flight keeps it
-/// private): prepares one more through the raw action and returns its handle.
-async fn prepared_handle(client: &mut FlightSqlServiceClient<Channel>) -> prost::bytes::Bytes {
-    let request = arrow_flight::sql::ActionCreatePreparedStatementRequest {
-        query: "SELECT $1 AS p".into(),
-        transaction_id: None,
-    };
-    let replies: Vec<arrow_flight::Result> = client
-        .do_action(Action::new(
-            "CreatePreparedStatement",
-            request.as_any().encode_to_vec(),
-        ))
-        .await
-        .expect("prepare")
-        .try_collect()
-        .await
-        .expect("prepare reply");
-    let created: arrow_flight::sql::ActionCreatePreparedStatementResult =
-        arrow_flight::sql::Any::decode(replies[0].body.clone())
-            .expect("an Any")
-            .unpack()
-            .expect("a result")
-            .expect("of the right type");
-    created.prepared_statement_handle
-}
-
 /// Binds `total` bytes of parameters (1 MiB batches, made as they are sent) to the
 /// prepared statement `handle`; returns the refusal.
 async fn send_parameters(
@@ -764,4 +727,52 @@ async fn fetch_from_executor(info: &FlightInfo) -> Vec<RecordBatch> {
         .try_collect()
         .await
         .expect("batches")
+}
+
+/// A user runs at most `--max-queries-per-user` statements at once: results served
+/// from executors hold their slot until read, the next one is refused naming the
+/// limit, another user is not affected, and a slot comes back once a result is read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_runs_at_most_the_queries_allowed_at_once() {
+    let cluster = cluster().await;
+    let mut greedy = cluster.sign_in(READER).await;
+    greedy
+        .execute_update("SET fletch.result_endpoints = 'executors'".into(), None)
+        .await
+        .expect("set");
+    let sql = "SELECT value FROM generate_series(1, 100)";
+    let mut unread = Vec::new();
+    for _ in 0..QUERIES_PER_USER {
+        unread.push(
+            greedy
+                .execute(sql.into(), None)
+                .await
+                .expect("within the cap"),
+        );
+    }
+    let err = refusal(greedy.execute(sql.into(), None).await, "one over the cap").await;
+    assert!(
+        err.contains("already runs") && err.contains("--max-queries-per-user"),
+        "{err}"
+    );
+    let mut other = cluster.sign_in(WRITER).await;
+    assert_eq!(
+        rows(&mut other, "SELECT sum(value) FROM generate_series(1, 10)").await,
+        ["55"]
+    );
+    let read: usize = fetch_from_executor(&unread[0])
+        .await
+        .iter()
+        .map(RecordBatch::num_rows)
+        .sum();
+    assert_eq!(read, 100);
+    // The query ends once its result is read; its slot comes back then.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match greedy.execute(sql.into(), None).await {
+            Ok(_) => break,
+            Err(e) => assert!(Instant::now() < deadline, "no slot came back: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -3,7 +3,7 @@
 //! (users see the executors with `SHOW EXECUTORS`).
 
 use arrow_flight::{Action, ActionType};
-use fletch_executor::protocol::{self, ExecutorStatus};
+use fletch_executor::protocol::{self, ExecutorStatus, QueryLease};
 use fletch_executor::{FailureReason, TaskFailure};
 use prost::Message;
 use tonic::Status;
@@ -43,8 +43,14 @@ pub(crate) async fn run(
             executor_status(&action.body).and_then(|status| {
                 coordinator
                     .executor_heard_from(status, registering)
-                    .map(|()| vec![])
-                    .map_err(|f| f.to_status())
+                    .map_err(|f| f.to_status())?;
+                // The reply renews the lease of every query still running.
+                let lease = QueryLease {
+                    live_queries: coordinator.live_queries(),
+                };
+                Ok(vec![arrow_flight::Result {
+                    body: lease.encode_to_vec().into(),
+                }])
             })
         }
         protocol::LEAVE => match executor_status(&action.body) {

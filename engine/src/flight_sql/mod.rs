@@ -17,6 +17,7 @@ mod auth;
 mod cluster_actions;
 mod handles;
 mod metadata;
+mod query_slots;
 mod users;
 
 pub use access::Locations;
@@ -83,6 +84,8 @@ struct CoordinatorService {
     max_parameter_bytes: usize,
     /// How long a result ticket redeemable at an executor stays valid.
     ticket_life: Duration,
+    /// Statements each user may run at once.
+    slots: query_slots::QuerySlots,
 }
 
 fn to_status(e: DataFusionError) -> Status {
@@ -246,10 +249,24 @@ impl CoordinatorService {
         access::authorize(&session.user, Some(&self.locations), &session.ctx, sql)
     }
 
-    /// Plans one statement of `session`'s user, once allowed.
+    /// Plans one statement of `session`'s user, once allowed (DDL runs here), in one
+    /// of the user's statement slots.
     async fn plan(&self, session: &Session, sql: &str) -> Result<DataFrame, Status> {
         self.authorize(session, sql)?;
+        let _slot = self.slot(session)?;
         crate::sql(&session.ctx, sql).await.map_err(to_status)
+    }
+
+    /// One of the session's user's statement slots.
+    fn slot(&self, session: &Session) -> Result<query_slots::QuerySlot, Status> {
+        self.slots.acquire(&session.user.name)
+    }
+
+    /// Runs an update to its end in one of the user's slots; the rows it changed.
+    async fn run_update(&self, session: &Session, dataframe: DataFrame) -> Result<i64, Status> {
+        let _slot = self.slot(session)?;
+        let batches = dataframe.collect().await.map_err(to_status)?;
+        Ok(affected_rows(&batches))
     }
 
     /// Keeps `dataframe` for its `DoGet` and describes its result.
@@ -295,6 +312,7 @@ impl CoordinatorService {
             return self.waiting_info(session, dataframe, descriptor);
         };
         let schema = plan.schema();
+        let slot = self.slot(session)?;
         let (mut run, result) = distributed.serve(ctx).map_err(to_status)?;
         let handle = uuid::Uuid::new_v4().to_string();
         // Weak: the session owns the query, not the other way round.
@@ -302,6 +320,7 @@ impl CoordinatorService {
         let forget = handle.clone();
         let (registered, entered) = tokio::sync::oneshot::channel::<()>();
         let query = SpawnedTask::spawn(async move {
+            let _slot = slot;
             let mut end = Ok(());
             while let Some(item) = run.next().await {
                 if let Err(e) = item {
@@ -524,14 +543,17 @@ impl FlightSqlService for CoordinatorService {
                 "no statement {handle:?} is waiting in this session"
             ))
         })?;
+        let slot = self.slot(&session)?;
         let batches = dataframe.execute_stream().await.map_err(to_status)?;
         let schema = batches.schema();
         let (batches, abort) = futures::stream::abortable(batches);
         session.running.insert_at(handle.clone(), abort);
-        // Forgets the handle when the stream ends or the client goes away.
+        // Forgets the handle, and frees the slot, when the stream ends or the client
+        // goes away.
         let forget = ForgetRunning {
             session: Arc::downgrade(&session),
             handle,
+            _slot: slot,
         };
         let batches = batches.map(move |batch| {
             let _ = &forget;
@@ -580,13 +602,8 @@ impl FlightSqlService for CoordinatorService {
         request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
         let session = self.session(&request)?;
-        let batches = self
-            .plan(&session, &update.query)
-            .await?
-            .collect()
-            .await
-            .map_err(to_status)?;
-        Ok(affected_rows(&batches))
+        let dataframe = self.plan(&session, &update.query).await?;
+        self.run_update(&session, dataframe).await
     }
 
     async fn do_action_create_prepared_statement(
@@ -664,13 +681,10 @@ impl FlightSqlService for CoordinatorService {
         request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
         let session = self.session(&request)?;
-        let batches = self
+        let dataframe = self
             .prepared_dataframe(&session, &query.prepared_statement_handle)
-            .await?
-            .collect()
-            .await
-            .map_err(to_status)?;
-        Ok(affected_rows(&batches))
+            .await?;
+        self.run_update(&session, dataframe).await
     }
 
     async fn get_flight_info_catalogs(
@@ -865,6 +879,7 @@ impl FlightSqlService for CoordinatorService {
 struct ForgetRunning {
     session: std::sync::Weak<Session>,
     handle: String,
+    _slot: query_slots::QuerySlot,
 }
 
 impl Drop for ForgetRunning {
@@ -939,6 +954,8 @@ pub struct EndpointOptions {
     pub limits: SessionLimits,
     /// The largest request message, and the most parameter data one `DoPut` may send.
     pub max_request_bytes: usize,
+    /// Statements one user may run at once (planning, streaming or serving).
+    pub max_queries_per_user: usize,
 }
 
 impl Default for EndpointOptions {
@@ -950,6 +967,7 @@ impl Default for EndpointOptions {
             locations: Locations::default(),
             limits: SessionLimits::default(),
             max_request_bytes: 16 << 20,
+            max_queries_per_user: 16,
         }
     }
 }
@@ -1015,6 +1033,7 @@ pub async fn serve_coordinator_with(
         locations: options.locations,
         max_parameter_bytes: options.max_request_bytes,
         ticket_life: options.session_idle,
+        slots: query_slots::QuerySlots::new(options.max_queries_per_user),
     };
     FlightServer::serve_checked(
         listener,

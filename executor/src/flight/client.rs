@@ -50,8 +50,23 @@ pub fn connect(url: &str) -> Result<Channel, TaskFailure> {
     Ok(endpoint
         .max_frame_size(MAX_FRAME_BYTES)
         .tcp_nodelay(true)
+        .connect_timeout(CONNECT_TIMEOUT)
+        // A peer that vanished without closing the connection (a host gone, a cable
+        // pulled) is noticed by its missing pings, not only by the next call.
+        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+        .keep_alive_while_idle(true)
         .connect_lazy())
 }
+
+/// How long opening a connection to another process may take.
+pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long a control call (release, drop, memory limit, membership) may take.
+pub const CONTROL_CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// How often an HTTP/2 connection is pinged, both ways.
+pub const KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long a ping may go unanswered before the connection counts as broken.
+pub const KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// The PEM certificate this process trusts for `https://` links to other cluster
 /// members (a CA, or their shared self-signed certificate).
@@ -191,22 +206,90 @@ impl ExecutorClient {
     }
 
     /// Performs an action and waits for its (empty) reply stream to end.
+    /// Control calls (all but running a task, waiting for a result's reader, copying a
+    /// piece and leaving, which hands over every fragment first: these last as long as
+    /// their work) get [`CONTROL_CALL_TIMEOUT`].
     async fn action(&self, r#type: &str, body: Vec<u8>) -> Result<(), TaskFailure> {
-        let mut replies = self
-            .flight()
-            .do_action(Action::new(r#type, body))
-            .await
-            .map_err(|e| self.failure(e))?;
-        while let Some(reply) = replies.next().await {
-            reply.map_err(|e| self.failure(e))?;
+        let call = async {
+            let mut replies = self
+                .flight()
+                .do_action(Action::new(r#type, body))
+                .await
+                .map_err(|e| self.failure(e))?;
+            while let Some(reply) = replies.next().await {
+                reply.map_err(|e| self.failure(e))?;
+            }
+            Ok(())
+        };
+        let open_ended = [
+            protocol::RUN_TASK,
+            protocol::AWAIT_RESULT_READ,
+            protocol::COPY_PIECE,
+            protocol::LEAVE,
+        ];
+        if open_ended.contains(&r#type) {
+            return call.await;
         }
-        Ok(())
+        self.within_deadline(r#type, call).await
+    }
+
+    /// `call`, failed as [`FailureReason::FetchFailed`] if it takes longer than
+    /// [`CONTROL_CALL_TIMEOUT`].
+    async fn within_deadline<T>(
+        &self,
+        what: &str,
+        call: impl Future<Output = Result<T, TaskFailure>>,
+    ) -> Result<T, TaskFailure> {
+        tokio::time::timeout(CONTROL_CALL_TIMEOUT, call)
+            .await
+            .unwrap_or_else(|_| {
+                Err(TaskFailure::new(
+                    FailureReason::FetchFailed,
+                    format!(
+                        "{} did not answer {what} within {CONTROL_CALL_TIMEOUT:?}",
+                        self.url
+                    ),
+                    usize::MAX,
+                    usize::MAX,
+                    &self.url,
+                ))
+            })
     }
 
     /// Sends `status` to the coordinator at this client's URL with `action`
     /// ([`protocol::REGISTER_EXECUTOR`], [`protocol::HEARTBEAT`] or [`protocol::LEAVE`]).
     pub async fn announce(&self, action: &str, status: &ExecutorStatus) -> Result<(), TaskFailure> {
         self.action(action, status.encode_to_vec()).await
+    }
+
+    /// Sends a heartbeat with `status` to the coordinator at this client's URL; returns
+    /// the lease it answers with (none from a coordinator that sends none).
+    pub async fn heartbeat(
+        &self,
+        status: &ExecutorStatus,
+    ) -> Result<Option<protocol::QueryLease>, TaskFailure> {
+        let call = async {
+            let mut replies = self
+                .flight()
+                .do_action(Action::new(protocol::HEARTBEAT, status.encode_to_vec()))
+                .await
+                .map_err(|e| self.failure(e))?;
+            let mut lease = None;
+            while let Some(reply) = replies.next().await {
+                let bytes = reply.map_err(|e| self.failure(e))?;
+                lease = Some(protocol::QueryLease::decode(bytes).map_err(|e| {
+                    TaskFailure::new(
+                        FailureReason::BadRequest,
+                        format!("malformed lease from {}: {e}", self.url),
+                        usize::MAX,
+                        usize::MAX,
+                        &self.url,
+                    )
+                })?);
+            }
+            Ok(lease)
+        };
+        self.within_deadline(protocol::HEARTBEAT, call).await
     }
 
     /// The executors the coordinator at this client's URL knows.
@@ -332,14 +415,39 @@ impl ExecutorClient {
 pub(crate) fn decode_validated(
     flight_data: impl Stream<Item = Result<FlightData, FlightError>> + Send + 'static,
 ) -> impl Stream<Item = Result<RecordBatch, FlightError>> {
+    let flight_data = flight_data.and_then(|data| async move {
+        refuse_dictionary_delta(&data)?;
+        Ok(data)
+    });
     // SAFETY: the decoder's own validation is skipped because `validate_batch` runs
     // the same checks (faster for string views) on every batch before it leaves
-    // this function; nothing reads a batch's values in between.
+    // this function; nothing reads a batch's values in between. The one place the
+    // decoder itself reads values, concatenating a dictionary delta onto the
+    // dictionary it holds, never runs: deltas are refused before it sees them.
     let decoder = unsafe { FlightDataDecoder::new(flight_data).with_skip_validation() };
     FlightRecordBatchStream::new(decoder).and_then(|batch| async move {
         validate_batch(&batch)?;
         Ok(batch)
     })
+}
+
+/// Refuses a dictionary delta: Fletch never sends one (its encoders resend whole
+/// dictionaries), and the decoder would concatenate it before any validation.
+fn refuse_dictionary_delta(data: &FlightData) -> Result<(), FlightError> {
+    if data.data_header.is_empty() {
+        return Ok(());
+    }
+    let message = arrow::ipc::root_as_message(&data.data_header)
+        .map_err(|e| FlightError::DecodeError(format!("malformed IPC message header: {e}")))?;
+    if message
+        .header_as_dictionary_batch()
+        .is_some_and(|dictionary| dictionary.isDelta())
+    {
+        return Err(FlightError::DecodeError(
+            "dictionary deltas are not accepted: send whole dictionaries".to_string(),
+        ));
+    }
+    Ok(())
 }
 
 /// Reads exchanges of one query over Flight, wherever the upstream tasks ran; inside an
@@ -456,5 +564,73 @@ impl ClientPool {
         let client = ExecutorClient::member(url, self.secret.clone())?;
         clients.insert(url.to_string(), client.clone());
         Ok(client)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{ArrayRef, StringDictionaryBuilder};
+    use arrow::datatypes::{DataType, Field, Int32Type, Schema};
+    use arrow::ipc::writer::{
+        DictionaryHandling, DictionaryTracker, IpcDataGenerator, IpcWriteContext, IpcWriteOptions,
+    };
+
+    use super::*;
+
+    /// Two batches of one dictionary column as Flight data, the second's dictionary
+    /// sent with `handling` (a delta, or a whole replacement).
+    fn dictionary_stream(handling: DictionaryHandling) -> Vec<FlightData> {
+        let field = Field::new(
+            "s",
+            DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)),
+            false,
+        );
+        let schema = Arc::new(Schema::new(vec![field]));
+        let mut builder = StringDictionaryBuilder::<Int32Type>::new();
+        builder.append_value("a");
+        builder.append_value("b");
+        let first = builder.finish_preserve_values();
+        builder.append_value("a");
+        builder.append_value("d");
+        let second = builder.finish_preserve_values();
+        let options = IpcWriteOptions::default().with_dictionary_handling(handling);
+        let generator = IpcDataGenerator::default();
+        let mut tracker = DictionaryTracker::new(false);
+        let mut context = IpcWriteContext::default();
+        let encoded_schema =
+            generator.schema_to_bytes_with_dictionary_tracker(&schema, &mut tracker, &options);
+        let mut data: Vec<FlightData> = vec![encoded_schema.into()];
+        for column in [first, second] {
+            let batch =
+                RecordBatch::try_new(Arc::clone(&schema), vec![Arc::new(column) as ArrayRef])
+                    .expect("batch");
+            let (dictionaries, batch) = generator
+                .encode(&batch, &mut tracker, &options, &mut context)
+                .expect("encode");
+            data.extend(dictionaries.into_iter().map(FlightData::from));
+            data.push(batch.into());
+        }
+        data
+    }
+
+    async fn decode(data: Vec<FlightData>) -> Result<Vec<RecordBatch>, FlightError> {
+        decode_validated(futures::stream::iter(data.into_iter().map(Ok)))
+            .try_collect()
+            .await
+    }
+
+    #[tokio::test]
+    async fn dictionary_deltas_are_refused_before_the_decoder_sees_them() {
+        let err = decode(dictionary_stream(DictionaryHandling::Delta))
+            .await
+            .expect_err("a delta")
+            .to_string();
+        assert!(err.contains("dictionary deltas are not accepted"), "{err}");
+        let whole = decode(dictionary_stream(DictionaryHandling::Resend))
+            .await
+            .expect("whole dictionaries");
+        assert_eq!(whole.iter().map(RecordBatch::num_rows).sum::<usize>(), 4);
     }
 }

@@ -115,7 +115,7 @@ impl ClusterSecret {
         let issued: u64 = issued.parse().map_err(|_| refused())?;
         let window = u64::try_from(MEMBER_PROOF_WINDOW.as_millis()).unwrap_or(u64::MAX);
         if now_ms().abs_diff(issued) > window {
-            return Err(Status::unauthenticated(
+            return Err(not_member(
                 "membership proof too old or from the future: check the hosts' clocks",
             ));
         }
@@ -144,12 +144,12 @@ impl ClusterSecret {
             &result_ticket_message(ticket),
             &ticket.signature,
         ) {
-            return Err(Status::permission_denied(
+            return Err(not_member(
                 "result ticket not signed by this cluster's coordinator",
             ));
         }
         if now_ms() > ticket.expires_at_ms {
-            return Err(Status::permission_denied(
+            return Err(not_member(
                 "result ticket expired: ask the coordinator for the result again",
             ));
         }
@@ -209,17 +209,22 @@ pub fn require_member(extensions: &tonic::Extensions, call: &str) -> Result<(), 
     if extensions.get::<Member>().is_some() {
         return Ok(());
     }
-    let failure = TaskFailure::new(
+    Err(not_member(format!(
+        "{call} is for cluster members only: present the cluster secret \
+         (--cluster-secret-file); signed-in users cannot call it"
+    )))
+}
+
+/// A refusal with Fletch's typed reason, `PermissionDenied` on the wire.
+fn not_member(message: impl Into<String>) -> Status {
+    TaskFailure::new(
         FailureReason::NotMember,
-        format!(
-            "{call} is for cluster members only: present the cluster secret \
-             (--cluster-secret-file); signed-in users cannot call it"
-        ),
+        message,
         usize::MAX,
         usize::MAX,
         "",
-    );
-    Err(failure.to_status())
+    )
+    .to_status()
 }
 
 /// Refuses to serve beyond loopback without a cluster secret: there every caller

@@ -12,6 +12,7 @@ use tonic::{Request, Status};
 
 use super::MAX_FRAME_BYTES;
 pub use super::MAX_MESSAGE_BYTES;
+use super::client::{KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT};
 
 /// A server's TLS certificate chain and private key, PEM-encoded.
 #[derive(Clone)]
@@ -73,6 +74,8 @@ impl FlightServer {
         }
         let server = builder
             .max_frame_size(MAX_FRAME_BYTES)
+            .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+            .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
             .add_service(service)
             // The builder's tcp_nodelay applies only to listeners tonic binds itself;
             // ours needs it set here, or Nagle plus delayed ACKs add ~40 ms to small

@@ -38,6 +38,19 @@ pub(crate) struct ExecutorService {
     pub(crate) secret: Option<ClusterSecret>,
 }
 
+/// A stream that failed here while the executor is fine (encoding, IPC): with Fletch's
+/// detail, so the reader never takes it for a lost executor.
+fn stream_failure(message: String, url: &str) -> Status {
+    TaskFailure::new(
+        FailureReason::FetchFailed,
+        format!("streaming from {url}: {message}"),
+        usize::MAX,
+        usize::MAX,
+        url,
+    )
+    .to_status()
+}
+
 fn unsupported(what: &str) -> Status {
     Status::unimplemented(format!("a Fletch executor does not serve {what}"))
 }
@@ -151,6 +164,11 @@ impl FlightService for ExecutorService {
                 if ticket.query_id.is_empty() {
                     return Err(bad_request("partition ticket without a query id"));
                 }
+                let store = &self.runner.store;
+                store
+                    .await_known(&ticket.query_id, store.unknown_query_wait())
+                    .await
+                    .map_err(|f| f.to_status())?;
                 self.runner
                     .store
                     .read_partition(&ticket, false)
@@ -179,17 +197,18 @@ impl FlightService for ExecutorService {
             }
             None => return Err(bad_request("empty ticket")),
         };
+        let url = self.runner.url.clone();
         let encoded = FlightDataEncoderBuilder::new()
             // Resend keeps dictionary types intact, so readers see the declared schema.
             .with_dictionary_handling(DictionaryHandling::Resend)
             .build(batches)
-            .map_err(|e| match e {
+            .map_err(move |e| match e {
                 FlightError::ExternalError(inner) => match inner.downcast::<TaskFailure>() {
                     Ok(failure) => failure.to_status(),
-                    Err(other) => Status::internal(other.to_string()),
+                    Err(other) => stream_failure(other.to_string(), &url),
                 },
                 FlightError::Tonic(status) => *status,
-                other => Status::internal(other.to_string()),
+                other => stream_failure(other.to_string(), &url),
             });
         Ok(Response::new(encoded.boxed()))
     }

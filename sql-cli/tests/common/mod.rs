@@ -152,3 +152,58 @@ fn uuid_like_secret() -> String {
         std::time::SystemTime::now()
     )
 }
+
+/// Creates a prepared statement of `sql` through the raw Flight SQL action (the
+/// arrow-flight client keeps the handle private); returns its handle.
+pub async fn prepared_statement_handle(
+    client: &mut FlightSqlServiceClient<Channel>,
+    sql: &str,
+) -> prost::bytes::Bytes {
+    use arrow_flight::sql::ProstMessageExt;
+    use futures::TryStreamExt;
+    use prost::Message;
+    let request = arrow_flight::sql::ActionCreatePreparedStatementRequest {
+        query: sql.into(),
+        transaction_id: None,
+    };
+    let replies: Vec<arrow_flight::Result> = client
+        .do_action(arrow_flight::Action::new(
+            "CreatePreparedStatement",
+            request.as_any().encode_to_vec(),
+        ))
+        .await
+        .expect("prepare")
+        .try_collect()
+        .await
+        .expect("prepare reply");
+    let created: arrow_flight::sql::ActionCreatePreparedStatementResult =
+        arrow_flight::sql::Any::decode(replies[0].body.clone())
+            .expect("an Any")
+            .unpack()
+            .expect("a result")
+            .expect("of the right type");
+    created.prepared_statement_handle
+}
+
+/// Heartbeat flags for test clusters. Generous for loaded CI machines: a live executor
+/// must never look lost.
+pub const HEARTBEATS: [&str; 4] = ["--heartbeat-ms", "250", "--lost-after", "8"];
+
+/// An executor process (256 MB, 2 slots) joining `coordinator`, with `flags` (such as
+/// `--cluster-secret-file F`) before its subcommand.
+pub fn start_executor(coordinator: &str, flags: &[&str]) -> Process {
+    let mut args = flags.to_vec();
+    args.extend([
+        "--memory",
+        "256MB",
+        "executor",
+        "--coordinator",
+        coordinator,
+        "--listen",
+        "127.0.0.1:0",
+        "--slots",
+        "2",
+    ]);
+    args.extend(HEARTBEATS);
+    start(&args)
+}
