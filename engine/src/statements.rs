@@ -115,6 +115,28 @@ pub(crate) fn fletch_statement_kind(statement: &str) -> Option<FletchStatementKi
     }
 }
 
+/// The table a `CREATE TABLE`, `CACHE TABLE` or `UNCACHE TABLE` statement writes, by
+/// its name in the cluster's schema (for access checks); `None` for other statements.
+pub(crate) fn fletch_statement_target(statement: &str) -> Option<String> {
+    let tokens = tokenize(statement).ok()?;
+    if !matches!(
+        kind(&tokens),
+        Kind::CreateTable | Kind::CacheTable | Kind::UncacheTable
+    ) {
+        return None;
+    }
+    let mut parser = Parser::new(&GenericDialect {}).with_tokens_with_locations(tokens);
+    while !parser.parse_keyword(Keyword::TABLE) {
+        if parser.next_token().token == Token::EOF {
+            return None;
+        }
+    }
+    let _ = parser.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS])
+        || parser.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
+    let object = parser.parse_object_name(false).ok()?;
+    table_name(&TableReference::from(object.to_string())).ok()
+}
+
 /// Whether `statement` is one Fletch runs itself rather than DataFusion (so DataFusion
 /// alone may not parse it).
 pub(crate) fn is_fletch_statement(statement: &str) -> bool {

@@ -102,6 +102,28 @@ pub struct Args {
     )]
     max_queries_per_user: usize,
 
+    /// `serve` and `coordinator`: the largest request message a client may send, and
+    /// the most parameter data one prepared statement may be sent, e.g. 16MiB.
+    #[arg(
+        long,
+        env = "FLETCH_MAX_REQUEST_SIZE",
+        value_name = "SIZE",
+        default_value = "16MiB",
+        value_parser = parse_memory,
+        global = true
+    )]
+    max_request_size: usize,
+
+    /// `executor`: the most partitions any operator of a task's plan, or tasks of a
+    /// stage, may have; a plan asking for more is refused before anything is allocated.
+    #[arg(
+        long,
+        env = "FLETCH_MAX_TASK_PARTITIONS",
+        default_value_t = 65536,
+        global = true
+    )]
+    max_task_partitions: usize,
+
     /// `serve`, `coordinator` and `executor`: serve over TLS with this PEM certificate
     /// chain (with --tls-key).
     #[arg(long, env = "FLETCH_TLS_CERT", value_name = "FILE", global = true)]
@@ -315,6 +337,7 @@ fn endpoint_options(args: &Args) -> Result<EndpointOptions> {
         tls,
         locations: Locations::allow(&args.allow_locations).map_err(|e| anyhow::anyhow!(e))?,
         max_queries_per_user: args.max_queries_per_user,
+        max_request_bytes: args.max_request_size,
         ..Default::default()
     })
 }
@@ -413,6 +436,10 @@ fn main_inner() -> Result<ExitCode> {
             let mut options = fletch_executor::ExecutorOptions {
                 tls: endpoint_options(&args)?.tls,
                 cluster_secret: cluster_secret(&args)?,
+                task_limits: fletch_executor::TaskLimits {
+                    max_partitions: args.max_task_partitions,
+                    ..Default::default()
+                },
                 ..Default::default()
             };
             if let Some(memory_limit) = args.memory {

@@ -417,7 +417,8 @@ fn basic((user, password): (&str, &str)) -> String {
 }
 
 /// Roles: a reader cannot create, insert, drop or cache; a writer cannot set the
-/// executors' memory; each refusal names the role and what it lacks. Files: outside
+/// executors' memory, nor change a table it did not create, but changes its own; each
+/// refusal names the role and what it lacks. Files: outside
 /// the allowed location (directly, through `..` or through a symlink) nobody reads or
 /// writes, the admin included; inside it a writer does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -463,6 +464,35 @@ async fn roles_and_file_locations_hold() {
             "{sql}: {err}"
         );
     }
+
+    // A writer changes its own tables, not the admin's.
+    for sql in [
+        "INSERT INTO t VALUES (101)",
+        "DROP TABLE t",
+        "CREATE OR REPLACE TABLE t AS SELECT 1 AS k",
+    ] {
+        let err = refusal(writer.execute_update(sql.into(), None).await, sql).await;
+        assert!(
+            err.contains("may not change table")
+                && err.contains("created by")
+                && err.contains("root"),
+            "{sql}: {err}"
+        );
+    }
+    for sql in [
+        "CREATE TABLE mine AS SELECT value AS k FROM generate_series(1, 10)",
+        "INSERT INTO mine VALUES (11)",
+    ] {
+        writer
+            .execute_update(sql.into(), None)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+    assert_eq!(rows(&mut writer, "SELECT sum(k) FROM mine").await, ["66"]);
+    writer
+        .execute_update("DROP TABLE mine".into(), None)
+        .await
+        .expect("drop its own table");
 
     let allowed = cluster.allowed.display().to_string();
     std::os::unix::fs::symlink("/etc", cluster.allowed.join("etc")).expect("symlink");

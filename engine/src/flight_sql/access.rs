@@ -1,18 +1,23 @@
 //! What a signed-in user's statement needs before it runs: the privilege its kind asks
-//! for (read, write or admin), and for statements that name files, that every path
-//! lies under an allowed location. Statements are classified from their parse tree,
-//! with the same dialect the session will parse them with; a kind not listed here
-//! needs admin.
+//! for (read, write or admin), for statements that name files, that every path lies
+//! under an allowed location, and for statements that change a table, which table
+//! (a writer may change only tables it created: [`Owners`]). Statements are classified
+//! from their parse tree, with the same dialect the session will parse them with; a
+//! kind not listed here needs admin.
 
+use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};
 
+use parking_lot::Mutex;
+
+use datafusion::common::TableReference;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::Statement as DFStatement;
-use datafusion::sql::sqlparser::ast::{ObjectName, Set, Statement};
+use datafusion::sql::sqlparser::ast::{ObjectName, Set, Statement, TableObject};
 use tonic::Status;
 
 use super::users::{Role, User};
-use crate::statements::{FletchStatementKind, fletch_statement_kind};
+use crate::statements::{FletchStatementKind, fletch_statement_kind, fletch_statement_target};
 
 /// Where remote users may read and write files (`--allow-location`).
 #[derive(Debug, Clone, Default)]
@@ -58,13 +63,14 @@ impl Privilege {
     }
 }
 
-/// A statement's needs: its privilege, what it does (for the refusal), and the
-/// locations it reads and writes.
+/// A statement's needs: its privilege, what it does (for the refusal), the locations
+/// it reads and writes, and the tables it changes.
 struct Needs {
     privilege: Privilege,
     what: String,
     reads: Vec<String>,
     writes: Vec<String>,
+    tables: Vec<TableChange>,
 }
 
 impl Needs {
@@ -74,18 +80,97 @@ impl Needs {
             what: what.into(),
             reads: vec![],
             writes: vec![],
+            tables: vec![],
+        }
+    }
+
+    fn changing(mut self, name: String, change: Change) -> Self {
+        self.tables.push(TableChange { name, change });
+        self
+    }
+}
+
+/// A table a statement creates, changes or drops, by its name in the cluster schema.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TableChange {
+    pub(crate) name: String,
+    pub(crate) change: Change,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Change {
+    /// Creates it, or replaces (or caches, or uncaches) it if it exists.
+    Create,
+    /// Changes its rows.
+    Rows,
+    Drop,
+}
+
+/// Who created each table through the endpoint. A writer may change or drop only
+/// tables it created; a table nobody created here (an admin's, or one from before)
+/// only an admin may.
+#[derive(Debug, Default)]
+pub(crate) struct Owners {
+    owners: Mutex<HashMap<String, String>>,
+}
+
+impl Owners {
+    /// Refuses `changes` by `user` where a table exists (per `exists`) and the user is a
+    /// writer who did not create it.
+    pub(crate) fn check(
+        &self,
+        user: &User,
+        changes: &[TableChange],
+        exists: impl Fn(&str) -> bool,
+    ) -> Result<(), Status> {
+        if user.role == Role::Admin {
+            return Ok(());
+        }
+        let owners = self.owners.lock();
+        for table in changes.iter().filter(|t| exists(&t.name)) {
+            let owner = owners.get(&table.name);
+            if owner != Some(&user.name) {
+                return Err(Status::permission_denied(format!(
+                    "user {:?} (role {}) may not change table {:?}: it was created by {}; \
+                     a writer changes only its own tables, an admin any",
+                    user.name,
+                    user.role,
+                    table.name,
+                    owner.map_or("no writer".to_string(), |o| format!("{o:?}"))
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Records what `changes` did once they succeeded: `user` owns what it created.
+    pub(crate) fn record(&self, user: &User, changes: &[TableChange]) {
+        let mut owners = self.owners.lock();
+        for table in changes {
+            match table.change {
+                Change::Create => {
+                    owners
+                        .entry(table.name.clone())
+                        .or_insert_with(|| user.name.clone());
+                }
+                Change::Drop => {
+                    owners.remove(&table.name);
+                }
+                Change::Rows => {}
+            }
         }
     }
 }
 
 /// Refuses `sql` for `user` unless the user's role allows it and every location it
-/// names is allowed; `locations` `None` allows every location.
+/// names is allowed (`locations` `None` allows every location); returns the tables it
+/// changes, for [`Owners`].
 pub(crate) fn authorize(
     user: &User,
     locations: Option<&Locations>,
     ctx: &SessionContext,
     sql: &str,
-) -> Result<(), Status> {
+) -> Result<Vec<TableChange>, Status> {
     let needs = needs(ctx, sql)?;
     if user.role < needs.privilege.role() {
         return Err(Status::permission_denied(format!(
@@ -96,16 +181,15 @@ pub(crate) fn authorize(
             needs.privilege.role()
         )));
     }
-    let Some(locations) = locations else {
-        return Ok(());
-    };
-    for location in &needs.reads {
-        check_location(location, &locations.read, "read")?;
+    if let Some(locations) = locations {
+        for location in &needs.reads {
+            check_location(location, &locations.read, "read")?;
+        }
+        for location in &needs.writes {
+            check_location(location, &locations.write, "write")?;
+        }
     }
-    for location in &needs.writes {
-        check_location(location, &locations.write, "write")?;
-    }
-    Ok(())
+    Ok(needs.tables)
 }
 
 fn needs(ctx: &SessionContext, sql: &str) -> Result<Needs, Status> {
@@ -113,17 +197,30 @@ fn needs(ctx: &SessionContext, sql: &str) -> Result<Needs, Status> {
         return Ok(match kind {
             FletchStatementKind::Show => Needs::new(Privilege::Read, "list tables or executors"),
             FletchStatementKind::Change => {
-                Needs::new(Privilege::Write, "create, cache, uncache or drop tables")
+                let needs = Needs::new(Privilege::Write, "create, cache, uncache or drop tables");
+                match fletch_statement_target(sql) {
+                    Some(name) => needs.changing(name, Change::Create),
+                    // DROP TABLE: DataFusion's own statement, read below.
+                    None => parsed_needs(ctx, sql).unwrap_or(needs),
+                }
             }
         });
     }
+    // A statement that does not parse is refused by DataFusion with its own message.
+    Ok(parsed_needs(ctx, sql).unwrap_or_else(|| Needs::new(Privilege::Read, "run it")))
+}
+
+fn parsed_needs(ctx: &SessionContext, sql: &str) -> Option<Needs> {
     let state = ctx.state();
     let dialect = state.config().options().sql_parser.dialect;
-    // A statement that does not parse is refused by DataFusion with its own message.
-    let Ok(statement) = state.sql_to_statement(sql, &dialect) else {
-        return Ok(Needs::new(Privilege::Read, "run it"));
-    };
-    Ok(statement_needs(&statement))
+    let statement = state.sql_to_statement(sql, &dialect).ok()?;
+    Some(statement_needs(&statement))
+}
+
+/// The name a table has in the cluster schema (unquoted parts folded to lower case,
+/// as DataFusion does).
+fn cluster_name(name: &ObjectName) -> String {
+    TableReference::from(name.to_string()).table().to_string()
 }
 
 fn statement_needs(statement: &DFStatement) -> Needs {
@@ -132,7 +229,8 @@ fn statement_needs(statement: &DFStatement) -> Needs {
         DFStatement::CreateExternalTable(create) => Needs {
             reads: create.locations.clone(),
             ..Needs::new(Privilege::Write, "create tables")
-        },
+        }
+        .changing(cluster_name(&create.name), Change::Create),
         DFStatement::CopyTo(copy) => Needs {
             writes: vec![copy.target.clone()],
             ..Needs::new(Privilege::Write, "write files (COPY)")
@@ -165,16 +263,20 @@ fn sql_statement_needs(statement: &Statement) -> Needs {
         | Statement::ShowViews { .. }
         | Statement::ShowDatabases { .. } => Needs::new(Privilege::Read, "describe"),
         Statement::Set(set) => set_needs(set),
-        Statement::Insert(_)
-        | Statement::Update(_)
-        | Statement::Delete(_)
-        | Statement::Truncate(_) => Needs::new(Privilege::Write, "change table rows"),
-        Statement::CreateTable(_)
-        | Statement::CreateView(_)
-        | Statement::CreateSchema { .. }
-        | Statement::CreateDatabase { .. }
-        | Statement::Drop { .. }
-        | Statement::AlterTable(_) => Needs::new(Privilege::Write, "create or drop objects"),
+        Statement::Insert(insert) => match &insert.table {
+            TableObject::TableName(name) => Needs::new(Privilege::Write, "insert rows")
+                .changing(cluster_name(name), Change::Rows),
+            // A table function: nothing a writer owns.
+            _ => Needs::new(Privilege::Admin, "insert into a table function"),
+        },
+        Statement::CreateTable(create) => Needs::new(Privilege::Write, "create tables")
+            .changing(cluster_name(&create.name), Change::Create),
+        Statement::CreateView(view) => Needs::new(Privilege::Write, "create views")
+            .changing(cluster_name(&view.name), Change::Create),
+        Statement::Drop { names, .. } => names.iter().fold(
+            Needs::new(Privilege::Write, "drop tables or views"),
+            |needs, name| needs.changing(cluster_name(name), Change::Drop),
+        ),
         _ => Needs::new(Privilege::Admin, "run this kind of statement"),
     }
 }
@@ -281,7 +383,9 @@ mod tests {
 
     fn check(role: Role, locations: Option<&Locations>, sql: &str) -> Result<(), String> {
         let ctx = SessionContext::new();
-        authorize(&user(role), locations, &ctx, sql).map_err(|s| s.message().to_string())
+        authorize(&user(role), locations, &ctx, sql)
+            .map(|_| ())
+            .map_err(|s| s.message().to_string())
     }
 
     #[test]
@@ -368,5 +472,69 @@ mod tests {
         let err = check(Role::Admin, Some(&none), &ok[0]).expect_err("no locations");
         assert!(err.contains("none"), "{err}");
         assert!(check(Role::Admin, None, &refused[0]).is_ok());
+    }
+
+    #[test]
+    fn writers_change_only_the_tables_they_created() {
+        let ctx = SessionContext::new();
+        let changes = |sql: &str| authorize(&user(Role::Admin), None, &ctx, sql).expect(sql);
+        let table = |name: &str, change| TableChange {
+            name: name.to_string(),
+            change,
+        };
+        assert_eq!(
+            changes("CREATE OR REPLACE TABLE \"Mixed\" PARTITION BY HASH (a) AS SELECT 1 AS a"),
+            [table("Mixed", Change::Create)]
+        );
+        assert_eq!(changes("CACHE TABLE T"), [table("t", Change::Create)]);
+        assert_eq!(
+            changes("UNCACHE TABLE IF EXISTS public.t"),
+            [table("t", Change::Create)]
+        );
+        assert_eq!(
+            changes("INSERT INTO t VALUES (1)"),
+            [table("t", Change::Rows)]
+        );
+        assert_eq!(
+            changes("DROP TABLE IF EXISTS t"),
+            [table("t", Change::Drop)]
+        );
+        assert_eq!(changes("DROP VIEW v"), [table("v", Change::Drop)]);
+        assert_eq!(
+            changes("CREATE EXTERNAL TABLE e STORED AS CSV LOCATION '/x.csv'"),
+            [table("e", Change::Create)]
+        );
+        assert!(changes("SELECT 1").is_empty());
+
+        let owners = Owners::default();
+        let (wendy, walt, root) = (
+            User {
+                name: "wendy".into(),
+                role: Role::Writer,
+            },
+            User {
+                name: "walt".into(),
+                role: Role::Writer,
+            },
+            user(Role::Admin),
+        );
+        let create = [table("t", Change::Create)];
+        assert!(owners.check(&wendy, &create, |_| false).is_ok());
+        owners.record(&wendy, &create);
+        let insert = [table("t", Change::Rows)];
+        assert!(owners.check(&wendy, &insert, |_| true).is_ok());
+        let err = owners
+            .check(&walt, &insert, |_| true)
+            .expect_err("not walt's");
+        assert!(err.message().contains("created by \"wendy\""), "{err}");
+        assert!(owners.check(&root, &insert, |_| true).is_ok());
+        // A table nobody created here is an admin's to change.
+        let other = [table("tpch", Change::Drop)];
+        let err = owners
+            .check(&wendy, &other, |_| true)
+            .expect_err("nobody's");
+        assert!(err.message().contains("no writer"), "{err}");
+        owners.record(&wendy, &[table("t", Change::Drop)]);
+        assert!(owners.check(&walt, &create, |_| false).is_ok());
     }
 }

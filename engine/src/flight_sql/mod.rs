@@ -21,6 +21,7 @@ mod query_slots;
 mod users;
 
 pub use access::Locations;
+use access::TableChange;
 pub use fletch_executor::Credentials;
 pub use handles::SessionLimits;
 pub use users::{Role, User, Users, hash_password};
@@ -86,6 +87,8 @@ struct CoordinatorService {
     ticket_life: Duration,
     /// Statements each user may run at once.
     slots: query_slots::QuerySlots,
+    /// Who created which table: writers change only their own.
+    owners: access::Owners,
 }
 
 fn to_status(e: DataFusionError) -> Status {
@@ -244,17 +247,23 @@ impl CoordinatorService {
         ))
     }
 
-    /// Refuses `sql` unless the session's user may run it.
-    fn authorize(&self, session: &Session, sql: &str) -> Result<(), Status> {
-        access::authorize(&session.user, Some(&self.locations), &session.ctx, sql)
+    /// Refuses `sql` unless the session's user may run it; the tables it changes.
+    fn authorize(&self, session: &Session, sql: &str) -> Result<Vec<TableChange>, Status> {
+        let changes = access::authorize(&session.user, Some(&self.locations), &session.ctx, sql)?;
+        let tables = self.coordinator.tables();
+        self.owners
+            .check(&session.user, &changes, |name| tables.get(name).is_some())?;
+        Ok(changes)
     }
 
     /// Plans one statement of `session`'s user, once allowed (DDL runs here), in one
     /// of the user's statement slots.
     async fn plan(&self, session: &Session, sql: &str) -> Result<DataFrame, Status> {
-        self.authorize(session, sql)?;
+        let changes = self.authorize(session, sql)?;
         let _slot = self.slot(session)?;
-        crate::sql(&session.ctx, sql).await.map_err(to_status)
+        let dataframe = crate::sql(&session.ctx, sql).await.map_err(to_status)?;
+        self.owners.record(&session.user, &changes);
+        Ok(dataframe)
     }
 
     /// One of the session's user's statement slots.
@@ -1034,6 +1043,7 @@ pub async fn serve_coordinator_with(
         max_parameter_bytes: options.max_request_bytes,
         ticket_life: options.session_idle,
         slots: query_slots::QuerySlots::new(options.max_queries_per_user),
+        owners: access::Owners::default(),
     };
     FlightServer::serve_checked(
         listener,
