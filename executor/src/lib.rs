@@ -12,6 +12,9 @@
 //!   coordinator, every endpoint built by one function ([`connect`]).
 //! - [`protocol`]: the prost messages inside tickets and actions.
 //! - [`TaskFailure`]: a failure's typed reason as it crosses the wire.
+//! - [`ClusterSecret`]: who is a cluster member (every call but a read of a result
+//!   ticket the coordinator signed must prove it), and the lease on query state that
+//!   the coordinator renews with every heartbeat's reply.
 
 mod flight;
 mod fragment_io;
