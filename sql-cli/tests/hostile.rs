@@ -502,6 +502,10 @@ async fn roles_and_file_locations_hold() {
         format!("CREATE EXTERNAL TABLE p STORED AS CSV LOCATION '{allowed}/../../../etc/passwd'"),
         format!("CREATE EXTERNAL TABLE p STORED AS CSV LOCATION '{allowed}/etc/passwd'"),
         format!(
+            "CREATE EXTERNAL TABLE p STORED AS CSV LOCATION \
+             'file://{allowed}/%2e%2e/%2e%2e/%2e%2e/etc/passwd'"
+        ),
+        format!(
             "COPY (SELECT 1 AS a) TO '{}' STORED AS CSV",
             outside.display()
         ),

@@ -11,6 +11,7 @@ use std::path::{Component, Path, PathBuf};
 use parking_lot::Mutex;
 
 use datafusion::common::TableReference;
+use datafusion::datasource::listing::ListingTableUrl;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::{ObjectName, Set, Statement, TableObject};
@@ -303,22 +304,26 @@ fn setting_needs(name: &ObjectName) -> Needs {
     }
 }
 
-/// The local path a location names; `None` for a URL of another scheme.
-fn local_path(location: &str) -> Option<&str> {
-    match location.split_once("://") {
-        None => Some(location),
-        Some((scheme, path)) if scheme.eq_ignore_ascii_case("file") => Some(path),
-        Some(_) => None,
-    }
-}
-
-/// Where `location` really is: symlinks resolved and `..` taken out, as far as the
-/// path exists; a part that does not exist yet may not climb (`..`).
-fn resolve(location: &str) -> Result<PathBuf, String> {
-    let path = Path::new(location);
-    if !path.is_absolute() {
+/// The local path DataFusion opens for `location`. It is read with DataFusion's own
+/// parser, so `%2e%2e` or `%2F` in a `file://` URL, and `..` in a path, mean here what
+/// they mean when the table is scanned or the file written; a glob only filters files
+/// under the path it follows, so it is left off.
+fn opened_path(location: &str) -> Result<PathBuf, String> {
+    if !location.contains("://") && !Path::new(location).is_absolute() {
         return Err("a relative path (give an absolute one)".to_string());
     }
+    let url = ListingTableUrl::parse(location).map_err(|e| format!("not a location: {e}"))?;
+    if url.scheme() != "file" {
+        return Err("only local paths may be named".to_string());
+    }
+    url.get_url()
+        .to_file_path()
+        .map_err(|()| "not a local path".to_string())
+}
+
+/// Where `path` really is: symlinks resolved and `..` taken out, as far as the
+/// path exists; a part that does not exist yet may not climb (`..`).
+fn resolve(path: &Path) -> Result<PathBuf, String> {
     let mut existing = path.to_path_buf();
     let mut missing: Vec<PathBuf> = Vec::new();
     loop {
@@ -356,10 +361,9 @@ fn check_location(location: &str, allowed: &[PathBuf], action: &str) -> Result<(
             }
         ))
     };
-    let Some(path) = local_path(location) else {
-        return Err(refuse("only local paths may be named".to_string()));
-    };
-    let resolved = resolve(path).map_err(refuse)?;
+    let resolved = opened_path(location)
+        .and_then(|path| resolve(&path))
+        .map_err(refuse)?;
     if allowed.iter().any(|prefix| resolved.starts_with(prefix)) {
         Ok(())
     } else {
@@ -463,6 +467,13 @@ mod tests {
             "CREATE EXTERNAL TABLE x STORED AS CSV LOCATION 's3://bucket/x'".to_string(),
             "CREATE EXTERNAL TABLE x STORED AS CSV LOCATION 'relative.csv'".to_string(),
             "EXPLAIN COPY (SELECT 1) TO '/tmp/x.csv' STORED AS CSV".to_string(),
+            // URL parsers read `%2e%2e` as `..`: the path DataFusion opens escapes.
+            format!(
+                "CREATE EXTERNAL TABLE x STORED AS CSV LOCATION \
+                 'file://{a}/%2e%2e/%2e%2e/%2e%2e/%2e%2e/etc/passwd'"
+            ),
+            format!("COPY (SELECT 1) TO 'file://{a}/new/%2E%2E/%2E%2E/x.csv' STORED AS CSV"),
+            format!("CREATE EXTERNAL TABLE x STORED AS CSV LOCATION 'file://{a}/etc%2Fpasswd'"),
         ];
         for sql in &refused {
             let err = check(Role::Admin, Some(&locations), sql).expect_err(sql);
