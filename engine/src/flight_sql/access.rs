@@ -198,11 +198,16 @@ fn needs(ctx: &SessionContext, sql: &str) -> Result<Needs, Status> {
         return Ok(match kind {
             FletchStatementKind::Show => Needs::new(Privilege::Read, "list tables or executors"),
             FletchStatementKind::Change => {
-                let needs = Needs::new(Privilege::Write, "create, cache, uncache or drop tables");
                 match fletch_statement_target(sql) {
-                    Some(name) => needs.changing(name, Change::Create),
-                    // DROP TABLE: DataFusion's own statement, read below.
-                    None => parsed_needs(ctx, sql).unwrap_or(needs),
+                    Some(name) => {
+                        Needs::new(Privilege::Write, "create, cache, uncache or drop tables")
+                            .changing(name, Change::Create)
+                    }
+                    // DROP TABLE: DataFusion's own statement. Otherwise the table it
+                    // changes could not be read, so its owner cannot be checked.
+                    None => parsed_needs(ctx, sql).unwrap_or_else(|| {
+                        Needs::new(Privilege::Admin, "change a table whose name cannot be read")
+                    }),
                 }
             }
         });
@@ -516,6 +521,10 @@ mod tests {
             [table("e", Change::Create)]
         );
         assert!(changes("SELECT 1").is_empty());
+        // A table statement whose table cannot be read cannot have its owner checked.
+        let err =
+            authorize(&user(Role::Writer), None, &ctx, "CACHE TABLE").expect_err("no table name");
+        assert!(err.message().contains("admin"), "{err}");
 
         let owners = Owners::default();
         let (wendy, walt, root) = (
