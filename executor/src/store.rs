@@ -150,10 +150,6 @@ impl PartitionStore {
         *self.unknown_query_wait.lock() = wait;
     }
 
-    pub(crate) fn unknown_query_wait(&self) -> Duration {
-        *self.unknown_query_wait.lock()
-    }
-
     /// Takes the coordinator's list of the queries it runs: those here are renewed.
     pub(crate) fn renew(&self, live: HashSet<String>, now: Instant) {
         let mut state = self.state.lock();
@@ -186,16 +182,12 @@ impl PartitionStore {
             .collect()
     }
 
-    /// Waits, at most `wait`, until a read of `query_id` may create its state: a task
-    /// here started it, or the coordinator's lease names it (always, without leases).
-    /// `NotFound` if neither happens: no member ever asked for this query.
-    pub(crate) async fn await_known(
-        &self,
-        query_id: &str,
-        wait: Duration,
-    ) -> Result<(), TaskFailure> {
+    /// Waits, at most the unknown-query wait, until a read of `query_id` may create its
+    /// state: a task here started it, or the coordinator's lease names it (always,
+    /// without leases). `NotFound` if neither happens: no member asked for this query.
+    pub(crate) async fn await_known(&self, query_id: &str) -> Result<(), TaskFailure> {
         let mut changed = self.leases.subscribe();
-        let deadline = tokio::time::Instant::now() + wait;
+        let deadline = tokio::time::Instant::now() + *self.unknown_query_wait.lock();
         loop {
             {
                 let state = self.state.lock();
@@ -236,9 +228,16 @@ impl PartitionStore {
                 "",
             ));
         }
-        let query = Arc::clone(state.queries.entry(query_id.to_string()).or_default());
-        query.renewed.lock().get_or_insert_with(Instant::now);
+        if let Some(query) = state.queries.get(query_id) {
+            return Ok(Arc::clone(query));
+        }
+        let query = Arc::new(QueryState::default());
+        *query.renewed.lock() = Some(Instant::now());
+        state
+            .queries
+            .insert(query_id.to_string(), Arc::clone(&query));
         drop(state);
+        // Readers waiting for this query to be known (see `await_known`).
         self.leases.send_replace(());
         Ok(query)
     }
@@ -792,30 +791,20 @@ mod tests {
     async fn a_read_of_a_query_no_member_started_is_not_found() {
         let store = Arc::new(PartitionStore::default());
         // Without leases every read may create its query's state (embedded executors).
-        store
-            .await_known("anything", Duration::ZERO)
-            .await
-            .expect("no leases");
+        store.set_unknown_query_wait(Duration::ZERO);
+        store.await_known("anything").await.expect("no leases");
         store.renew(HashSet::new(), Instant::now());
-        let err = store
-            .await_known("made-up", Duration::from_millis(10))
-            .await
-            .expect_err("made up");
+        store.set_unknown_query_wait(Duration::from_millis(10));
+        let err = store.await_known("made-up").await.expect_err("made up");
         assert_eq!(err.reason, FailureReason::NotFound);
         assert_eq!(store.stats().queries, 0, "nothing was created");
         // A query a task here started, or one a lease names while a reader waits.
         store.query("started").expect("query");
-        store
-            .await_known("started", Duration::ZERO)
-            .await
-            .expect("started here");
+        store.await_known("started").await.expect("started here");
+        store.set_unknown_query_wait(Duration::from_secs(3600));
         let waiting = {
             let store = Arc::clone(&store);
-            SpawnedTask::spawn(async move {
-                store
-                    .await_known("starting", Duration::from_secs(3600))
-                    .await
-            })
+            SpawnedTask::spawn(async move { store.await_known("starting").await })
         };
         tokio::task::yield_now().await;
         store.renew(["starting".to_string()].into(), Instant::now());

@@ -305,18 +305,6 @@ fn main() -> ExitCode {
 
 /// How `serve` and `coordinator` admit clients.
 fn endpoint_options(args: &Args) -> Result<EndpointOptions> {
-    let read = |path: &PathBuf, what: &str| {
-        std::fs::read(path).with_context(|| format!("reading the {what} {}", path.display()))
-    };
-    let tls = match (&args.tls_cert, &args.tls_key) {
-        (Some(cert), Some(key)) => Some(TlsIdentity {
-            cert_pem: read(cert, "TLS certificate")?,
-            key_pem: read(key, "TLS key")?,
-        }),
-        (None, None) => None,
-        (Some(_), None) => anyhow::bail!("--tls-cert needs --tls-key"),
-        (None, Some(_)) => anyhow::bail!("--tls-key needs --tls-cert"),
-    };
     let users = match (&args.users, credentials(args)?) {
         (Some(_), Some(_)) => anyhow::bail!("--users and --user/--password exclude each other"),
         (Some(path), None) => {
@@ -334,11 +322,27 @@ fn endpoint_options(args: &Args) -> Result<EndpointOptions> {
     Ok(EndpointOptions {
         users,
         session_idle: Duration::from_secs(args.session_idle_secs),
-        tls,
+        tls: tls_identity(args)?,
         locations: Locations::allow(&args.allow_locations).map_err(|e| anyhow::anyhow!(e))?,
         max_queries_per_user: args.max_queries_per_user,
         max_request_bytes: args.max_request_size,
         ..Default::default()
+    })
+}
+
+/// `--tls-cert` and `--tls-key`, which go together.
+fn tls_identity(args: &Args) -> Result<Option<TlsIdentity>> {
+    let read = |path: &PathBuf, what: &str| {
+        std::fs::read(path).with_context(|| format!("reading the {what} {}", path.display()))
+    };
+    Ok(match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(TlsIdentity {
+            cert_pem: read(cert, "TLS certificate")?,
+            key_pem: read(key, "TLS key")?,
+        }),
+        (None, None) => None,
+        (Some(_), None) => anyhow::bail!("--tls-cert needs --tls-key"),
+        (None, Some(_)) => anyhow::bail!("--tls-key needs --tls-cert"),
     })
 }
 
@@ -434,7 +438,7 @@ fn main_inner() -> Result<ExitCode> {
             let slots = slots
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
             let mut options = fletch_executor::ExecutorOptions {
-                tls: endpoint_options(&args)?.tls,
+                tls: tls_identity(&args)?,
                 cluster_secret: cluster_secret(&args)?,
                 task_limits: fletch_executor::TaskLimits {
                     max_partitions: args.max_task_partitions,

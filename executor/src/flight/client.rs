@@ -268,52 +268,48 @@ impl ExecutorClient {
         &self,
         status: &ExecutorStatus,
     ) -> Result<Option<protocol::QueryLease>, TaskFailure> {
+        let mut leases = self
+            .replies(protocol::HEARTBEAT, status.encode_to_vec(), "lease")
+            .await?;
+        Ok(leases.pop())
+    }
+
+    /// The executors the coordinator at this client's URL knows.
+    pub async fn list_executors(&self) -> Result<Vec<ExecutorStatus>, TaskFailure> {
+        self.replies(protocol::LIST_EXECUTORS, Vec::new(), "executor status")
+            .await
+    }
+
+    /// Performs a control action whose replies each carry a `T` (`what`, for errors),
+    /// within [`CONTROL_CALL_TIMEOUT`].
+    async fn replies<T: Message + Default>(
+        &self,
+        r#type: &str,
+        body: Vec<u8>,
+        what: &str,
+    ) -> Result<Vec<T>, TaskFailure> {
         let call = async {
             let mut replies = self
                 .flight()
-                .do_action(Action::new(protocol::HEARTBEAT, status.encode_to_vec()))
+                .do_action(Action::new(r#type, body))
                 .await
                 .map_err(|e| self.failure(e))?;
-            let mut lease = None;
+            let mut decoded = Vec::new();
             while let Some(reply) = replies.next().await {
                 let bytes = reply.map_err(|e| self.failure(e))?;
-                lease = Some(protocol::QueryLease::decode(bytes).map_err(|e| {
+                decoded.push(T::decode(bytes).map_err(|e| {
                     TaskFailure::new(
                         FailureReason::BadRequest,
-                        format!("malformed lease from {}: {e}", self.url),
+                        format!("malformed {what} from {}: {e}", self.url),
                         usize::MAX,
                         usize::MAX,
                         &self.url,
                     )
                 })?);
             }
-            Ok(lease)
+            Ok(decoded)
         };
-        self.within_deadline(protocol::HEARTBEAT, call).await
-    }
-
-    /// The executors the coordinator at this client's URL knows.
-    pub async fn list_executors(&self) -> Result<Vec<ExecutorStatus>, TaskFailure> {
-        let mut replies = self
-            .flight()
-            .do_action(Action::new(protocol::LIST_EXECUTORS, Vec::new()))
-            .await
-            .map_err(|e| self.failure(e))?;
-        let mut executors = Vec::new();
-        while let Some(reply) = replies.next().await {
-            let bytes = reply.map_err(|e| self.failure(e))?;
-            let status = ExecutorStatus::decode(bytes).map_err(|e| {
-                TaskFailure::new(
-                    FailureReason::BadRequest,
-                    format!("malformed executor status from {}: {e}", self.url),
-                    usize::MAX,
-                    usize::MAX,
-                    &self.url,
-                )
-            })?;
-            executors.push(status);
-        }
-        Ok(executors)
+        self.within_deadline(r#type, call).await
     }
 
     /// Has this executor copy a table piece from the executor at `from`.

@@ -105,8 +105,7 @@ impl ClusterSecret {
 
     /// Checks the value of a `Fletch-Member` proof (after the scheme).
     fn check_member_proof(&self, proof: &str) -> Result<(), Status> {
-        let refused =
-            || Status::unauthenticated("not a member of this cluster: wrong cluster secret");
+        let refused = || not_member("not a member of this cluster: wrong cluster secret");
         let (issued, signature) = proof.split_once('.').ok_or_else(refused)?;
         let signature = URL_SAFE_NO_PAD.decode(signature).map_err(|_| refused())?;
         if !self.verify("member", issued.as_bytes(), &signature) {

@@ -166,11 +166,10 @@ impl FlightService for ExecutorService {
                 }
                 let store = &self.runner.store;
                 store
-                    .await_known(&ticket.query_id, store.unknown_query_wait())
+                    .await_known(&ticket.query_id)
                     .await
                     .map_err(|f| f.to_status())?;
-                self.runner
-                    .store
+                store
                     .read_partition(&ticket, false)
                     .map_err(|e| e.to_status())?
                     .map_err(|failure| FlightError::ExternalError(Box::new(failure)))
