@@ -15,7 +15,7 @@ use datafusion::error::Result;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use fletch_executor::protocol::{ConfigEntry, ExecutorStatus};
 use fletch_executor::{ClientPool, ClusterSecret, ExecutorClient, TaskFailure};
-use fletch_planner::{DistributedPlan, FletchOptions, parse_size};
+use fletch_planner::{ByteSize, DistributedPlan, FletchOptions};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use parking_lot::{Mutex, RwLock};
@@ -356,11 +356,10 @@ impl Coordinator {
             .options()
             .extensions
             .get::<FletchOptions>()
-            .and_then(|o| o.executor_memory.clone());
-        let Some(setting) = setting else {
+            .and_then(|o| o.executor_memory);
+        let Some(ByteSize(bytes)) = setting else {
             return Ok(None);
         };
-        let bytes = parse_size(&setting).map_err(|e| e.context("fletch.executor_memory"))?;
         if *self.applied_memory_limit.lock() == Some(bytes) {
             return Ok(None);
         }
@@ -640,11 +639,17 @@ pub(crate) fn shipped_config(options: &ConfigOptions) -> Vec<ConfigEntry> {
             (default.as_deref() != Some(value.as_str()))
                 .then_some(ConfigEntry { key: e.key, value })
         });
-    // Extensions list their entries without their prefix.
+    // Extensions made by DataFusion's `extensions_options!` list their entries without
+    // their prefix; Fletch's own carry it.
     let extensions = options.extensions.iter().flat_map(|(prefix, extension)| {
         extension.entries().into_iter().filter_map(move |e| {
+            let key = if e.key.starts_with(&format!("{prefix}.")) {
+                e.key
+            } else {
+                format!("{prefix}.{}", e.key)
+            };
             Some(ConfigEntry {
-                key: format!("{prefix}.{}", e.key),
+                key,
                 value: e.value?,
             })
         })

@@ -20,8 +20,7 @@ use fletch_executor::{
     ClientPool, ExecutorClient, FailureReason, FlightExchangeSource, TaskFailure,
 };
 use fletch_planner::{
-    DistributedPlan, ExchangeSourceExt, FletchOptions, Stage, StageId, parse_size,
-    preferred_holders,
+    DistributedPlan, ExchangeSourceExt, FletchOptions, Stage, StageId, preferred_holders,
 };
 use futures::future::{AbortHandle, BoxFuture};
 use futures::stream::FuturesUnordered;
@@ -36,9 +35,6 @@ use crate::recovery::{Lineage, TaskKey, TaskRun};
 /// How many times a query runs when executors are lost under it: the first run, then
 /// one recovery (of some tasks or of the whole plan) per loss.
 pub const MAX_ATTEMPTS: usize = 3;
-
-/// What `fletch.result_buffer` is when the session has no Fletch options.
-const DEFAULT_RESULT_BUFFER: usize = 32 << 20;
 
 /// How long a result served from an executor waits, once computed, for its client to
 /// start reading; then the query fails and frees its memory.
@@ -101,12 +97,7 @@ impl QueryRun {
             .extensions
             .get::<FletchOptions>();
         let stage_recovery = options.is_none_or(|o| o.stage_recovery) && !plan.writes_fragments();
-        let hold_back = match options {
-            Some(o) => {
-                parse_size(&o.result_buffer).map_err(|e| e.context("fletch.result_buffer"))?
-            }
-            None => DEFAULT_RESULT_BUFFER,
-        };
+        let hold_back = options.cloned().unwrap_or_default().result_buffer.0;
         let attempt = Attempt::launch(
             &coordinator,
             &plan,

@@ -30,6 +30,8 @@ use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::{Parser, ParserError};
 use datafusion::sql::sqlparser::tokenizer::{Location, Token, TokenWithSpan, Tokenizer};
 
+use fletch_planner::FletchOptions;
+
 use crate::Coordinator;
 use crate::catalog::{FletchTable, TableDefinition, TableLayout, as_fletch_table};
 
@@ -68,6 +70,8 @@ enum Kind {
     ShowExecutors,
     ShowTables,
     DropTable,
+    /// `RESET fletch.<name>`, which DataFusion's `RESET` cannot do for an extension.
+    ResetFletchSetting,
     /// Planned by DataFusion as it is.
     Other,
 }
@@ -90,6 +94,7 @@ fn kind(tokens: &[TokenWithSpan]) -> Kind {
         ["SHOW", "EXECUTORS"] => Kind::ShowExecutors,
         ["SHOW", "TABLES"] => Kind::ShowTables,
         ["DROP", "TABLE", ..] => Kind::DropTable,
+        ["RESET", "FLETCH", ".", ..] => Kind::ResetFletchSetting,
         _ => Kind::Other,
     }
 }
@@ -111,7 +116,7 @@ pub(crate) fn fletch_statement_kind(statement: &str) -> Option<FletchStatementKi
         Kind::CreateTable | Kind::CacheTable | Kind::UncacheTable | Kind::DropTable => {
             Some(FletchStatementKind::Change)
         }
-        Kind::Other => None,
+        Kind::ResetFletchSetting | Kind::Other => None,
     }
 }
 
@@ -140,7 +145,12 @@ pub(crate) fn fletch_statement_target(statement: &str) -> Option<String> {
 /// Whether `statement` is one Fletch runs itself rather than DataFusion (so DataFusion
 /// alone may not parse it).
 pub(crate) fn is_fletch_statement(statement: &str) -> bool {
-    tokenize(statement).is_ok_and(|tokens| !matches!(kind(&tokens), Kind::Other | Kind::DropTable))
+    tokenize(statement).is_ok_and(|tokens| {
+        !matches!(
+            kind(&tokens),
+            Kind::Other | Kind::DropTable | Kind::ResetFletchSetting
+        )
+    })
 }
 
 /// Runs one SQL statement on a Fletch session.
@@ -161,8 +171,33 @@ pub async fn sql(ctx: &SessionContext, statement: &str) -> Result<DataFrame> {
             coordinator(ctx)?.wait_for_releases().await;
             Ok(result)
         }
+        Kind::ResetFletchSetting => reset_fletch_setting(ctx, &tokens),
         Kind::Other => ctx.sql(statement).await,
     }
+}
+
+/// `RESET fletch.<name>`: the setting goes back to its default in this session.
+fn reset_fletch_setting(ctx: &SessionContext, tokens: &[TokenWithSpan]) -> Result<DataFrame> {
+    let name: String = tokens
+        .iter()
+        .filter(|t| !matches!(t.token, Token::Whitespace(_) | Token::SemiColon))
+        .skip(3)
+        .map(|t| t.token.to_string())
+        .collect();
+    {
+        let state = ctx.state_ref();
+        let mut state = state.write();
+        let Some(options) = state
+            .config_mut()
+            .options_mut()
+            .extensions
+            .get_mut::<FletchOptions>()
+        else {
+            return plan_err!("this session has no Fletch settings to reset");
+        };
+        options.reset(&name)?;
+    }
+    empty(ctx)
 }
 
 fn coordinator(ctx: &SessionContext) -> Result<Arc<Coordinator>> {

@@ -1,55 +1,275 @@
 //! Fletch's settings as a DataFusion config extension, so `SET fletch.<name> = ...`
 //! works in SQL and the values travel with every task like DataFusion's own.
 
-use datafusion::common::config::ConfigExtension;
-use datafusion::common::extensions_options;
+use std::any::Any;
+use std::fmt;
+
+use datafusion::common::config::{ConfigEntry, ConfigExtension, ExtensionOptions};
 use datafusion::common::{DataFusionError, Result};
 
-extensions_options! {
-    /// Settings under the `fletch.` prefix.
-    pub struct FletchOptions {
-        /// Memory limit of every executor, for table fragments, exchange buffers and
-        /// operators alike: bytes, or a size such as '512MB' or '2GiB' (units are powers
-        /// of 1024). Unset: each executor keeps the limit it was started with.
-        pub executor_memory: Option<String>, default = None
-        /// When an executor is lost mid-query, run again only the tasks whose outputs
-        /// went with it and the tasks that had read part of those (lineage recovery).
-        /// This keeps every stage's outputs in executor memory until the query ends
-        /// (there is no backpressure between stages then). `false`: stages stream into
-        /// each other and free what was read, and the whole query runs again instead.
-        pub stage_recovery: bool, default = true
-        /// Result bytes the coordinator holds back before it returns the first row, so
-        /// a query that loses an executor can restart its final stage unseen by the
-        /// caller. Past this size rows stream as they come, and a loss that needs the
-        /// final stage to run again fails the query. '0' streams at once.
-        pub result_buffer: String, default = "32MiB".to_string()
-        /// Where Flight SQL clients read query results. 'coordinator': the coordinator
-        /// streams them (every client can, and a lost executor is recovered unseen up
-        /// to `result_buffer`). 'executors': the result's endpoint names the executor
-        /// running the final stage, so rows skip the coordinator; the coordinator still
-        /// redeems the same ticket for clients that ignore locations, but the loss of
-        /// that executor fails the query.
-        pub result_endpoints: String, default = "coordinator".to_string()
+/// Settings under the `fletch.` prefix. Every value is checked when it is set: a bad
+/// one is refused with the setting's name and the accepted form, and nothing changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FletchOptions {
+    /// Every executor's memory limit; `None` keeps what each was started with.
+    pub executor_memory: Option<ByteSize>,
+    /// Lineage recovery of a lost executor's outputs (else the query reruns).
+    pub stage_recovery: bool,
+    /// Result bytes held back so a final stage can restart unseen.
+    pub result_buffer: ByteSize,
+    /// Where Flight SQL clients read results.
+    pub result_endpoints: ResultEndpoints,
+    /// Which string and binary types Flight SQL results carry.
+    pub client_string_type: ClientStringType,
+}
+
+impl Default for FletchOptions {
+    fn default() -> Self {
+        Self {
+            executor_memory: None,
+            stage_recovery: true,
+            result_buffer: ByteSize(32 << 20),
+            result_endpoints: ResultEndpoints::Coordinator,
+            client_string_type: ClientStringType::View,
+        }
     }
 }
 
+/// One of Fletch's settings: its name under `fletch.` and what it means (shown by
+/// `SHOW fletch.<name> VERBOSE` and `information_schema.df_settings`).
+pub struct Setting {
+    pub name: &'static str,
+    pub description: &'static str,
+}
+
+/// Every Fletch setting, in the order they are listed.
+pub const SETTINGS: &[Setting] = &[
+    Setting {
+        name: "executor_memory",
+        description: "Memory limit of every executor, for table fragments, exchange buffers \
+            and operators alike: bytes, or a size such as '512MB' or '2GiB' (units are powers \
+            of 1024). Unset: each executor keeps the limit it was started with.",
+    },
+    Setting {
+        name: "stage_recovery",
+        description: "When an executor is lost mid-query, run again only the tasks whose \
+            outputs went with it and the tasks that had read part of those (lineage \
+            recovery). This keeps every stage's outputs in executor memory until the query \
+            ends. 'false': stages stream into each other and free what was read, and the \
+            whole query runs again instead.",
+    },
+    Setting {
+        name: "result_buffer",
+        description: "Result bytes the coordinator holds back before it returns the first \
+            row, so a query that loses an executor can restart its final stage unseen by \
+            the caller. Past this size rows stream as they come. '0' streams at once.",
+    },
+    Setting {
+        name: "result_endpoints",
+        description: "Where Flight SQL clients read query results. 'coordinator': the \
+            coordinator streams them (a lost executor is recovered unseen up to \
+            result_buffer). 'executors': the result's endpoint names the executor running \
+            the final stage, so rows skip the coordinator, but the loss of that executor \
+            fails the query.",
+    },
+    Setting {
+        name: "client_string_type",
+        description: "How Flight SQL results carry strings and binaries. 'view': Utf8View \
+            and BinaryView as DataFusion makes them (Arrow 14+ readers). 'utf8': Utf8 and \
+            Binary, which every Arrow reader and driver can read.",
+    },
+];
+
 impl FletchOptions {
-    /// Whether `result_endpoints` sends clients to the executors; `Err` names a value
-    /// that is neither place.
-    pub fn results_from_executors(&self) -> Result<bool> {
-        match self.result_endpoints.trim().to_ascii_lowercase().as_str() {
-            "coordinator" => Ok(false),
-            "executors" => Ok(true),
-            other => Err(DataFusionError::Configuration(format!(
-                "invalid fletch.result_endpoints {other:?}: expected 'coordinator' or 'executors'"
-            ))),
+    /// Sets `fletch.<key>` from its text, or leaves everything as it was and says why.
+    fn set_checked(&mut self, key: &str, value: &str) -> Result<()> {
+        let key = key.to_ascii_lowercase();
+        let invalid = |expected: &str| {
+            DataFusionError::Configuration(format!(
+                "invalid value '{value}' for fletch.{key}: expected {expected}"
+            ))
+        };
+        match key.as_str() {
+            "executor_memory" => {
+                self.executor_memory = Some(value.parse().map_err(|_| invalid(ByteSize::EXPECTED))?)
+            }
+            "stage_recovery" => {
+                self.stage_recovery = match value.trim().to_ascii_lowercase().as_str() {
+                    "true" => true,
+                    "false" => false,
+                    _ => return Err(invalid("'true' or 'false'")),
+                }
+            }
+            "result_buffer" => {
+                self.result_buffer = value.parse().map_err(|_| invalid(ByteSize::EXPECTED))?
+            }
+            "result_endpoints" => {
+                self.result_endpoints = value
+                    .parse()
+                    .map_err(|_| invalid("'coordinator' or 'executors'"))?
+            }
+            "client_string_type" => {
+                self.client_string_type = value.parse().map_err(|_| invalid("'view' or 'utf8'"))?
+            }
+            _ => return Err(unknown_setting(&key)),
         }
+        Ok(())
+    }
+
+    /// `RESET fletch.<key>`: back to its default. DataFusion resets only its own
+    /// settings, so Fletch's statements call this.
+    pub fn reset(&mut self, key: &str) -> Result<()> {
+        let key = key.to_ascii_lowercase();
+        let defaults = Self::default();
+        match key.as_str() {
+            "executor_memory" => self.executor_memory = defaults.executor_memory,
+            "stage_recovery" => self.stage_recovery = defaults.stage_recovery,
+            "result_buffer" => self.result_buffer = defaults.result_buffer,
+            "result_endpoints" => self.result_endpoints = defaults.result_endpoints,
+            "client_string_type" => self.client_string_type = defaults.client_string_type,
+            _ => return Err(unknown_setting(&key)),
+        }
+        Ok(())
+    }
+
+    fn value(&self, name: &str) -> Option<String> {
+        match name {
+            "executor_memory" => self.executor_memory.map(|s| s.to_string()),
+            "stage_recovery" => Some(self.stage_recovery.to_string()),
+            "result_buffer" => Some(self.result_buffer.to_string()),
+            "result_endpoints" => Some(self.result_endpoints.to_string()),
+            "client_string_type" => Some(self.client_string_type.to_string()),
+            _ => None,
+        }
+    }
+}
+
+fn unknown_setting(key: &str) -> DataFusionError {
+    let names: Vec<String> = SETTINGS
+        .iter()
+        .map(|s| format!("fletch.{}", s.name))
+        .collect();
+    DataFusionError::Configuration(format!(
+        "unknown setting fletch.{key}; Fletch's settings are {}",
+        names.join(", ")
+    ))
+}
+
+impl ExtensionOptions for FletchOptions {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+
+    fn cloned(&self) -> Box<dyn ExtensionOptions> {
+        Box::new(self.clone())
+    }
+
+    fn set(&mut self, key: &str, value: &str) -> Result<()> {
+        self.set_checked(key, value)
+    }
+
+    /// Keys carry the `fletch.` prefix, as `information_schema.df_settings`, `SHOW`
+    /// and a task's shipped settings name them.
+    fn entries(&self) -> Vec<ConfigEntry> {
+        SETTINGS
+            .iter()
+            .map(|setting| ConfigEntry {
+                key: format!("{}.{}", Self::PREFIX, setting.name),
+                value: self.value(setting.name),
+                description: setting.description,
+            })
+            .collect()
     }
 }
 
 impl ConfigExtension for FletchOptions {
     const PREFIX: &'static str = "fletch";
 }
+
+/// A number of bytes, written as bytes or with a binary unit (`512MiB`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ByteSize(pub usize);
+
+impl ByteSize {
+    const EXPECTED: &'static str = "bytes or a size such as '512MB' or '2GiB'";
+}
+
+impl std::str::FromStr for ByteSize {
+    type Err = DataFusionError;
+
+    fn from_str(text: &str) -> Result<Self> {
+        parse_size(text).map(ByteSize)
+    }
+}
+
+/// The largest binary unit that divides the size exactly, so the text parses back
+/// to the same number.
+impl fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const UNITS: [(usize, &str); 4] = [
+            (1 << 40, "TiB"),
+            (1 << 30, "GiB"),
+            (1 << 20, "MiB"),
+            (1 << 10, "KiB"),
+        ];
+        for (unit, name) in UNITS {
+            if self.0 >= unit && self.0.is_multiple_of(unit) {
+                return write!(f, "{}{name}", self.0 / unit);
+            }
+        }
+        write!(f, "{}", self.0)
+    }
+}
+
+/// Where Flight SQL clients read query results (`fletch.result_endpoints`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResultEndpoints {
+    /// The coordinator streams them; a lost executor is recovered unseen.
+    Coordinator,
+    /// The result's endpoint names the executor running the final stage.
+    Executors,
+}
+
+/// How Flight SQL results carry strings and binaries (`fletch.client_string_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientStringType {
+    /// `Utf8View` and `BinaryView`, as DataFusion makes them.
+    View,
+    /// `Utf8` and `Binary`, readable by every Arrow reader.
+    Utf8,
+}
+
+/// Text forms of an enum setting: each variant and its one spelling.
+macro_rules! named_values {
+    ($type:ty { $($variant:ident => $name:literal),* $(,)? }) => {
+        impl std::str::FromStr for $type {
+            type Err = ();
+
+            fn from_str(text: &str) -> std::result::Result<Self, ()> {
+                match text.trim().to_ascii_lowercase().as_str() {
+                    $($name => Ok(Self::$variant),)*
+                    _ => Err(()),
+                }
+            }
+        }
+
+        impl fmt::Display for $type {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(match self {
+                    $(Self::$variant => $name,)*
+                })
+            }
+        }
+    };
+}
+
+named_values!(ResultEndpoints { Coordinator => "coordinator", Executors => "executors" });
+named_values!(ClientStringType { View => "view", Utf8 => "utf8" });
 
 /// Parses a size: plain bytes, or a number with a K, M, G or T unit (optionally
 /// followed by `B` or `iB`), all powers of 1024.
@@ -87,7 +307,68 @@ pub fn parse_size(text: &str) -> Result<usize> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_size;
+    use datafusion::common::config::{ConfigExtension, ExtensionOptions};
+
+    use super::{ByteSize, FletchOptions, parse_size};
+
+    #[test]
+    fn a_bad_value_is_refused_by_name_and_nothing_changes() {
+        let mut options = FletchOptions::default();
+        for (key, bad) in [
+            ("executor_memory", "lots"),
+            ("result_buffer", "x"),
+            ("result_endpoints", "bogus"),
+            ("stage_recovery", "maybe"),
+            ("client_string_type", "latin1"),
+        ] {
+            let err = options.set(key, bad).expect_err(bad).to_string();
+            assert!(err.contains(&format!("fletch.{key}")), "{err}");
+            assert!(err.contains(&format!("'{bad}'")), "{err}");
+            assert!(err.contains("expected"), "{err}");
+        }
+        assert_eq!(options, FletchOptions::default());
+        let err = options.set("no_such_thing", "1").expect_err("unknown");
+        assert!(err.to_string().contains("fletch.result_buffer"), "{err}");
+    }
+
+    #[test]
+    fn every_value_shown_parses_back_to_itself() {
+        let mut options = FletchOptions::default();
+        options.set("executor_memory", "1.5GiB").expect("a size");
+        options.set("result_buffer", "1000").expect("bytes");
+        options
+            .set("result_endpoints", " Executors ")
+            .expect("an endpoint");
+        options
+            .set("client_string_type", "UTF8")
+            .expect("a string type");
+        options.set("stage_recovery", "FALSE").expect("a bool");
+        let mut reparsed = FletchOptions::default();
+        for entry in options.entries() {
+            let key = entry.key.strip_prefix("fletch.").expect("prefixed");
+            let value = entry.value.expect("every setting is set");
+            reparsed.set(key, &value).expect("shown values parse");
+        }
+        assert_eq!(reparsed, options);
+        assert_eq!(options.executor_memory, Some(ByteSize(3 << 29)));
+        assert_eq!(ByteSize(3 << 29).to_string(), "1536MiB");
+        assert_eq!(ByteSize(1000).to_string(), "1000");
+    }
+
+    #[test]
+    fn reset_restores_the_default_and_settings_list_with_their_prefix() {
+        let mut options = FletchOptions::default();
+        options.set("executor_memory", "1GiB").expect("a size");
+        options.reset("executor_memory").expect("known");
+        assert_eq!(options, FletchOptions::default());
+        assert!(options.reset("nope").is_err());
+        let keys: Vec<String> = options.entries().into_iter().map(|e| e.key).collect();
+        assert!(
+            keys.iter()
+                .all(|k| k.starts_with(&format!("{}.", FletchOptions::PREFIX)))
+        );
+        assert!(keys.contains(&"fletch.client_string_type".to_string()));
+    }
 
     #[test]
     fn sizes_parse_with_binary_units() {

@@ -20,7 +20,9 @@ mod placement;
 mod stage;
 
 pub use codec::{FletchCodec, decode_stage_plan, encode_stage_plan};
-pub use config::{FletchOptions, parse_size};
+pub use config::{
+    ByteSize, ClientStringType, FletchOptions, ResultEndpoints, SETTINGS, Setting, parse_size,
+};
 pub use exchange::{
     ExchangeMode, ExchangeReaderExec, ExchangeSink, ExchangeSinkExt, ExchangeSource,
     ExchangeSourceExt, ShuffleWriterExec,

@@ -58,7 +58,7 @@ use datafusion::error::DataFusionError;
 use datafusion::scalar::ScalarValue;
 use fletch_executor::protocol::{RESULT_TICKET_TYPE, ResultTicket};
 use fletch_executor::{FlightServer, TlsIdentity};
-use fletch_planner::FletchOptions;
+use fletch_planner::{FletchOptions, ResultEndpoints};
 use futures::{Stream, StreamExt, TryStreamExt};
 use prost::Message;
 use tokio::net::TcpListener;
@@ -304,10 +304,10 @@ impl CoordinatorService {
     ) -> Result<Response<FlightInfo>, Status> {
         let ctx = Arc::new(dataframe.task_ctx());
         let options = ctx.session_config().options();
-        let from_executors = match options.extensions.get::<FletchOptions>() {
-            Some(fletch) => fletch.results_from_executors().map_err(to_status)?,
-            None => false,
-        };
+        let from_executors = options
+            .extensions
+            .get::<FletchOptions>()
+            .is_some_and(|fletch| fletch.result_endpoints == ResultEndpoints::Executors);
         if !from_executors {
             return self.waiting_info(session, dataframe, descriptor);
         }
