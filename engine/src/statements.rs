@@ -207,7 +207,7 @@ fn coordinator(ctx: &SessionContext) -> Result<Arc<Coordinator>> {
         .ok_or_else(|| DataFusionError::Plan("not a Fletch session (no coordinator)".into()))
 }
 
-fn tokenize(sql: &str) -> Result<Vec<TokenWithSpan>> {
+pub(crate) fn tokenize(sql: &str) -> Result<Vec<TokenWithSpan>> {
     Tokenizer::new(&GenericDialect {}, sql)
         .tokenize_with_location()
         .map_err(|e| {
@@ -216,7 +216,7 @@ fn tokenize(sql: &str) -> Result<Vec<TokenWithSpan>> {
 }
 
 /// Byte offset of a tokenizer location (1-based line and column, columns in chars).
-fn offset(sql: &str, location: Location) -> usize {
+pub(crate) fn offset(sql: &str, location: Location) -> usize {
     if location.line == 0 {
         return sql.len();
     }

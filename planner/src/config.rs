@@ -31,7 +31,7 @@ impl Default for FletchOptions {
             stage_recovery: true,
             result_buffer: ByteSize(32 << 20),
             result_endpoints: ResultEndpoints::Coordinator,
-            client_string_type: ClientStringType::View,
+            client_string_type: ClientStringType::Utf8,
         }
     }
 }
@@ -75,9 +75,10 @@ pub const SETTINGS: &[Setting] = &[
     },
     Setting {
         name: "client_string_type",
-        description: "How Flight SQL results carry strings and binaries. 'view': Utf8View \
-            and BinaryView as DataFusion makes them (Arrow 14+ readers). 'utf8': Utf8 and \
-            Binary, which every Arrow reader and driver can read.",
+        description: "How Flight SQL results carry strings and binaries. 'utf8' (the \
+            default): Utf8 and Binary, which every Arrow reader and driver can read. \
+            'view': Utf8View and BinaryView as DataFusion makes them, without a cast, for \
+            readers of Arrow 15 or later.",
     },
 ];
 

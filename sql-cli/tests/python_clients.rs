@@ -145,11 +145,24 @@ async fn assert_oracles_answers(seen: &serde_json::Value) {
     );
     for bound in [1990, 10] {
         let sql = format!("SELECT k, label FROM t WHERE k > {bound} AND g = 3");
+        let expected = oracle_rows(&oracle, &sql).await;
         assert_eq!(
             strings(&seen[format!("adbc_parameters_{bound}").as_str()]),
-            oracle_rows(&oracle, &sql).await
+            expected
+        );
+        assert_eq!(
+            strings(&seen[format!("adbc_qmark_{bound}").as_str()]),
+            expected
         );
     }
+    assert_eq!(
+        seen["adbc_types_default"],
+        serde_json::json!(["int64", "int64", "int64", "string"])
+    );
+    assert_eq!(
+        seen["adbc_types_view"],
+        serde_json::json!(["int64", "int64", "int64", "string_view"])
+    );
     let refused = seen["adbc_wrong_password"]
         .as_str()
         .expect("an error message");

@@ -14,6 +14,7 @@
 
 mod access;
 mod auth;
+mod client_habits;
 mod cluster_actions;
 mod handles;
 mod metadata;
@@ -58,7 +59,7 @@ use datafusion::error::DataFusionError;
 use datafusion::scalar::ScalarValue;
 use fletch_executor::protocol::{RESULT_TICKET_TYPE, ResultTicket};
 use fletch_executor::{FlightServer, TlsIdentity};
-use fletch_planner::{FletchOptions, ResultEndpoints};
+use fletch_planner::{ClientStringType, FletchOptions, ResultEndpoints};
 use futures::{Stream, StreamExt, TryStreamExt};
 use prost::Message;
 use tokio::net::TcpListener;
@@ -224,6 +225,17 @@ fn parameter_schema(plan: &datafusion::logical_expr::LogicalPlan) -> Result<Sche
     Ok(Schema::new(fields))
 }
 
+/// The string and binary types `ctx`'s results go to clients in.
+fn string_types(ctx: &datafusion::prelude::SessionContext) -> ClientStringType {
+    ctx.state_ref()
+        .read()
+        .config()
+        .options()
+        .extensions
+        .get::<FletchOptions>()
+        .map_or(ClientStringType::Utf8, |o| o.client_string_type)
+}
+
 fn encode_schema(schema: &Schema) -> Result<bytes::Bytes, Status> {
     let options = arrow::ipc::writer::IpcWriteOptions::default();
     let IpcMessage(bytes) = SchemaAsIpc::new(schema, &options)
@@ -302,6 +314,8 @@ impl CoordinatorService {
         dataframe: DataFrame,
         descriptor: FlightDescriptor,
     ) -> Result<Response<FlightInfo>, Status> {
+        let dataframe = client_habits::with_client_types(dataframe, string_types(&session.ctx))
+            .map_err(to_status)?;
         let ctx = Arc::new(dataframe.task_ctx());
         let options = ctx.session_config().options();
         let from_executors = options
@@ -622,19 +636,26 @@ impl FlightSqlService for CoordinatorService {
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
         let session = self.session(&request)?;
         self.authorize(&session, &query.query)?;
+        let sql = client_habits::number_placeholders(&query.query).map_err(to_status)?;
         // Queries and DataFusion's own statements are planned now, for their schemas;
         // Fletch's (CREATE TABLE ... PARTITION BY, CACHE TABLE) when executed.
         let (dataset_schema, parameter_schema) =
-            match session.ctx.state().create_logical_plan(&query.query).await {
-                Ok(plan) => (plan.schema().as_arrow().clone(), parameter_schema(&plan)?),
-                Err(e) if crate::statements::is_fletch_statement(&query.query) => {
+            match session.ctx.state().create_logical_plan(&sql).await {
+                Ok(plan) => (
+                    client_habits::client_schema(
+                        plan.schema().as_arrow(),
+                        string_types(&session.ctx),
+                    ),
+                    parameter_schema(&plan)?,
+                ),
+                Err(e) if crate::statements::is_fletch_statement(&sql) => {
                     tracing::debug!("prepared as a Fletch statement: {e}");
                     (Schema::empty(), Schema::empty())
                 }
                 Err(e) => return Err(to_status(e)),
             };
         let prepared = Prepared {
-            sql: query.query,
+            sql,
             parameters: None,
         };
         let handle = session.prepared.insert(prepared);

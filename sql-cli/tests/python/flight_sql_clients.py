@@ -26,6 +26,8 @@ DATA = ("SELECT value AS k, value % 7 AS g, 'row ' || CAST(value AS VARCHAR) AS 
         "FROM generate_series(1, 2000)")
 QUERY = "SELECT g, count(*) AS n, sum(k) AS s, max(label) AS top FROM t GROUP BY g"
 PARAMETERIZED = "SELECT k, label FROM t WHERE k > $1 AND g = 3"
+# The DB-API's qmark style, the one JDBC also uses.
+QMARK = "SELECT k, label FROM t WHERE k > ? AND g = ?"
 
 
 def rows(table):
@@ -82,6 +84,17 @@ def main():
             seen["adbc_parameters_1990"] = rows(cursor.fetch_arrow_table())
             cursor.execute(PARAMETERIZED, parameters=(10,))
             seen["adbc_parameters_10"] = rows(cursor.fetch_arrow_table())
+            cursor.execute(QMARK, parameters=(1990, 3))
+            seen["adbc_qmark_1990"] = rows(cursor.fetch_arrow_table())
+            cursor.execute(QMARK, parameters=(10, 3))
+            seen["adbc_qmark_10"] = rows(cursor.fetch_arrow_table())
+            # Strings arrive as plain utf8 unless the session asks for views.
+            cursor.execute(QUERY)
+            seen["adbc_types_default"] = [str(f.type) for f in cursor.fetch_arrow_table().schema]
+            cursor.execute("SET fletch.client_string_type = 'view'")
+            cursor.execute(QUERY)
+            seen["adbc_types_view"] = [str(f.type) for f in cursor.fetch_arrow_table().schema]
+            cursor.execute("RESET fletch.client_string_type")
             cursor.execute("SET fletch.result_endpoints = 'executors'")
             cursor.execute(QUERY)
             seen["adbc_from_executor"] = rows(cursor.fetch_arrow_table())
