@@ -2,7 +2,7 @@
 //! where tasks go ([`Slots`]), and runs the clean-ups (releases, drops,
 //! re-replication) in the background. Running one query is [`crate::query_run`].
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock};
@@ -23,6 +23,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::catalog::ClusterSchema;
 use crate::membership::{MemberState, Members, MembershipOptions, StatusSource};
+use crate::progress::{Progress, QueryProgress};
 use crate::query_run::{QueryRun, ServedResult};
 use crate::replication::rereplicate;
 
@@ -36,7 +37,7 @@ pub struct Coordinator {
     applied_memory_limit: Arc<Mutex<Option<usize>>>,
     members: Arc<Members>,
     /// Queries running now, each added and removed by its [`ReleaseGuard`].
-    live_queries: Arc<Mutex<HashSet<String>>>,
+    live_queries: Arc<Mutex<HashMap<String, Arc<QueryProgress>>>>,
     /// Executors declared lost because their heartbeats stopped; running queries
     /// listen, since such an executor may hang their tasks without breaking anything.
     silenced: broadcast::Sender<String>,
@@ -328,8 +329,12 @@ impl Coordinator {
 
     /// Releases `query_id` on every executor if dropped armed; while it lives, the
     /// query is in every executor's lease.
-    pub(crate) fn release_guard(&self, query_id: String) -> ReleaseGuard {
-        self.live_queries.lock().insert(query_id.clone());
+    pub(crate) fn release_guard(
+        &self,
+        query_id: String,
+        progress: Arc<QueryProgress>,
+    ) -> ReleaseGuard {
+        self.live_queries.lock().insert(query_id.clone(), progress);
         ReleaseGuard {
             query_id,
             releases: Some(self.releases.clone()),
@@ -339,7 +344,16 @@ impl Coordinator {
 
     /// The queries running now: what executors may keep state for (their lease).
     pub fn live_queries(&self) -> Vec<String> {
-        self.live_queries.lock().iter().cloned().collect()
+        self.live_queries.lock().keys().cloned().collect()
+    }
+
+    /// How far the queries running now are, summed.
+    pub fn progress(&self) -> Progress {
+        let mut progress = Progress::default();
+        for query in self.live_queries.lock().values() {
+            query.add_to(&mut progress);
+        }
+        progress
     }
 }
 
@@ -545,7 +559,7 @@ impl Drop for LoadGuard {
 pub(crate) struct ReleaseGuard {
     query_id: String,
     releases: Option<mpsc::UnboundedSender<JanitorJob>>,
-    live: Arc<Mutex<HashSet<String>>>,
+    live: Arc<Mutex<HashMap<String, Arc<QueryProgress>>>>,
 }
 
 impl ReleaseGuard {

@@ -14,6 +14,7 @@ mod distributed_exec;
 mod flight_sql;
 mod local_cluster;
 mod membership;
+mod progress;
 mod query_run;
 mod recovery;
 mod replication;
@@ -22,7 +23,9 @@ mod session;
 mod statements;
 pub mod tpch;
 
-pub use catalog::{ClusterSchema, FletchTable, LoadCommitExec, SystemSchema, TableLayout};
+pub use catalog::{
+    ClusterSchema, FletchTable, LoadCommitExec, SystemSchema, TableLayout, UNIT_KEY,
+};
 pub use coordinator::{Coordinator, RecoveryStats};
 pub use distributed_exec::DistributedExec;
 pub use flight_sql::{
@@ -31,9 +34,10 @@ pub use flight_sql::{
 };
 pub use local_cluster::{DEFAULT_EXECUTORS, LocalCluster};
 pub use membership::{MemberState, MembershipOptions, StatusSource};
+pub use progress::Progress;
 pub use rule::DistributeRule;
 pub use session::{default_session_config, fletch_session};
-pub use statements::{split_statements, sql};
+pub use statements::{loaded_table, split_statements, sql};
 
 pub use fletch_executor::{
     ClusterSecret, ExchangeReads, FailureReason, FragmentStats, StoreStats, TaskFailure,

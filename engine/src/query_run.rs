@@ -30,6 +30,7 @@ use tokio::sync::broadcast;
 use crate::coordinator::{
     Coordinator, ReleaseGuard, Slots, release_everywhere, shipped_config, with_extension,
 };
+use crate::progress::QueryProgress;
 use crate::recovery::{Lineage, TaskKey, TaskRun};
 
 /// How many times a query runs when executors are lost under it: the first run, then
@@ -364,6 +365,7 @@ struct Attempt {
     result_read: Option<BoxFuture<'static, std::result::Result<(), TaskFailure>>>,
     done: bool,
     guard: ReleaseGuard,
+    progress: Arc<QueryProgress>,
 }
 
 fn is_root_cause(failure: &TaskFailure) -> bool {
@@ -422,6 +424,7 @@ impl Attempt {
             .map(|s| (s.id, preferred_holders(&s.plan)))
             .collect();
         let prelude = coordinator.memory_limit_update(ctx, &executors)?;
+        let progress = Arc::new(QueryProgress::of(plan));
         let mut attempt = Self {
             coordinator: Arc::clone(coordinator),
             silenced: coordinator.silenced(),
@@ -447,7 +450,8 @@ impl Attempt {
             served: None,
             result_read: None,
             done: false,
-            guard: coordinator.release_guard(query_id),
+            guard: coordinator.release_guard(query_id, Arc::clone(&progress)),
+            progress,
         };
         if serve {
             attempt.served = Some(attempt.pin_result(&executors)?);
@@ -732,6 +736,7 @@ impl Attempt {
             (None, _) => None,
             (Some(run), Ok(())) => {
                 run.finished = true;
+                self.progress.task_finished(outcome.key.0);
                 if let Some(served) = &self.served
                     && outcome.key.0 == self.lineage.final_stage()
                 {

@@ -142,6 +142,16 @@ pub(crate) fn fletch_statement_target(statement: &str) -> Option<String> {
     table_name(&TableReference::from(object.to_string())).ok()
 }
 
+/// The table a `CREATE TABLE` or `CACHE TABLE` statement loads (for a shell to say
+/// what it stored), by its name in the cluster's schema; `None` for other statements.
+pub fn loaded_table(statement: &str) -> Option<String> {
+    let tokens = tokenize(statement).ok()?;
+    match kind(&tokens) {
+        Kind::CreateTable | Kind::CacheTable => fletch_statement_target(statement),
+        _ => None,
+    }
+}
+
 /// Whether `statement` is one Fletch runs itself rather than DataFusion (so DataFusion
 /// alone may not parse it).
 pub(crate) fn is_fletch_statement(statement: &str) -> bool {

@@ -2,8 +2,11 @@
 
 mod bench;
 mod cluster;
+mod complete;
 mod config;
 mod exec;
+mod meta;
+mod output;
 mod shell;
 
 use std::net::SocketAddr;
@@ -177,6 +180,15 @@ pub struct Args {
     #[arg(short, long)]
     quiet: bool,
 
+    /// Rows the table format shows at most; 0 shows all. Default: 40 in the
+    /// interactive shell, all with -c or -f.
+    #[arg(long, value_name = "N")]
+    maxrows: Option<usize>,
+
+    /// Stop at the first statement that fails (the exit status says it failed).
+    #[arg(long)]
+    bail: bool,
+
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -281,9 +293,16 @@ enum BenchSuite {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
+    /// A table for people (sizes readable, rows limited by --maxrows).
     Table,
+    /// CSV with a header, also for no rows; a blank line between statements.
     Csv,
+    /// Tab-separated, like csv.
+    Tsv,
+    /// One JSON array per statement, on its own line; NULLs as null.
     Json,
+    /// One JSON object per row.
+    Ndjson,
 }
 
 fn main() -> ExitCode {
@@ -489,10 +508,15 @@ fn main_inner() -> Result<ExitCode> {
         runtime.block_on(bench.run(&data_dir))?;
         return Ok(ExitCode::SUCCESS);
     }
-    let printer = exec::Printer {
-        format: args.format,
-        quiet: args.quiet,
+    let interactive = args.commands.is_empty() && args.files.is_empty();
+    let max_rows = match args.maxrows {
+        Some(0) => None,
+        Some(n) => Some(n),
+        None if interactive => Some(40),
+        None => None,
     };
+    let mut printer = output::Printer::new(args.format, args.quiet, max_rows);
+    printer.pager = interactive;
     if let Some(url) = &args.connect {
         if args.tpch.is_some() {
             anyhow::bail!("--tpch registers tables in an embedded cluster; not with --connect");
@@ -525,7 +549,7 @@ fn main_inner() -> Result<ExitCode> {
             &runtime,
             &exec::Target::Remote(client),
             &args,
-            &printer,
+            &mut printer,
             &data_dir,
         );
     }
@@ -558,7 +582,7 @@ fn main_inner() -> Result<ExitCode> {
         &runtime,
         &exec::Target::Local(ctx),
         &args,
-        &printer,
+        &mut printer,
         &data_dir,
     );
     runtime.block_on(cluster.shutdown());
@@ -570,7 +594,7 @@ fn run_statements(
     runtime: &tokio::runtime::Runtime,
     target: &exec::Target,
     args: &Args,
-    printer: &exec::Printer,
+    printer: &mut output::Printer,
     data_dir: &std::path::Path,
 ) -> Result<ExitCode> {
     if args.commands.is_empty() && args.files.is_empty() {
@@ -579,12 +603,33 @@ fn run_statements(
     }
     let mut ok = true;
     for sql in &args.commands {
-        ok &= runtime.block_on(exec::run_script(target, sql, printer));
+        let end = runtime.block_on(exec::run_script(
+            target,
+            sql,
+            exec::Source::Command,
+            printer,
+            args.bail,
+        ));
+        ok &= end.failed == 0;
+        if end.failed > 0 && args.bail {
+            return Ok(ExitCode::FAILURE);
+        }
     }
     for file in &args.files {
         let sql =
             std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-        ok &= runtime.block_on(exec::run_script(target, &sql, printer));
+        let name = file.display().to_string();
+        let end = runtime.block_on(exec::run_script(
+            target,
+            &sql,
+            exec::Source::File(&name),
+            printer,
+            args.bail,
+        ));
+        ok &= end.failed == 0;
+        if end.failed > 0 && args.bail {
+            return Ok(ExitCode::FAILURE);
+        }
     }
     Ok(if ok {
         ExitCode::SUCCESS

@@ -40,10 +40,13 @@ fn csv_stdout_carries_only_results() {
     assert_succeeded(&out);
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
-        "a,b\n1,x\n2,y\nn\n2\n"
+        "a,b\n1,x\n2,y\n\nn\n2\n",
+        "each statement's CSV, a blank line between them"
     );
-    // Banners and timings go to stderr.
-    assert!(String::from_utf8_lossy(&out.stderr).contains("row(s) in"));
+    // Banners, loads and timings go to stderr.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("loaded 2 rows ("), "{stderr}");
+    assert!(stderr.contains("1 row in"), "{stderr}");
 }
 
 #[test]
@@ -55,8 +58,41 @@ fn failing_statement_sets_exit_status_and_later_statements_run() {
         "-c",
         "SELECT * FROM missing_table; SELECT 7 AS seven",
     ]);
+    assert_failed_saying(&out, "Error in statement 1 (line 1)");
     assert_failed_saying(&out, "missing_table");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "seven\n7\n");
+}
+
+#[test]
+fn bail_stops_at_the_first_failure_and_errors_name_the_file_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("script.sql");
+    std::fs::write(
+        &file,
+        "SELECT 1 AS one;\n\n-- the broken one\nSELECT *\nFROM nowhere;\nSELECT 3 AS three;\n",
+    )
+    .expect("write");
+    let path = file.to_str().expect("utf-8 path");
+    let out = fletch(&["-q", "--format", "csv", "--bail", "-f", path]);
+    assert_failed_saying(&out, &format!("Error in {path}:3 (statement 2)"));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "one\n1\n");
+    let out = fletch(&["-q", "--format", "csv", "-f", path]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "one\n1\n\nthree\n3\n");
+}
+
+/// Byte for byte: empty answers, NULLs, separators between statements.
+#[test]
+fn one_shot_formats_keep_empty_answers_nulls_and_statement_boundaries() {
+    let sql = "SELECT 1 AS x WHERE false; SELECT 1 AS x, NULL AS n, 'a,b' AS s";
+    let stdout = |format: &str| {
+        let out = fletch(&["-q", "--format", format, "-c", sql]);
+        assert_succeeded(&out);
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    assert_eq!(stdout("csv"), "x\n\nx,n,s\n1,,\"a,b\"\n");
+    assert_eq!(stdout("tsv"), "x\n\nx\tn\ts\n1\t\ta,b\n");
+    assert_eq!(stdout("json"), "[]\n[{\"x\":1,\"n\":null,\"s\":\"a,b\"}]\n");
+    assert_eq!(stdout("ndjson"), "{\"x\":1,\"n\":null,\"s\":\"a,b\"}\n");
 }
 
 #[test]

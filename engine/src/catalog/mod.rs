@@ -16,7 +16,7 @@ use parking_lot::RwLock;
 use tokio::sync::mpsc;
 
 pub use load::LoadCommitExec;
-pub use system::SystemSchema;
+pub use system::{SystemSchema, UNIT_KEY};
 pub(crate) use table::TableDefinition;
 pub(crate) use table::as_fletch_table;
 pub use table::{FletchTable, TableLayout};

@@ -28,6 +28,18 @@ pub struct SystemSchema {
     cluster: Arc<ClusterSchema>,
 }
 
+/// Field metadata naming a column's unit, so a shell can print `bytes` as sizes.
+pub const UNIT_KEY: &str = "fletch.unit";
+
+/// A column of byte counts.
+fn bytes_field(name: &str, nullable: bool) -> Field {
+    Field::new(name, DataType::UInt64, nullable).with_metadata(
+        [(UNIT_KEY.to_string(), "bytes".to_string())]
+            .into_iter()
+            .collect(),
+    )
+}
+
 impl SystemSchema {
     pub fn new(coordinator: Arc<Coordinator>) -> Self {
         let cluster = Arc::clone(coordinator.tables());
@@ -42,8 +54,8 @@ impl SystemSchema {
             Field::new("url", DataType::Utf8, false),
             Field::new("state", DataType::Utf8, false),
             Field::new("slots", DataType::UInt64, false),
-            Field::new("memory_used", DataType::UInt64, false),
-            Field::new("memory_limit", DataType::UInt64, false),
+            bytes_field("memory_used", false),
+            bytes_field("memory_limit", false),
             Field::new("running_tasks", DataType::UInt64, false),
             Field::new("since_heartbeat_ms", DataType::UInt64, false),
         ]));
@@ -71,7 +83,7 @@ impl SystemSchema {
             Field::new("table_name", DataType::Utf8, false),
             Field::new("kind", DataType::Utf8, false),
             Field::new("rows", DataType::UInt64, true),
-            Field::new("bytes", DataType::UInt64, true),
+            bytes_field("bytes", true),
             Field::new("fragments", DataType::UInt64, true),
             Field::new("replicas", DataType::UInt64, true),
             Field::new("partitioned_by", DataType::Utf8, true),
@@ -132,7 +144,7 @@ impl SystemSchema {
             Field::new("table_name", DataType::Utf8, false),
             Field::new("fragment", DataType::UInt64, false),
             Field::new("rows", DataType::UInt64, false),
-            Field::new("bytes", DataType::UInt64, false),
+            bytes_field("bytes", false),
             Field::new("executors", DataType::Utf8, false),
         ]));
         let (mut names, mut ids, mut rows, mut bytes, mut holders) =
