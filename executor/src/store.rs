@@ -82,6 +82,8 @@ pub(crate) struct PartitionStore {
     pool: Arc<dyn MemoryPool>,
     bytes: Arc<AtomicUsize>,
     waiting_writers: Arc<AtomicUsize>,
+    /// Tasks running, of live and released queries alike.
+    running_tasks: Arc<AtomicUsize>,
     state: Mutex<StoreState>,
     local_reads: AtomicUsize,
     served_reads: AtomicUsize,
@@ -120,6 +122,9 @@ pub(crate) struct QueryState {
     pub(crate) plans: Mutex<HashMap<(u64, u64), Arc<dyn ExecutionPlan>>>,
     tasks: Mutex<Vec<SpawnedTask<()>>>,
     running: AtomicUsize,
+    /// The store's count of running tasks, released queries' included: a task of a
+    /// released query runs until its abort takes effect, and is still work.
+    store_running: Arc<AtomicUsize>,
     /// Signalled when the last running task ends.
     idle: Notify,
     /// When the coordinator last named this query in a lease (or a task started it).
@@ -138,6 +143,7 @@ impl PartitionStore {
             pool,
             bytes: Arc::default(),
             waiting_writers: Arc::default(),
+            running_tasks: Arc::default(),
             state: Mutex::default(),
             local_reads: AtomicUsize::default(),
             served_reads: AtomicUsize::default(),
@@ -231,7 +237,10 @@ impl PartitionStore {
         if let Some(query) = state.queries.get(query_id) {
             return Ok(Arc::clone(query));
         }
-        let query = Arc::new(QueryState::default());
+        let query = Arc::new(QueryState {
+            store_running: Arc::clone(&self.running_tasks),
+            ..Default::default()
+        });
         *query.renewed.lock() = Some(Instant::now());
         state
             .queries
@@ -362,11 +371,7 @@ impl PartitionStore {
             buffered_bytes: self.bytes.load(Ordering::Acquire),
             waiting_writers: self.waiting_writers.load(Ordering::Acquire),
             queries: state.queries.len(),
-            running_tasks: state
-                .queries
-                .values()
-                .map(|q| q.running.load(Ordering::Acquire))
-                .sum(),
+            running_tasks: self.running_tasks.load(Ordering::Acquire),
         }
     }
 }
@@ -379,6 +384,7 @@ impl QueryState {
 
     pub(crate) fn task_started(self: &Arc<Self>) -> RunningGuard {
         self.running.fetch_add(1, Ordering::AcqRel);
+        self.store_running.fetch_add(1, Ordering::AcqRel);
         RunningGuard(Arc::clone(self))
     }
 }
@@ -387,6 +393,7 @@ pub(crate) struct RunningGuard(Arc<QueryState>);
 
 impl Drop for RunningGuard {
     fn drop(&mut self) {
+        self.0.store_running.fetch_sub(1, Ordering::AcqRel);
         if self.0.running.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.0.idle.notify_waiters();
         }

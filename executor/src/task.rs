@@ -6,9 +6,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::common::runtime::SpawnedTask;
+use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
 use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::coop::CooperativeExec;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use fletch_planner::{
     ExchangeSink, ExchangeSinkExt, ExchangeSourceExt, FletchOptions, FragmentStoreExt,
@@ -225,7 +227,7 @@ impl TaskRunner {
             return Ok(Arc::clone(plan));
         }
         let decode_ctx = self.task_context(config.clone(), def);
-        let plan = decode_stage_plan(&def.plan, &decode_ctx)?;
+        let plan = yielding_joins(decode_stage_plan(&def.plan, &decode_ctx)?)?;
         // Tasks of one stage share one plan instance, so a broadcast build side or a
         // scalar subquery is computed once per executor, not once per task.
         Ok(Arc::clone(query.plans.lock().entry(key).or_insert(plan)))
@@ -305,4 +307,21 @@ mod tests {
         );
         assert_eq!(too_many_partitions(&fine, 1 << 16), None);
     }
+}
+
+/// `plan` with every join's output under DataFusion's `CooperativeExec`. A join can
+/// emit batch after batch from one probe batch without polling its input, and the
+/// aggregate above it pulls without waiting: the task would never reach an await
+/// point, so aborting it when its query is released (Ctrl-C, a dropped stream) could
+/// not take effect until the join ran dry. The tokio budget makes it yield.
+fn yielding_joins(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
+    plan.transform_up(|node| {
+        if node.name().ends_with("JoinExec") {
+            let wrapped: Arc<dyn ExecutionPlan> = Arc::new(CooperativeExec::new(node));
+            Ok(Transformed::yes(wrapped))
+        } else {
+            Ok(Transformed::no(node))
+        }
+    })
+    .data()
 }

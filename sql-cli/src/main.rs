@@ -306,13 +306,6 @@ pub enum Format {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("FLETCH_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     match main_inner() {
         Ok(code) => code,
         Err(e) => {
@@ -404,11 +397,12 @@ fn main_inner() -> Result<ExitCode> {
         Ok(args) => args,
         Err(e) => e.exit(),
     };
+    let data_dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
+    let log_file = init_logging(&args, &data_dir);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let data_dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
     if let Some(ca) = &args.tls_ca {
         let pem =
             std::fs::read(ca).with_context(|| format!("reading the TLS CA {}", ca.display()))?;
@@ -564,6 +558,9 @@ fn main_inner() -> Result<ExitCode> {
             args.executors,
             cluster.executor_urls().join(", ")
         );
+        if let Some(log) = &log_file {
+            eprintln!("Log: {}", log.display());
+        }
     }
     if let Some(sf) = args.tpch {
         let dir = tpch::data_dir(&data_dir, sf);
@@ -636,6 +633,45 @@ fn run_statements(
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Log lines go to stderr, at `FLETCH_LOG` (default warn); but an interactive shell
+/// writes them to `fletch.log` in the data directory unless `FLETCH_LOG` asks for
+/// them, so none lands on the prompt. Returns that file's path.
+fn init_logging(args: &Args, data_dir: &std::path::Path) -> Option<PathBuf> {
+    use std::io::IsTerminal;
+    let asked = tracing_subscriber::EnvFilter::try_from_env("FLETCH_LOG").ok();
+    let interactive = args.command.is_none()
+        && args.commands.is_empty()
+        && args.files.is_empty()
+        && std::io::stdin().is_terminal();
+    let filter = || {
+        asked
+            .clone()
+            .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("warn"))
+    };
+    if interactive && std::env::var_os("FLETCH_LOG").is_none() {
+        let path = data_dir.join("fletch.log");
+        let file = std::fs::create_dir_all(data_dir).and_then(|_| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+        });
+        if let Ok(file) = file {
+            tracing_subscriber::fmt()
+                .with_env_filter(filter())
+                .with_ansi(false)
+                .with_writer(std::sync::Mutex::new(file))
+                .init();
+            return Some(path);
+        }
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(filter())
+        .with_writer(std::io::stderr)
+        .init();
+    None
 }
 
 fn parse_memory(text: &str) -> Result<usize, String> {

@@ -276,6 +276,7 @@ fn terminal_size() -> (usize, usize) {
     if let (Some(columns), Some(rows)) = (from_env("COLUMNS"), from_env("LINES")) {
         return (columns, rows);
     }
+    // A pseudo-terminal nobody sized says 0 0: not a size to page by.
     std::process::Command::new("stty")
         .arg("size")
         .stdin(std::process::Stdio::inherit())
@@ -286,7 +287,7 @@ fn terminal_size() -> (usize, usize) {
             let mut parts = text.split_whitespace();
             let rows = parts.next()?.parse().ok()?;
             let columns = parts.next()?.parse().ok()?;
-            Some((columns, rows))
+            (rows > 0 && columns > 0).then_some((columns, rows))
         })
         .unwrap_or((80, 24))
 }

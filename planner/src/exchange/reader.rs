@@ -10,6 +10,7 @@ use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{Result, exec_err, internal_err, plan_err};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_plan::coop::make_cooperative;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties,
@@ -160,8 +161,12 @@ impl ExecutionPlan for ExchangeReaderExec {
             );
         };
         let schema = self.schema();
-        match self.mode {
-            ExchangeMode::Forward => source.0.fetch(self.stage_id, partition, 0, schema),
+        // Batches already buffered here arrive without a pause; a consumer that
+        // never waits (a join emitting, an aggregate pulling) would never reach an
+        // await point, and aborting the task on release would never take effect.
+        // The tokio budget makes the stream yield now and then.
+        let stream = match self.mode {
+            ExchangeMode::Forward => source.0.fetch(self.stage_id, partition, 0, schema)?,
             ExchangeMode::Shuffle { upstream_tasks } => {
                 let streams = (0..upstream_tasks)
                     .map(|task| {
@@ -173,11 +178,9 @@ impl ExecutionPlan for ExchangeReaderExec {
                 // Interleave upstream tasks as their batches arrive: no task waits for
                 // a slower sibling.
                 let merged = futures::stream::select_all(streams);
-                Ok(Box::pin(RecordBatchStreamAdapter::new(
-                    schema,
-                    merged.boxed(),
-                )))
+                Box::pin(RecordBatchStreamAdapter::new(schema, merged.boxed()))
             }
-        }
+        };
+        Ok(make_cooperative(stream))
     }
 }
