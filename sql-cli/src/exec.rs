@@ -87,7 +87,7 @@ impl Target {
 pub fn remote_error(status: &tonic::Status) -> String {
     let message = tidy(status.message());
     match status.code() {
-        tonic::Code::Unauthenticated => format!(
+        tonic::Code::Unauthenticated if !message.contains("--user") => format!(
             "{message} (sign in with --user NAME --password ..., or FLETCH_USER and FLETCH_PASSWORD)"
         ),
         tonic::Code::Unavailable => {

@@ -5,6 +5,7 @@ mod cluster;
 mod complete;
 mod config;
 mod exec;
+mod flags;
 mod meta;
 mod output;
 mod shell;
@@ -43,7 +44,7 @@ pub struct Args {
     connect: Option<String>,
 
     /// Executors in the embedded cluster.
-    #[arg(long, env = "FLETCH_EXECUTORS", default_value_t = DEFAULT_EXECUTORS)]
+    #[arg(long, env = "FLETCH_EXECUTORS", default_value_t = DEFAULT_EXECUTORS, global = true)]
     executors: usize,
 
     /// User name: `serve` and `coordinator` admit this one user, as an admin (with
@@ -153,7 +154,13 @@ pub struct Args {
 
     /// Memory limit of each executor (table fragments, exchange buffers, operators),
     /// e.g. 4GiB. Default: three quarters of the machine's memory, shared.
-    #[arg(long, env = "FLETCH_MEMORY", value_name = "SIZE", value_parser = parse_memory)]
+    #[arg(
+        long,
+        env = "FLETCH_MEMORY",
+        value_name = "SIZE",
+        value_parser = parse_memory,
+        global = true
+    )]
     memory: Option<usize>,
 
     /// Generate TPC-H at this scale factor (once, cached) and register its eight tables.
@@ -161,7 +168,7 @@ pub struct Args {
     tpch: Option<f64>,
 
     /// Where generated data and the shell history live.
-    #[arg(long, env = "FLETCH_DATA_DIR", value_name = "DIR")]
+    #[arg(long, env = "FLETCH_DATA_DIR", value_name = "DIR", global = true)]
     data_dir: Option<PathBuf>,
 
     /// Run these SQL statements (`;`-separated) and exit.
@@ -268,9 +275,6 @@ enum BenchSuite {
         /// Scale factor.
         #[arg(long, default_value_t = 1.0)]
         sf: f64,
-        /// Executors in the embedded cluster (default: the top-level --executors).
-        #[arg(long)]
-        executors: Option<usize>,
         /// Comma-separated query numbers (default: all 22).
         #[arg(long, value_delimiter = ',')]
         queries: Vec<usize>,
@@ -309,7 +313,7 @@ fn main() -> ExitCode {
     match main_inner() {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("Error: {e:#}");
+            eprintln!("Error: {}", exec::tidy(&format!("{e:#}")));
             ExitCode::FAILURE
         }
     }
@@ -393,7 +397,10 @@ fn main_inner() -> Result<ExitCode> {
     if let Some(path) = config::config_path(&argv) {
         command = config::apply(command, &path)?;
     }
-    let args = match Args::from_arg_matches(&command.get_matches_from(argv)) {
+    let command = flags::scope(command);
+    let matches = command.clone().get_matches_from(argv);
+    flags::check(&command, &matches)?;
+    let args = match Args::from_arg_matches(&matches) {
         Ok(args) => args,
         Err(e) => e.exit(),
     };
@@ -477,7 +484,6 @@ fn main_inner() -> Result<ExitCode> {
         suite:
             BenchSuite::Tpch {
                 sf,
-                executors,
                 queries,
                 iterations,
                 json,
@@ -488,7 +494,7 @@ fn main_inner() -> Result<ExitCode> {
     {
         let bench = bench::TpchBench {
             scale_factor: *sf,
-            executors: executors.unwrap_or(args.executors),
+            executors: args.executors,
             queries: if queries.is_empty() {
                 (1..=22).collect()
             } else {
@@ -527,9 +533,12 @@ fn main_inner() -> Result<ExitCode> {
                 .ca_certificate(tonic::transport::Certificate::from_pem(ca));
             endpoint = endpoint.tls_config(tls).context("configuring TLS")?;
         }
-        let channel = runtime
-            .block_on(endpoint.connect())
-            .with_context(|| format!("connecting to the coordinator at {url}"))?;
+        let channel = runtime.block_on(endpoint.connect()).with_context(|| {
+            format!(
+                "connecting to the coordinator at {url} (is `fletch serve` or `fletch \
+                     coordinator` listening there?)"
+            )
+        })?;
         let mut client = arrow_flight::sql::client::FlightSqlServiceClient::new(channel);
         if let Some(credentials) = credentials(&args)? {
             runtime

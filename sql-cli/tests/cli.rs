@@ -1,5 +1,7 @@
 //! The `fletch` binary's one-shot modes: what reaches stdout, stderr and the exit code.
 
+mod common;
+
 use std::process::Command;
 
 fn fletch(args: &[&str]) -> std::process::Output {
@@ -307,4 +309,108 @@ fn settings_come_from_defaults_then_the_config_file_then_the_environment_then_fl
         "SELECT 1",
     ]);
     assert_failed_saying(&out, "unknown setting \"executers\"");
+}
+
+fn help(args: &[&str]) -> String {
+    let out = fletch(args);
+    assert_succeeded(&out);
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// Whether a `--help` text lists `flag` as an option (not just mentions it).
+fn lists(help: &str, flag: &str) -> bool {
+    help.lines().any(|line| {
+        let line = line.trim_start();
+        let line = line.strip_prefix("-q, ").unwrap_or(line);
+        line.strip_prefix(flag)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with([' ', '<']))
+    })
+}
+
+#[test]
+fn each_command_lists_only_the_options_it_uses() {
+    let check = |args: &[&str], used: &[&str], unused: &[&str]| {
+        let text = help(args);
+        for flag in used {
+            assert!(lists(&text, flag), "{args:?} lacks {flag}:\n{text}");
+        }
+        for flag in unused {
+            assert!(!lists(&text, flag), "{args:?} lists {flag}:\n{text}");
+        }
+    };
+    check(
+        &["serve", "--help"],
+        &[
+            "--executors",
+            "--memory",
+            "--users",
+            "--tls-cert",
+            "--allow-location",
+        ],
+        &[
+            "--max-task-partitions",
+            "--cluster-secret-file",
+            "--data-dir",
+            "--tls-ca",
+        ],
+    );
+    check(
+        &["bench", "tpch", "--help"],
+        &["--executors", "--memory", "--sf"],
+        &[
+            "--tls-cert",
+            "--users",
+            "--user",
+            "--session-idle-secs",
+            "--max-request-size",
+        ],
+    );
+    check(
+        &["executor", "--help"],
+        &["--memory", "--cluster-secret-file", "--max-task-partitions"],
+        &["--executors", "--users", "--user", "--data-dir"],
+    );
+    check(
+        &["--help"],
+        &["--maxrows", "--format", "--connect", "--user", "--tls-ca"],
+        &[
+            "--users",
+            "--tls-cert",
+            "--allow-location",
+            "--cluster-secret-file",
+        ],
+    );
+}
+
+#[test]
+fn an_option_for_another_command_is_refused_by_name() {
+    let out = fletch(&["bench", "tpch", "--tls-cert", "cert.pem", "--sf", "0.01"]);
+    assert_failed_saying(&out, "--tls-cert does not apply to `fletch bench`");
+    let out = fletch(&["--users", "users.toml", "-c", "SELECT 1"]);
+    assert_failed_saying(&out, "--users does not apply to the shell");
+}
+
+/// Shared options go after the subcommand as well as before it.
+#[test]
+fn shared_options_are_accepted_after_the_subcommand() {
+    let server = common::start(&[
+        "-q",
+        "serve",
+        "--executors",
+        "3",
+        "--memory",
+        "256MiB",
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    let out = common::connect_sql(
+        &server.url,
+        &[],
+        "SELECT count(*) AS n, min(memory_limit) AS m FROM fletch.executors",
+    );
+    assert_succeeded(&out);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("n,m\n3,{}\n", 256u64 << 20)
+    );
 }

@@ -788,9 +788,18 @@ fn the_shell_connects_to_a_coordinator_process() {
     let _executors: Vec<Process> = (0..2)
         .map(|_| start_executor_signed_in(&coordinator.url, &member))
         .collect();
-    // The user's password does not make an executor a member.
-    let stranger = Command::new(env!("CARGO_BIN_EXE_fletch"))
+    // A user's password means nothing to an executor: refused as such.
+    let confused = Command::new(env!("CARGO_BIN_EXE_fletch"))
         .args(sign_in)
+        .args(["executor", "--coordinator", &coordinator.url])
+        .output()
+        .expect("run an executor with a user's credentials");
+    assert!(
+        String::from_utf8_lossy(&confused.stderr).contains("does not apply to `fletch executor`"),
+        "{confused:?}"
+    );
+    // An executor without the cluster secret is not a member.
+    let stranger = Command::new(env!("CARGO_BIN_EXE_fletch"))
         .args([
             "executor",
             "--coordinator",
@@ -812,7 +821,10 @@ fn the_shell_connects_to_a_coordinator_process() {
         .expect("run fletch --connect without credentials");
     assert!(!anonymous.status.success());
     let stderr = String::from_utf8_lossy(&anonymous.stderr);
-    assert!(stderr.contains("credentials required"), "{stderr}");
+    assert!(
+        stderr.contains("credentials required") && stderr.contains("--user NAME --password"),
+        "the refusal says how to sign in: {stderr}"
+    );
     let run = |sql: &str| common::connect_sql(&coordinator.url, &sign_in, sql);
     // Executors may still be registering: wait until both are listed.
     common::wait_until_alive(run, 2);
@@ -824,7 +836,7 @@ fn the_shell_connects_to_a_coordinator_process() {
     assert!(out.status.success(), "{out:?}");
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
-        "n,s\n1000,500500\nstored\n1000\n"
+        "n,s\n1000,500500\n\nstored\n1000\n"
     );
     let out = run("SELEC 1");
     assert!(!out.status.success());

@@ -750,17 +750,19 @@ async fn results_are_served_from_executors_and_through_the_coordinator() {
     assert_eq!(cancel(&mut client, info).await, CancelStatus::Cancelled);
     wait_until_executors_are_idle(&cluster).await;
 
-    // A setting that names no place is refused by name.
-    client
-        .execute_update("SET fletch.result_endpoints = 'nowhere'".into(), None)
-        .await
-        .expect("SET");
+    // A setting that names no place is refused by name, as the client's mistake, and
+    // the session keeps the value it had.
     let err = client
-        .execute(query.into(), None)
+        .execute_update("SET fletch.result_endpoints = 'nowhere'".into(), None)
         .await
         .expect_err("a bad setting")
         .to_string();
-    assert!(err.contains("fletch.result_endpoints"), "{err}");
+    assert!(
+        err.contains("fletch.result_endpoints") && err.contains("invalid argument"),
+        "{err}"
+    );
+    let info = client.execute(query.into(), None).await.expect("execute");
+    assert!(!fetch(&mut client, info).await.is_empty());
     drop(server);
     cluster.shutdown().await;
 }

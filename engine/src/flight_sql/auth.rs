@@ -44,8 +44,9 @@ pub(crate) fn checker(
             Some(Presented::Basic(_)) => {}
             None if users_required => {
                 return Err(Status::unauthenticated(
-                    "credentials required: users hand-shake first; cluster members present \
-                     the cluster secret",
+                    "credentials required: sign in with a user name and password (the Flight \
+                     SQL handshake; `fletch --connect URL --user NAME --password ...`); cluster \
+                     members present the cluster secret",
                 ));
             }
             None => {}

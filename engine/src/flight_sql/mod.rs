@@ -95,9 +95,10 @@ struct CoordinatorService {
 fn to_status(e: DataFusionError) -> Status {
     let message = e.strip_backtrace();
     match e.find_root() {
-        DataFusionError::SQL(..) | DataFusionError::Plan(_) | DataFusionError::SchemaError(..) => {
-            Status::invalid_argument(message)
-        }
+        DataFusionError::SQL(..)
+        | DataFusionError::Plan(_)
+        | DataFusionError::SchemaError(..)
+        | DataFusionError::Configuration(_) => Status::invalid_argument(message),
         DataFusionError::NotImplemented(_) => Status::unimplemented(message),
         DataFusionError::ResourcesExhausted(_) => Status::resource_exhausted(message),
         _ => Status::internal(message),
@@ -255,7 +256,8 @@ impl CoordinatorService {
             return Ok(Arc::clone(&self.shared));
         }
         Err(Status::unauthenticated(
-            "credentials required: hand-shake first",
+            "credentials required: sign in with a user name and password (the Flight SQL \
+             handshake; `fletch --connect URL --user NAME --password ...`)",
         ))
     }
 
