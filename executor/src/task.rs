@@ -279,6 +279,23 @@ async fn drive(plan: Arc<dyn ExecutionPlan>, task: usize, ctx: Arc<TaskContext>)
     Ok(())
 }
 
+/// `plan` with every join's output under DataFusion's `CooperativeExec`. A join can
+/// emit batch after batch from one probe batch without polling its input, and the
+/// aggregate above it pulls without waiting: the task would never reach an await
+/// point, so aborting it when its query is released (Ctrl-C, a dropped stream) could
+/// not take effect until the join ran dry. The tokio budget makes it yield.
+fn yielding_joins(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
+    plan.transform_up(|node| {
+        if node.name().ends_with("JoinExec") {
+            let wrapped: Arc<dyn ExecutionPlan> = Arc::new(CooperativeExec::new(node));
+            Ok(Transformed::yes(wrapped))
+        } else {
+            Ok(Transformed::no(node))
+        }
+    })
+    .data()
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -307,21 +324,4 @@ mod tests {
         );
         assert_eq!(too_many_partitions(&fine, 1 << 16), None);
     }
-}
-
-/// `plan` with every join's output under DataFusion's `CooperativeExec`. A join can
-/// emit batch after batch from one probe batch without polling its input, and the
-/// aggregate above it pulls without waiting: the task would never reach an await
-/// point, so aborting it when its query is released (Ctrl-C, a dropped stream) could
-/// not take effect until the join ran dry. The tokio budget makes it yield.
-fn yielding_joins(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
-    plan.transform_up(|node| {
-        if node.name().ends_with("JoinExec") {
-            let wrapped: Arc<dyn ExecutionPlan> = Arc::new(CooperativeExec::new(node));
-            Ok(Transformed::yes(wrapped))
-        } else {
-            Ok(Transformed::no(node))
-        }
-    })
-    .data()
 }

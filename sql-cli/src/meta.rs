@@ -119,7 +119,7 @@ pub async fn run(line: &str, target: &Target, printer: &mut Printer) -> bool {
             }
             Err(e) => eprintln!("Error: reading {file}: {e}"),
         },
-        _ => eprintln!("Unknown or malformed command {line:?}; \\? lists the commands."),
+        _ => eprintln!("Unknown or malformed command '{line}'; \\? lists the commands."),
     }
     false
 }
@@ -172,7 +172,7 @@ async fn describe(target: &Target, printer: &mut Printer, name: &str) {
     )
     .await;
     if columns == 0 {
-        eprintln!("No table named {name:?}; \\d lists them.");
+        eprintln!("No table named '{name}'; \\d lists them.");
         return;
     }
     let held = format!("SELECT count(*) FROM fletch.fragments WHERE table_name = '{literal}'");

@@ -120,10 +120,8 @@ impl Printer {
 
     fn emit(&self, text: &[u8]) -> Result<()> {
         let stdout = std::io::stdout();
-        if self.pager && stdout.is_terminal() && needs_pager(text) {
-            if let Some(()) = page(text) {
-                return Ok(());
-            }
+        if self.pager && stdout.is_terminal() && needs_pager(text) && page(text).is_some() {
+            return Ok(());
         }
         let mut out = stdout.lock();
         out.write_all(text)?;
@@ -317,7 +315,7 @@ pub fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
