@@ -45,6 +45,10 @@ pub struct Coordinator {
     _reaper: SpawnedTask<()>,
     releases: mpsc::UnboundedSender<JanitorJob>,
     recoveries: RecoveryCounters,
+    /// Held by every statement that changes the catalog (create, drop, alter, cache,
+    /// uncache), so `IF [NOT] EXISTS` checks and the change they guard are one step
+    /// for every session of the cluster.
+    catalog_changes: tokio::sync::Mutex<()>,
     /// Releases queries whose result stream was dropped before it ended.
     _janitor: SpawnedTask<()>,
 }
@@ -168,6 +172,7 @@ impl Coordinator {
             _reaper: reaper,
             releases,
             recoveries: RecoveryCounters::default(),
+            catalog_changes: tokio::sync::Mutex::new(()),
             _janitor: janitor,
         }))
     }
@@ -340,6 +345,11 @@ impl Coordinator {
             releases: Some(self.releases.clone()),
             live: Arc::clone(&self.live_queries),
         }
+    }
+
+    /// Taken by a statement that changes the catalog, for its whole run.
+    pub(crate) async fn catalog_change(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.catalog_changes.lock().await
     }
 
     /// The queries running now: what executors may keep state for (their lease).

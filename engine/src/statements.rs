@@ -163,9 +163,38 @@ pub(crate) fn is_fletch_statement(statement: &str) -> bool {
     })
 }
 
-/// Runs one SQL statement on a Fletch session.
+/// Whether a statement changes the catalog (by its first word).
+fn changes_catalog(tokens: &[TokenWithSpan]) -> bool {
+    let first = tokens.iter().find_map(|t| match &t.token {
+        Token::Whitespace(_) => None,
+        Token::Word(w) if w.quote_style.is_none() => Some(w.value.to_ascii_uppercase()),
+        _ => Some(String::new()),
+    });
+    matches!(
+        first.as_deref(),
+        Some("CREATE" | "DROP" | "ALTER" | "CACHE" | "UNCACHE")
+    )
+}
+
+/// Runs one SQL statement on a Fletch session. Statements that change the catalog
+/// run one at a time across the cluster's sessions, so an `IF NOT EXISTS` never
+/// fails because another session created the same name meanwhile.
 pub async fn sql(ctx: &SessionContext, statement: &str) -> Result<DataFrame> {
     let tokens = tokenize(statement)?;
+    if changes_catalog(&tokens)
+        && let Ok(coordinator) = coordinator(ctx)
+    {
+        let _change = coordinator.catalog_change().await;
+        return run(ctx, statement, tokens).await;
+    }
+    run(ctx, statement, tokens).await
+}
+
+async fn run(
+    ctx: &SessionContext,
+    statement: &str,
+    tokens: Vec<TokenWithSpan>,
+) -> Result<DataFrame> {
     match kind(&tokens) {
         Kind::CreateTable => create_table(ctx, statement, tokens).await,
         Kind::CacheTable => cache_table(ctx, statement, tokens).await,
