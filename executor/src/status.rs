@@ -4,6 +4,7 @@
 
 use std::fmt;
 
+use datafusion::arrow::error::ArrowError;
 use datafusion::error::DataFusionError;
 use prost::Message;
 use tonic::{Code, Status};
@@ -33,6 +34,9 @@ pub enum FailureReason {
     NotMember = 8,
     /// The query, partition or piece asked for does not exist here.
     NotFound = 9,
+    /// The task's plan failed on the data it was given (division by zero, a value
+    /// that does not cast or parse, an overflow): the query's fault, not Fletch's.
+    InvalidData = 10,
 }
 
 impl FailureReason {
@@ -46,6 +50,7 @@ impl FailureReason {
             7 => Self::ExecutorLost,
             8 => Self::NotMember,
             9 => Self::NotFound,
+            10 => Self::InvalidData,
             _ => Self::FetchFailed,
         }
     }
@@ -60,6 +65,7 @@ impl FailureReason {
             Self::ExecutorLost => Code::Unavailable,
             Self::NotMember => Code::PermissionDenied,
             Self::NotFound => Code::NotFound,
+            Self::InvalidData => Code::InvalidArgument,
         }
     }
 }
@@ -120,10 +126,20 @@ impl TaskFailure {
             };
             return Self::new(reason, upstream.message.clone(), stage, task, executor);
         }
-        let reason = if matches!(err.find_root(), DataFusionError::ResourcesExhausted(_)) {
-            FailureReason::OutOfMemory
-        } else {
-            FailureReason::TaskFailed
+        let reason = match err.find_root() {
+            DataFusionError::ResourcesExhausted(_) => FailureReason::OutOfMemory,
+            DataFusionError::ArrowError(arrow, _)
+                if matches!(
+                    **arrow,
+                    ArrowError::DivideByZero
+                        | ArrowError::ArithmeticOverflow(_)
+                        | ArrowError::CastError(_)
+                        | ArrowError::ParseError(_)
+                ) =>
+            {
+                FailureReason::InvalidData
+            }
+            _ => FailureReason::TaskFailed,
         };
         Self::new(reason, err.strip_backtrace(), stage, task, executor)
     }

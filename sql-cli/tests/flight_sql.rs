@@ -822,3 +822,55 @@ where
 fn strings_or_ints(batches: &[RecordBatch]) -> Vec<String> {
     fletch_engine::tpch::rows_as_text(batches).expect("rows")
 }
+
+/// A client's mistakes reach it with their own gRPC codes; `Internal` is for bugs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_errors_travel_with_their_own_codes() {
+    let Fixture {
+        cluster, server, ..
+    } = fixture().await;
+    let mut client = client(server.url()).await;
+    client
+        .execute_update("CREATE TABLE codes (x INT) AS VALUES (1), (0)".into(), None)
+        .await
+        .expect("create");
+    let code = |result: Result<i64, arrow_flight::error::FlightError>| match result {
+        Err(arrow_flight::error::FlightError::Tonic(status)) => status.code(),
+        other => panic!("expected a status, got {other:?}"),
+    };
+    let update = |sql: &str| {
+        let mut client = client.clone();
+        let sql = sql.to_string();
+        async move { client.execute_update(sql, None).await }
+    };
+    assert_eq!(
+        code(update("CREATE TABLE codes (x INT)").await),
+        tonic::Code::AlreadyExists
+    );
+    assert_eq!(
+        code(update("DROP TABLE no_such_table").await),
+        tonic::Code::NotFound
+    );
+    assert_eq!(
+        code(update("INSERT INTO codes SELECT * FROM no_such_table").await),
+        tonic::Code::NotFound
+    );
+    assert_eq!(code(update("SELEC 1").await), tonic::Code::InvalidArgument);
+    let query = |sql: &str| {
+        let mut client = client.clone();
+        let sql = sql.to_string();
+        async move {
+            let info = client.execute(sql, None).await?;
+            let ticket = info.endpoint[0].ticket.clone().expect("a ticket");
+            let batches: Vec<RecordBatch> = client.do_get(ticket).await?.try_collect().await?;
+            Ok::<i64, arrow_flight::error::FlightError>(batches.len() as i64)
+        }
+    };
+    assert_eq!(
+        code(query("SELECT 10 / x FROM codes").await),
+        tonic::Code::InvalidArgument,
+        "a division by zero on an executor"
+    );
+    drop(server);
+    cluster.shutdown().await;
+}

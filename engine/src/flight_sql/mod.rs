@@ -92,13 +92,45 @@ struct CoordinatorService {
     owners: access::Owners,
 }
 
+/// The gRPC status of an error: the client's mistakes (bad SQL, unknown or existing
+/// names, bad values, arithmetic on bad data) with their own codes; `Internal` is
+/// kept for Fletch's and DataFusion's own failures.
 fn to_status(e: DataFusionError) -> Status {
+    use arrow::error::ArrowError;
     let message = e.strip_backtrace();
-    match e.find_root() {
+    if let Some(failure) = fletch_executor::find_failure(&e)
+        && failure.reason == fletch_executor::FailureReason::InvalidData
+    {
+        return Status::invalid_argument(message);
+    }
+    let root = e.find_root();
+    // DataFusion says "exists" and "not found" only in message text.
+    let says = |words: &[&str]| words.iter().any(|w| message.contains(w));
+    match root {
+        DataFusionError::Plan(_) | DataFusionError::Execution(_) if says(&["already exists"]) => {
+            Status::already_exists(message)
+        }
+        DataFusionError::Plan(_) | DataFusionError::Execution(_)
+            if says(&["not found", "doesn't exist", "does not exist"]) =>
+        {
+            Status::not_found(message)
+        }
         DataFusionError::SQL(..)
         | DataFusionError::Plan(_)
         | DataFusionError::SchemaError(..)
         | DataFusionError::Configuration(_) => Status::invalid_argument(message),
+        DataFusionError::ArrowError(arrow, _)
+            if matches!(
+                **arrow,
+                ArrowError::DivideByZero
+                    | ArrowError::ArithmeticOverflow(_)
+                    | ArrowError::CastError(_)
+                    | ArrowError::ParseError(_)
+                    | ArrowError::InvalidArgumentError(_)
+            ) =>
+        {
+            Status::invalid_argument(message)
+        }
         DataFusionError::NotImplemented(_) => Status::unimplemented(message),
         DataFusionError::ResourcesExhausted(_) => Status::resource_exhausted(message),
         _ => Status::internal(message),
