@@ -121,6 +121,9 @@ pub(crate) struct QueryState {
     /// state (a collected build side) may hold the failure that made them run again.
     pub(crate) plans: Mutex<HashMap<(u64, u64), Arc<dyn ExecutionPlan>>>,
     tasks: Mutex<Vec<SpawnedTask<()>>>,
+    /// Set by `release`: a task handed over afterwards is aborted at once, or it would
+    /// run on, owned by nobody.
+    released: std::sync::atomic::AtomicBool,
     running: AtomicUsize,
     /// The store's count of running tasks, released queries' included: a task of a
     /// released query runs until its abort takes effect, and is still work.
@@ -343,6 +346,7 @@ impl PartitionStore {
         };
         if let Some(query) = query {
             // Dropping a SpawnedTask aborts it.
+            query.released.store(true, Ordering::SeqCst);
             query.tasks.lock().clear();
             query.plans.lock().clear();
             for (_, buffer) in query.buffers.lock().drain() {
@@ -379,13 +383,26 @@ impl PartitionStore {
 impl QueryState {
     /// Keeps `task` owned by the query so releasing the query aborts it.
     pub(crate) fn own_task(&self, task: SpawnedTask<()>) {
-        self.tasks.lock().push(task);
+        let mut tasks = self.tasks.lock();
+        if self.released.load(Ordering::SeqCst) {
+            // Dropping it aborts it; its caller hears the query was released.
+            drop(task);
+            return;
+        }
+        tasks.push(task);
     }
 
-    pub(crate) fn task_started(self: &Arc<Self>) -> RunningGuard {
-        self.running.fetch_add(1, Ordering::AcqRel);
-        self.store_running.fetch_add(1, Ordering::AcqRel);
-        RunningGuard(Arc::clone(self))
+    /// Counts a task as running, unless the query was released: `release` sets the
+    /// flag before it waits for the count, and this counts before it reads the flag,
+    /// so either `release` waits for the task or the task never starts.
+    pub(crate) fn task_started(self: &Arc<Self>) -> Option<RunningGuard> {
+        self.running.fetch_add(1, Ordering::SeqCst);
+        self.store_running.fetch_add(1, Ordering::SeqCst);
+        let guard = RunningGuard(Arc::clone(self));
+        if self.released.load(Ordering::SeqCst) {
+            return None;
+        }
+        Some(guard)
     }
 }
 

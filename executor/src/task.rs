@@ -196,7 +196,9 @@ impl TaskRunner {
         let ctx = Arc::new(self.task_context(config, &def));
 
         let (done_tx, done_rx) = oneshot::channel();
-        let running = query.task_started();
+        let Some(running) = query.task_started() else {
+            return Err(fail(FailureReason::Cancelled, "query released".to_string()));
+        };
         let url = self.url.clone();
         let work = async move {
             let _running = running;
