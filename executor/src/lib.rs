@@ -40,6 +40,6 @@ pub use fragments::FragmentStats;
 pub use server::{
     ExecutorHandle, ExecutorOptions, start_executor, start_executor_with, system_memory,
 };
-pub use status::{FailureReason, TaskFailure, find_failure};
+pub use status::{FailureReason, TaskFailure, find_failure, is_data_error};
 pub use store::{ExchangeReads, StoreStats};
 pub use task::TaskLimits;

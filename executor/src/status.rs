@@ -128,17 +128,7 @@ impl TaskFailure {
         }
         let reason = match err.find_root() {
             DataFusionError::ResourcesExhausted(_) => FailureReason::OutOfMemory,
-            DataFusionError::ArrowError(arrow, _)
-                if matches!(
-                    **arrow,
-                    ArrowError::DivideByZero
-                        | ArrowError::ArithmeticOverflow(_)
-                        | ArrowError::CastError(_)
-                        | ArrowError::ParseError(_)
-                ) =>
-            {
-                FailureReason::InvalidData
-            }
+            _ if is_data_error(err) => FailureReason::InvalidData,
             _ => FailureReason::TaskFailed,
         };
         Self::new(reason, err.strip_backtrace(), stage, task, executor)
@@ -196,6 +186,23 @@ impl TaskFailure {
     pub fn into_datafusion(self) -> DataFusionError {
         DataFusionError::External(Box::new(self))
     }
+}
+
+/// Whether `err` is a plan failing on the data it was given (division by zero, a
+/// value that does not cast or parse, an overflow): the query's fault, not Fletch's.
+/// Arrow's `InvalidArgumentError` is left out: Fletch's own bugs raise it too (a batch
+/// whose columns do not match its schema).
+pub fn is_data_error(err: &DataFusionError) -> bool {
+    matches!(
+        err.find_root(),
+        DataFusionError::ArrowError(arrow, _) if matches!(
+            **arrow,
+            ArrowError::DivideByZero
+                | ArrowError::ArithmeticOverflow(_)
+                | ArrowError::CastError(_)
+                | ArrowError::ParseError(_)
+        )
+    )
 }
 
 /// The first [`TaskFailure`] in an error's chain, if any.

@@ -96,7 +96,6 @@ struct CoordinatorService {
 /// names, bad values, arithmetic on bad data) with their own codes; `Internal` is
 /// kept for Fletch's and DataFusion's own failures.
 fn to_status(e: DataFusionError) -> Status {
-    use arrow::error::ArrowError;
     let message = e.strip_backtrace();
     if let Some(failure) = fletch_executor::find_failure(&e)
         && failure.reason == fletch_executor::FailureReason::InvalidData
@@ -119,18 +118,7 @@ fn to_status(e: DataFusionError) -> Status {
         | DataFusionError::Plan(_)
         | DataFusionError::SchemaError(..)
         | DataFusionError::Configuration(_) => Status::invalid_argument(message),
-        DataFusionError::ArrowError(arrow, _)
-            if matches!(
-                **arrow,
-                ArrowError::DivideByZero
-                    | ArrowError::ArithmeticOverflow(_)
-                    | ArrowError::CastError(_)
-                    | ArrowError::ParseError(_)
-                    | ArrowError::InvalidArgumentError(_)
-            ) =>
-        {
-            Status::invalid_argument(message)
-        }
+        _ if fletch_executor::is_data_error(&e) => Status::invalid_argument(message),
         DataFusionError::NotImplemented(_) => Status::unimplemented(message),
         DataFusionError::ResourcesExhausted(_) => Status::resource_exhausted(message),
         _ => Status::internal(message),
