@@ -210,17 +210,7 @@ impl ExecutorClient {
     /// piece and leaving, which hands over every fragment first: these last as long as
     /// their work) get [`CONTROL_CALL_TIMEOUT`].
     async fn action(&self, r#type: &str, body: Vec<u8>) -> Result<(), TaskFailure> {
-        let call = async {
-            let mut replies = self
-                .flight()
-                .do_action(Action::new(r#type, body))
-                .await
-                .map_err(|e| self.failure(e))?;
-            while let Some(reply) = replies.next().await {
-                reply.map_err(|e| self.failure(e))?;
-            }
-            Ok(())
-        };
+        let call = self.each_reply(r#type, body, |_| Ok(()));
         let open_ended = [
             protocol::RUN_TASK,
             protocol::AWAIT_RESULT_READ,
@@ -231,6 +221,24 @@ impl ExecutorClient {
             return call.await;
         }
         self.within_deadline(r#type, call).await
+    }
+
+    /// Sends an action and hands each reply body to `each` until the stream ends.
+    async fn each_reply(
+        &self,
+        r#type: &str,
+        body: Vec<u8>,
+        mut each: impl FnMut(bytes::Bytes) -> Result<(), TaskFailure>,
+    ) -> Result<(), TaskFailure> {
+        let mut replies = self
+            .flight()
+            .do_action(Action::new(r#type, body))
+            .await
+            .map_err(|e| self.failure(e))?;
+        while let Some(reply) = replies.next().await {
+            each(reply.map_err(|e| self.failure(e))?)?;
+        }
+        Ok(())
     }
 
     /// `call`, failed as [`FailureReason::FetchFailed`] if it takes longer than
@@ -289,14 +297,8 @@ impl ExecutorClient {
         what: &str,
     ) -> Result<Vec<T>, TaskFailure> {
         let call = async {
-            let mut replies = self
-                .flight()
-                .do_action(Action::new(r#type, body))
-                .await
-                .map_err(|e| self.failure(e))?;
             let mut decoded = Vec::new();
-            while let Some(reply) = replies.next().await {
-                let bytes = reply.map_err(|e| self.failure(e))?;
+            self.each_reply(r#type, body, |bytes| {
                 decoded.push(T::decode(bytes).map_err(|e| {
                     TaskFailure::new(
                         FailureReason::BadRequest,
@@ -306,7 +308,9 @@ impl ExecutorClient {
                         &self.url,
                     )
                 })?);
-            }
+                Ok(())
+            })
+            .await?;
             Ok(decoded)
         };
         self.within_deadline(r#type, call).await
