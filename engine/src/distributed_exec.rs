@@ -3,7 +3,7 @@
 //! which launches the tasks and streams the final stage back.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use bytes::Bytes;
 use datafusion::common::tree_node::TreeNodeRecursion;
@@ -13,9 +13,12 @@ use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::{
     ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties,
-    ReplaceChildrenOptions,
+    ReplaceChildrenOptions, displayable,
 };
-use fletch_planner::{DistributedPlan, distribute, encode_stage_plan};
+use datafusion::prelude::SessionContext;
+use fletch_planner::{
+    DistributedPlan, check_same_properties, decode_stage_plan, distribute, encode_stage_plan,
+};
 
 use crate::coordinator::Coordinator;
 use crate::query_run::ServedResult;
@@ -45,6 +48,26 @@ impl DistributedExec {
 
     pub fn distributed_plan(&self) -> &DistributedPlan {
         &self.plan
+    }
+
+    /// Decodes every stage as an executor would and fails, naming the node, unless each
+    /// states the properties the coordinator planned it with (see
+    /// [`check_same_properties`]). Debug builds run it on every query.
+    pub fn check_round_trip(&self) -> Result<()> {
+        static DECODE: LazyLock<Arc<TaskContext>> =
+            LazyLock::new(|| SessionContext::new().task_ctx());
+        for (stage, bytes) in self.plan.stages.iter().zip(self.encoded.iter()) {
+            let decoded = decode_stage_plan(bytes, &DECODE)?;
+            check_same_properties(stage.id, &stage.plan, &decoded).map_err(|e| {
+                e.context(format!(
+                    "stage {} on the coordinator:\n{}as decoded:\n{}",
+                    stage.id,
+                    displayable(stage.plan.as_ref()).indent(true),
+                    displayable(decoded.as_ref()).indent(true)
+                ))
+            })?;
+        }
+        Ok(())
     }
 
     /// Encoded size of each stage's plan, in bytes.

@@ -40,7 +40,12 @@ impl PhysicalOptimizerRule for DistributeRule {
             );
         }
         match DistributedExec::try_new(Arc::clone(&plan)) {
-            Ok(distributed) => Ok(Arc::new(distributed)),
+            Ok(distributed) => {
+                if cfg!(debug_assertions) {
+                    distributed.check_round_trip()?;
+                }
+                Ok(Arc::new(distributed))
+            }
             Err(e) => {
                 tracing::debug!("plan stays on the coordinator: {e}");
                 Ok(plan)

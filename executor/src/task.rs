@@ -14,7 +14,7 @@ use datafusion::physical_plan::coop::CooperativeExec;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use fletch_planner::{
     ExchangeSink, ExchangeSinkExt, ExchangeSourceExt, FletchOptions, FragmentStoreExt,
-    ShuffleWriterExec, decode_stage_plan,
+    ShuffleWriterExec, check_requirements, decode_stage_plan,
 };
 use futures::StreamExt;
 use futures::future::BoxFuture;
@@ -229,7 +229,12 @@ impl TaskRunner {
             return Ok(Arc::clone(plan));
         }
         let decode_ctx = self.task_context(config.clone(), def);
-        let plan = yielding_joins(decode_stage_plan(&def.plan, &decode_ctx)?)?;
+        let plan = decode_stage_plan(&def.plan, &decode_ctx)?;
+        if cfg!(debug_assertions) {
+            let stage = usize::try_from(def.stage).unwrap_or(usize::MAX);
+            check_requirements(stage, &plan, &config.options().optimizer)?;
+        }
+        let plan = yielding_joins(plan)?;
         // Tasks of one stage share one plan instance, so a broadcast build side or a
         // scalar subquery is computed once per executor, not once per task.
         Ok(Arc::clone(query.plans.lock().entry(key).or_insert(plan)))

@@ -5,7 +5,8 @@
 //! Inside:
 //! - [`distribute`]: the stage cutter (hash shuffles, gathers, broadcast build sides).
 //! - [`ShuffleWriterExec`] / [`ExchangeReaderExec`]: the two halves of every exchange.
-//! - [`FletchCodec`]: the `PhysicalExtensionCodec` for those nodes.
+//! - [`FletchCodec`]: the `PhysicalExtensionCodec` for those nodes; [`check_same_properties`]
+//!   and [`check_requirements`] hold a decoded stage to what the coordinator planned.
 //! - [`ExchangeSink`] / [`ExchangeSource`]: what an executor plugs into a task so the
 //!   exchange nodes can move data, carried as `SessionConfig` extensions.
 //! - [`FragmentScanExec`] / [`FragmentWriterExec`] and [`FragmentStore`]: in-memory
@@ -14,7 +15,9 @@
 
 mod codec;
 mod config;
+mod declared;
 mod exchange;
+mod fidelity;
 mod fragment;
 mod placement;
 mod stage;
@@ -23,10 +26,12 @@ pub use codec::{FletchCodec, decode_stage_plan, encode_stage_plan};
 pub use config::{
     ByteSize, ClientStringType, FletchOptions, ResultEndpoints, SETTINGS, Setting, parse_size,
 };
+pub use declared::DeclaredPropertiesExec;
 pub use exchange::{
     ExchangeMode, ExchangeReaderExec, ExchangeSink, ExchangeSinkExt, ExchangeSource,
     ExchangeSourceExt, ShuffleWriterExec,
 };
+pub use fidelity::{check_requirements, check_same_properties};
 pub use fragment::{
     FragmentLayout, FragmentScanExec, FragmentStore, FragmentStoreExt, FragmentWriterExec,
     PieceRef, TableSnapshot, load_summary_schema, merge_fragment_statistics,

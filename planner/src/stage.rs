@@ -3,7 +3,8 @@
 //! Passes, bottom up over the plan:
 //! 1. every `RepartitionExec` (hash or round robin) becomes a shuffle: its input is a new
 //!    stage whose writer partitions rows exactly as the repartition would, and a shuffle
-//!    reader takes its place;
+//!    reader takes its place (merging its sorted inputs where the repartition preserves
+//!    order);
 //! 2. below every gather (`CoalescePartitionsExec`, `SortPreservingMergeExec`) the child
 //!    becomes a stage read back partition by partition (forward), the gather stays;
 //! 3. the build side of a `CollectLeft` hash join becomes a stage that every probe task
@@ -40,6 +41,7 @@ use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMerge
 use datafusion::physical_plan::statistics::{StatisticsArgs, StatisticsContext};
 use datafusion::physical_plan::{ExecutionPlan, Partitioning};
 
+use crate::declared::DeclaredPropertiesExec;
 use crate::exchange::{ExchangeMode, ExchangeReaderExec, ShuffleWriterExec};
 use crate::fragment::FragmentWriterExec;
 
@@ -170,12 +172,6 @@ impl Cutter {
             .collect::<Result<Vec<_>>>()?;
 
         if let Some(repartition) = plan.downcast_ref::<RepartitionExec>() {
-            if repartition.preserve_order() {
-                return not_impl_err!(
-                    "order-preserving repartition across executors: {}",
-                    repartition.partitioning()
-                );
-            }
             let input = children
                 .into_iter()
                 .next()
@@ -192,13 +188,23 @@ impl Cutter {
                 p @ (Partitioning::Hash(_, _) | Partitioning::RoundRobinBatch(_)) => p.clone(),
                 other => return not_impl_err!("exchange by {other}"),
             };
+            // Writers route each task's rows in order, so every output partition of
+            // a task is as sorted as its input; an order-preserving repartition's
+            // reader merges those sorted streams.
+            let merge_by = repartition
+                .preserve_order()
+                .then(|| input.properties().output_ordering().cloned())
+                .flatten();
             let writer = self.new_stage(input, Some(output), scopes)?;
-            return Ok(Arc::new(ExchangeReaderExec::new(
-                self.stages.len(),
-                ExchangeMode::Shuffle { upstream_tasks },
-                Arc::clone(plan.properties()),
-                Some(writer),
-            )));
+            return Ok(Arc::new(
+                ExchangeReaderExec::new(
+                    self.stages.len(),
+                    ExchangeMode::Shuffle { upstream_tasks },
+                    Arc::clone(plan.properties()),
+                    Some(writer),
+                )
+                .with_merge_by(merge_by),
+            ));
         }
 
         let mut children = children;
@@ -503,7 +509,9 @@ fn already_exchanged(plan: &Arc<dyn ExecutionPlan>) -> bool {
                 .is_some_and(|c| c.is::<ExchangeReaderExec>()))
 }
 
-/// Copies a stage's plan with every reader detached from its upstream stage.
+/// Copies a stage's plan with every reader detached from its upstream stage, and every
+/// leaf whose properties would not survive decoding wrapped in a
+/// [`DeclaredPropertiesExec`].
 fn detach_readers(
     plan: &Arc<dyn ExecutionPlan>,
     inputs: &mut Vec<StageId>,
@@ -514,7 +522,9 @@ fn detach_readers(
     }
     let children = plan.children();
     if children.is_empty() {
-        return Ok(Arc::clone(plan));
+        return Ok(DeclaredPropertiesExec::where_decoding_loses(Arc::clone(
+            plan,
+        )));
     }
     let children = children
         .into_iter()

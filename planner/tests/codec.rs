@@ -69,3 +69,104 @@ async fn a_reader_still_attached_to_its_stage_does_not_encode() {
     assert!(distributed.root.is::<ExchangeReaderExec>());
     assert!(encode_stage_plan(&distributed.root).is_err());
 }
+
+/// A reader standing for a subtree whose output is sorted two ways, has `a = d` and a
+/// constant `e = 5`: the properties q47's window was planned on, and more.
+fn richly_described_reader(with_properties: bool) -> Arc<dyn ExecutionPlan> {
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::common::ScalarValue;
+    use datafusion::physical_expr::expressions::col;
+    use datafusion::physical_expr::{
+        AcrossPartitions, ConstExpr, EquivalenceProperties, PhysicalSortExpr,
+    };
+    use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+    use datafusion::physical_plan::{Partitioning, PlanProperties};
+    use fletch_planner::ExchangeMode;
+
+    let schema = Arc::new(Schema::new(
+        ["a", "b", "c", "d", "e"]
+            .map(|name| Field::new(name, DataType::Int64, true))
+            .to_vec(),
+    ));
+    let c = |name: &str| col(name, &schema).expect("column");
+    let mut eq = EquivalenceProperties::new(Arc::clone(&schema));
+    if with_properties {
+        eq.add_equal_conditions(c("a"), c("d")).expect("a = d");
+        eq.add_constants([ConstExpr::new(
+            c("e"),
+            AcrossPartitions::Uniform(Some(ScalarValue::Int64(Some(5)))),
+        )])
+        .expect("e = 5");
+        eq.add_orderings([
+            vec![
+                PhysicalSortExpr::new_default(c("a")),
+                PhysicalSortExpr::new_default(c("b")),
+            ],
+            vec![PhysicalSortExpr::new_default(c("c")).desc()],
+        ]);
+    }
+    let properties = PlanProperties::new(
+        eq,
+        Partitioning::UnknownPartitioning(2),
+        EmissionType::Incremental,
+        Boundedness::Bounded,
+    );
+    Arc::new(ExchangeReaderExec::new(
+        7,
+        ExchangeMode::Forward,
+        Arc::new(properties),
+        None,
+    ))
+}
+
+#[test]
+fn a_reader_keeps_every_ordering_equivalence_and_constant() {
+    use datafusion::physical_expr::AcrossPartitions;
+    use datafusion::physical_expr::PhysicalSortExpr;
+    use datafusion::physical_expr::expressions::col;
+    use fletch_planner::check_same_properties;
+
+    let reader = richly_described_reader(true);
+    let bytes = encode_stage_plan(&reader).expect("encode");
+    let decoded = decode_stage_plan(&bytes, &SessionContext::new().task_ctx()).expect("decode");
+    check_same_properties(7, &reader, &decoded).expect("nothing lost");
+
+    let eq = &decoded.properties().eq_properties;
+    let schema = decoded.schema();
+    let c = |name: &str| col(name, &schema).expect("column");
+    // Through the equivalence a = d, sorted on (a, b) is sorted on (d, b).
+    assert!(
+        eq.ordering_satisfy([
+            PhysicalSortExpr::new_default(c("d")),
+            PhysicalSortExpr::new_default(c("b")),
+        ])
+        .expect("ordering check")
+    );
+    assert!(
+        eq.ordering_satisfy([PhysicalSortExpr::new_default(c("c")).desc()])
+            .expect("ordering check")
+    );
+    assert_eq!(
+        eq.is_expr_constant(&c("e")),
+        Some(AcrossPartitions::Uniform(Some(
+            datafusion::common::ScalarValue::Int64(Some(5))
+        )))
+    );
+}
+
+#[test]
+fn a_decoded_plan_that_knows_less_fails_the_check() {
+    use fletch_planner::check_same_properties;
+
+    let planned = richly_described_reader(true);
+    let weaker = richly_described_reader(false);
+    let error = check_same_properties(7, &planned, &weaker)
+        .expect_err("an ordering went missing")
+        .to_string();
+    assert!(
+        error.contains("ExchangeReaderExec lost ordering"),
+        "{error}"
+    );
+    // Knowing more than the coordinator planned with is harmless.
+    check_same_properties(7, &weaker, &planned).expect("gaining is fine");
+}

@@ -8,9 +8,12 @@ use std::sync::Arc;
 
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{Result, exec_err, internal_err, plan_err};
+use datafusion::execution::memory_pool::MemoryConsumer;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::{LexOrdering, PhysicalExpr};
 use datafusion::physical_plan::coop::make_cooperative;
+use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet};
+use datafusion::physical_plan::sorts::streaming_merge::StreamingMergeBuilder;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties,
@@ -37,6 +40,9 @@ pub struct ExchangeReaderExec {
     mode: ExchangeMode,
     properties: Arc<PlanProperties>,
     upstream: Option<Arc<dyn ExecutionPlan>>,
+    /// For a sort-preserving shuffle: every upstream task's output partition is sorted
+    /// on this ordering, and the reader merges them so that its partition is too.
+    merge_by: Option<LexOrdering>,
 }
 
 impl ExchangeReaderExec {
@@ -51,7 +57,19 @@ impl ExchangeReaderExec {
             mode,
             properties,
             upstream,
+            merge_by: None,
         }
+    }
+
+    /// The same reader, merging its sorted upstream streams on `ordering` (shuffles
+    /// only: a forward reader reads one stream).
+    pub fn with_merge_by(mut self, ordering: Option<LexOrdering>) -> Self {
+        self.merge_by = ordering;
+        self
+    }
+
+    pub fn merge_by(&self) -> Option<&LexOrdering> {
+        self.merge_by.as_ref()
     }
 
     pub fn stage_id(&self) -> usize {
@@ -70,6 +88,36 @@ impl ExchangeReaderExec {
     /// The same reader without its upstream subtree: what travels inside a task.
     pub fn detached(&self) -> Self {
         Self::new(self.stage_id, self.mode, Arc::clone(&self.properties), None)
+            .with_merge_by(self.merge_by.clone())
+    }
+}
+
+impl ExchangeReaderExec {
+    /// One sorted stream out of the upstream tasks' sorted streams, as DataFusion's
+    /// `SortPreservingMergeExec` merges its input partitions.
+    fn merge_sorted(
+        &self,
+        streams: Vec<SendableRecordBatchStream>,
+        ordering: &LexOrdering,
+        partition: usize,
+        context: &Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let reservation = MemoryConsumer::new(format!(
+            "ExchangeReaderExec[stage {}, partition {partition}]",
+            self.stage_id
+        ))
+        .register(&context.runtime_env().memory_pool);
+        StreamingMergeBuilder::new()
+            .with_streams(streams)
+            .with_schema(self.schema())
+            .with_expressions(ordering)
+            .with_metrics(BaselineMetrics::new(
+                &ExecutionPlanMetricsSet::new(),
+                partition,
+            ))
+            .with_batch_size(context.session_config().batch_size())
+            .with_reservation(reservation)
+            .build()
     }
 }
 
@@ -77,11 +125,17 @@ impl DisplayAs for ExchangeReaderExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
         let partitions = self.properties.partitioning.partition_count();
         match self.mode {
-            ExchangeMode::Shuffle { upstream_tasks } => write!(
-                f,
-                "ExchangeReaderExec: shuffle from stage {}, {upstream_tasks} tasks -> {partitions} partitions, {}",
-                self.stage_id, self.properties.partitioning
-            ),
+            ExchangeMode::Shuffle { upstream_tasks } => {
+                write!(
+                    f,
+                    "ExchangeReaderExec: shuffle from stage {}, {upstream_tasks} tasks -> {partitions} partitions, {}",
+                    self.stage_id, self.properties.partitioning
+                )?;
+                match &self.merge_by {
+                    Some(ordering) => write!(f, ", merging on [{ordering}]"),
+                    None => Ok(()),
+                }
+            }
             ExchangeMode::Forward => write!(
                 f,
                 "ExchangeReaderExec: forward from stage {}, {partitions} partitions",
@@ -121,12 +175,15 @@ impl ExecutionPlan for ExchangeReaderExec {
             1 => Some(children.swap_remove(0)),
             n => return plan_err!("ExchangeReaderExec takes at most one child, got {n}"),
         };
-        Ok(Arc::new(Self::new(
-            self.stage_id,
-            self.mode,
-            Arc::clone(&self.properties),
-            upstream,
-        )))
+        Ok(Arc::new(
+            Self::new(
+                self.stage_id,
+                self.mode,
+                Arc::clone(&self.properties),
+                upstream,
+            )
+            .with_merge_by(self.merge_by.clone()),
+        ))
     }
 
     fn with_new_children(
@@ -175,10 +232,17 @@ impl ExecutionPlan for ExchangeReaderExec {
                             .fetch(self.stage_id, task, partition, Arc::clone(&schema))
                     })
                     .collect::<Result<Vec<_>>>()?;
-                // Interleave upstream tasks as their batches arrive: no task waits for
-                // a slower sibling.
-                let merged = futures::stream::select_all(streams);
-                Box::pin(RecordBatchStreamAdapter::new(schema, merged.boxed()))
+                match &self.merge_by {
+                    Some(ordering) if streams.len() > 1 => {
+                        self.merge_sorted(streams, ordering, partition, &context)?
+                    }
+                    _ => {
+                        // Interleave upstream tasks as their batches arrive: no task
+                        // waits for a slower sibling.
+                        let merged = futures::stream::select_all(streams);
+                        Box::pin(RecordBatchStreamAdapter::new(schema, merged.boxed()))
+                    }
+                }
             }
         };
         Ok(make_cooperative(stream))

@@ -9,9 +9,8 @@ use arrow::datatypes::Schema;
 use bytes::Bytes;
 use datafusion::common::{Result, internal_err, plan_datafusion_err};
 use datafusion::execution::TaskContext;
-use datafusion::physical_expr::{EquivalenceProperties, LexOrdering};
-use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
-use datafusion::physical_plan::{ExecutionPlan, PlanProperties};
+use datafusion::physical_expr::LexOrdering;
+use datafusion::physical_plan::ExecutionPlan;
 use datafusion_proto::bytes::{
     physical_plan_from_bytes_with_extension_codec, physical_plan_to_bytes_with_extension_codec,
 };
@@ -27,6 +26,9 @@ use datafusion_proto::physical_plan::{
 use datafusion_proto::protobuf;
 use prost::Message;
 
+mod properties;
+
+use crate::declared::DeclaredPropertiesExec;
 use crate::exchange::{ExchangeMode, ExchangeReaderExec, ShuffleWriterExec};
 use crate::fragment::{FragmentLayout, FragmentScanExec, FragmentWriterExec, TableSnapshot};
 
@@ -46,7 +48,7 @@ pub fn decode_stage_plan(bytes: &[u8], ctx: &TaskContext) -> Result<Arc<dyn Exec
 
 #[derive(Clone, PartialEq, Message)]
 struct FletchNode {
-    #[prost(oneof = "fletch_node::Kind", tags = "1, 2, 3, 4")]
+    #[prost(oneof = "fletch_node::Kind", tags = "1, 2, 3, 4, 5")]
     kind: Option<fletch_node::Kind>,
 }
 
@@ -61,6 +63,8 @@ mod fletch_node {
         Scan(super::ScanNode),
         #[prost(message, tag = "4")]
         FragmentWriter(super::FragmentWriterNode),
+        #[prost(message, tag = "5")]
+        Declared(super::properties::PropertiesNode),
     }
 }
 
@@ -84,8 +88,13 @@ struct ReaderNode {
     schema: Option<protobuf::Schema>,
     #[prost(message, optional, tag = "4")]
     partitioning: Option<protobuf::Partitioning>,
-    #[prost(message, repeated, tag = "5")]
-    ordering: Vec<protobuf::PhysicalSortExprNode>,
+    /// The replaced subtree's orderings, equivalences and constants.
+    #[prost(message, optional, tag = "6")]
+    properties: Option<properties::PropertiesNode>,
+    /// Empty: the reader interleaves its upstream streams; otherwise it merges them on
+    /// this ordering.
+    #[prost(message, repeated, tag = "7")]
+    merge_by: Vec<protobuf::PhysicalSortExprNode>,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -227,30 +236,32 @@ impl PhysicalExtensionCodec for FletchCodec {
                     proto_converter,
                 )?
                 .ok_or_else(|| plan_datafusion_err!("exchange reader without partitioning"))?;
-                let ordering =
-                    parse_physical_sort_exprs(&r.ordering, &decode_ctx, &schema, proto_converter)?;
-                let eq = match LexOrdering::new(ordering) {
-                    Some(o) => EquivalenceProperties::new_with_orderings(Arc::clone(&schema), [o]),
-                    None => EquivalenceProperties::new(Arc::clone(&schema)),
-                };
-                let properties = PlanProperties::new(
-                    eq,
+                let properties = properties::decode(
+                    r.properties.as_ref().ok_or_else(|| {
+                        plan_datafusion_err!("exchange reader without properties")
+                    })?,
+                    &schema,
                     partitioning,
-                    EmissionType::Incremental,
-                    Boundedness::Bounded,
-                );
+                    &decode_ctx,
+                    proto_converter,
+                )?;
                 let mode = match r.shuffle_upstream_tasks {
                     0 => ExchangeMode::Forward,
                     n => ExchangeMode::Shuffle {
                         upstream_tasks: to_usize(n)?,
                     },
                 };
-                Ok(Arc::new(ExchangeReaderExec::new(
-                    to_usize(r.stage_id)?,
-                    mode,
-                    Arc::new(properties),
-                    None,
-                )))
+                let merge_by =
+                    parse_physical_sort_exprs(&r.merge_by, &decode_ctx, &schema, proto_converter)?;
+                Ok(Arc::new(
+                    ExchangeReaderExec::new(
+                        to_usize(r.stage_id)?,
+                        mode,
+                        Arc::new(properties),
+                        None,
+                    )
+                    .with_merge_by(LexOrdering::new(merge_by)),
+                ))
             }
             Some(fletch_node::Kind::Scan(scan)) => {
                 let schema: Schema = scan
@@ -293,6 +304,25 @@ impl PhysicalExtensionCodec for FletchCodec {
                     Arc::clone(input),
                 )?))
             }
+            Some(fletch_node::Kind::Declared(declared)) => {
+                let [input] = inputs else {
+                    return internal_err!(
+                        "DeclaredPropertiesExec needs one input, got {}",
+                        inputs.len()
+                    );
+                };
+                let properties = properties::decode(
+                    &declared,
+                    &input.schema(),
+                    input.properties().partitioning.clone(),
+                    &decode_ctx,
+                    proto_converter,
+                )?;
+                Ok(Arc::new(DeclaredPropertiesExec::new(
+                    Arc::clone(input),
+                    Arc::new(properties),
+                )))
+            }
             None => internal_err!("empty Fletch plan node"),
         }
     }
@@ -322,11 +352,6 @@ impl PhysicalExtensionCodec for FletchCodec {
             let props = r.properties();
             let schema = protobuf::Schema::try_from(r.schema().as_ref())
                 .map_err(|e| plan_datafusion_err!("exchange reader schema: {e}"))?;
-            let ordering = props
-                .output_ordering()
-                .map(|o| serialize_physical_sort_exprs(o.iter().cloned(), self, proto_converter))
-                .transpose()?
-                .unwrap_or_default();
             fletch_node::Kind::Reader(ReaderNode {
                 stage_id: r.stage_id() as u64,
                 shuffle_upstream_tasks: match r.mode() {
@@ -339,8 +364,21 @@ impl PhysicalExtensionCodec for FletchCodec {
                     self,
                     proto_converter,
                 )?),
-                ordering,
+                properties: Some(properties::encode(props, self, proto_converter)?),
+                merge_by: r
+                    .merge_by()
+                    .map(|o| {
+                        serialize_physical_sort_exprs(o.iter().cloned(), self, proto_converter)
+                    })
+                    .transpose()?
+                    .unwrap_or_default(),
             })
+        } else if let Some(declared) = node.downcast_ref::<DeclaredPropertiesExec>() {
+            fletch_node::Kind::Declared(properties::encode(
+                declared.properties(),
+                self,
+                proto_converter,
+            )?)
         } else if let Some(scan) = node.downcast_ref::<FragmentScanExec>() {
             let snapshot = scan.snapshot();
             let schema = protobuf::Schema::try_from(snapshot.schema.as_ref())
