@@ -2,64 +2,14 @@
 //! return exactly what single-node DataFusion returns on the same files, with target
 //! partitions 1, 3 and 8; on a single executor, where every exchange is read from the
 //! executor's own memory instead of over Flight; and over the eight tables cached in the
-//! cluster's memory, hash-fragmented on their keys. Rows are compared as multisets, and
-//! where a query has an ORDER BY, the sequence of its sort keys must be the oracle's
-//! (ties may come in any order; the keys may not).
+//! cluster's memory, hash-fragmented on their keys. Answers are compared as
+//! `common::answers` says: rows as multisets, and the ORDER BY's key sequence.
 
 mod common;
 
-use common::{oracle, rows, run_statements, sorted, tpch_sf01};
-use datafusion::arrow::array::RecordBatch;
-use datafusion::sql::sqlparser::ast::{Expr, OrderByKind, Statement};
-use datafusion::sql::sqlparser::dialect::GenericDialect;
-use datafusion::sql::sqlparser::parser::Parser;
+use common::answers::compare;
+use common::{oracle, rows, run_statements, tpch_sf01};
 use fletch::{DistributedExec, LocalCluster, default_session_config, tpch};
-
-/// The output columns the outermost ORDER BY of `sql` sorts by, in order.
-fn order_keys(sql: &str) -> Vec<String> {
-    let Ok(mut statements) = Parser::parse_sql(&GenericDialect {}, sql) else {
-        return Vec::new();
-    };
-    let Some(Statement::Query(query)) = statements.pop() else {
-        return Vec::new();
-    };
-    let Some(order_by) = &query.order_by else {
-        return Vec::new();
-    };
-    let OrderByKind::Expressions(items) = &order_by.kind else {
-        return Vec::new();
-    };
-    items
-        .iter()
-        .map(|item| match &item.expr {
-            Expr::Identifier(ident) => ident.value.clone(),
-            Expr::CompoundIdentifier(parts) => {
-                parts.last().map(|p| p.value.clone()).unwrap_or_default()
-            }
-            other => panic!("ORDER BY {other} is not an output column name"),
-        })
-        .collect()
-}
-
-/// Each row's values of `keys`, in the answer's order.
-fn key_sequence(batches: &[RecordBatch], keys: &[String]) -> Vec<String> {
-    let projected: Vec<RecordBatch> = batches
-        .iter()
-        .map(|batch| {
-            let indices: Vec<usize> = keys
-                .iter()
-                .map(|key| {
-                    batch
-                        .schema()
-                        .index_of(key)
-                        .unwrap_or_else(|_| panic!("ORDER BY {key} is not in the output"))
-                })
-                .collect();
-            batch.project(&indices).expect("project the sort keys")
-        })
-        .collect();
-    rows(&projected)
-}
 
 async fn check_all_queries(executors: usize, target_partitions: usize) {
     check(executors, target_partitions, false).await;
@@ -107,24 +57,22 @@ async fn check(executors: usize, target_partitions: usize, cached: bool) {
                 );
             }
         }
-        let keys = statements
+        // q15 creates and drops a view around its query.
+        let answer_sql = statements
             .iter()
-            .map(|sql| order_keys(sql))
-            .rfind(|keys| !keys.is_empty())
-            .unwrap_or_default();
-        ordered += usize::from(!keys.is_empty());
-        if !keys.is_empty() && key_sequence(&expected, &keys) != key_sequence(&actual, &keys) {
-            failures.push(format!("q{n}: rows out of ORDER BY {keys:?} order"));
-        }
-        let (expected, actual) = (sorted(rows(&expected)), sorted(rows(&actual)));
-        if expected != actual {
-            failures.push(format!(
-                "q{n}: {} rows expected, {} returned; first expected {:?}, first returned {:?}",
-                expected.len(),
-                actual.len(),
-                expected.first(),
-                actual.first()
-            ));
+            .rfind(|s| {
+                let first_word = s
+                    .lines()
+                    .map(str::trim)
+                    .find(|l| !l.is_empty() && !l.starts_with("--"))
+                    .unwrap_or_default()
+                    .to_ascii_lowercase();
+                first_word.starts_with("select") || first_word.starts_with("with")
+            })
+            .expect("a query");
+        match compare(answer_sql, &expected, &actual) {
+            Ok(order_checked) => ordered += usize::from(order_checked),
+            Err(difference) => failures.push(format!("q{n}: {difference}")),
         }
     }
     for stats in cluster.executor_stats() {
@@ -178,8 +126,9 @@ async fn check(executors: usize, target_partitions: usize, cached: bool) {
         "executors={executors} target_partitions={target_partitions}:\n{}",
         failures.join("\n")
     );
-    // 18 of the 22 queries end in an ORDER BY (not q6, q14, q17, q19).
-    assert_eq!(ordered, 18, "queries whose order was checked");
+    // 18 of the 22 queries end in an ORDER BY (not q6, q14, q17, q19); q18's answer
+    // at SF 0.1 has no rows, so 17 orders are checked.
+    assert_eq!(ordered, 17, "queries whose order was checked");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

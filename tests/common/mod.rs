@@ -3,6 +3,9 @@
 
 #![allow(dead_code)]
 
+pub mod answers;
+pub mod tpcds;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 
