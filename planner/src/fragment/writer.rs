@@ -252,9 +252,16 @@ impl PieceSummary {
             .iter()
             .map(|f| {
                 let dt = f.data_type();
-                let acc = MinAccumulator::try_new(dt)
-                    .and_then(|min| Ok((min, MaxAccumulator::try_new(dt)?)))
-                    .ok();
+                // Nested values (lists, structs, maps) have no order DataFusion can
+                // always compute ("Uncomparable values" for lists holding nulls), and
+                // no plan prunes on them.
+                let acc = (!dt.is_nested())
+                    .then(|| {
+                        MinAccumulator::try_new(dt)
+                            .and_then(|min| Ok((min, MaxAccumulator::try_new(dt)?)))
+                            .ok()
+                    })
+                    .flatten();
                 (acc, dt.clone(), 0)
             })
             .collect();
@@ -273,8 +280,14 @@ impl PieceSummary {
         for ((acc, _, nulls), column) in self.columns.iter_mut().zip(batch.columns()) {
             *nulls += column.null_count() as u64;
             if let Some((min, max)) = acc {
-                min.update_batch(std::slice::from_ref(column))?;
-                max.update_batch(std::slice::from_ref(column))?;
+                let updated = min
+                    .update_batch(std::slice::from_ref(column))
+                    .and_then(|_| max.update_batch(std::slice::from_ref(column)));
+                if updated.is_err() {
+                    // Statistics are a planning hint: a column whose values cannot be
+                    // ordered gets none, and the load goes on.
+                    *acc = None;
+                }
             }
         }
         Ok(())
