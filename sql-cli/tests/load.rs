@@ -17,7 +17,7 @@ use futures::TryStreamExt;
 use futures::future::join_all;
 use tonic::transport::Channel;
 
-use common::{flight_sql_client, sorted_rows};
+use common::{flight_sql_client, oracle_rows, sorted_rows};
 
 const CLIENTS: usize = 32;
 const QUERIES_PER_CLIENT: usize = 2;
@@ -91,14 +91,7 @@ async fn thirty_two_clients_at_once_all_get_the_oracles_answers() {
     let mut expected = Vec::new();
     for n in QUERIES {
         let sql = tpch::query_statements(n).expect("query")[0];
-        let batches = oracle
-            .sql(sql)
-            .await
-            .expect("plan")
-            .collect()
-            .await
-            .expect("run");
-        expected.push(sorted_rows(&batches));
+        expected.push(oracle_rows(&oracle, sql).await);
     }
     let expected = Arc::new(expected);
 

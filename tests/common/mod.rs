@@ -79,14 +79,20 @@ pub fn oracle() -> SessionContext {
     SessionContext::new_with_config(SessionConfig::new().with_information_schema(true))
 }
 
+/// `name` under the directory generated test data is shared in (`FLETCH_TEST_DATA`,
+/// by default `fletch-test-data` in the temporary directory).
+pub fn test_data_dir(name: &str) -> PathBuf {
+    std::env::var_os("FLETCH_TEST_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| std::env::temp_dir().join("fletch-test-data"))
+        .join(name)
+}
+
 /// TPC-H at scale factor 0.1, generated once per test process into a shared directory.
 pub async fn tpch_sf01() -> &'static PathBuf {
     static DIR: OnceCell<PathBuf> = OnceCell::const_new();
     DIR.get_or_init(|| async {
-        let dir = std::env::var_os("FLETCH_TEST_DATA")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| std::env::temp_dir().join("fletch-test-data"))
-            .join("tpch-sf0.1");
+        let dir = test_data_dir("tpch-sf0.1");
         let target = dir.clone();
         tokio::task::spawn_blocking(move || fletch::tpch::generate(&target, 0.1))
             .await

@@ -109,10 +109,7 @@ pub fn generate(dir: &Path, scale_factor: f64) -> Result<()> {
 pub async fn data() -> &'static PathBuf {
     static DIR: OnceCell<PathBuf> = OnceCell::const_new();
     DIR.get_or_init(|| async {
-        let dir = std::env::var_os("FLETCH_TEST_DATA")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| std::env::temp_dir().join("fletch-test-data"))
-            .join(format!("tpcds-sf{SCALE_FACTOR}"));
+        let dir = super::test_data_dir(&format!("tpcds-sf{SCALE_FACTOR}"));
         let target = dir.clone();
         tokio::task::spawn_blocking(move || generate(&target, SCALE_FACTOR))
             .await
