@@ -164,6 +164,10 @@ async fn drop_everything(ctx: &SessionContext, cluster: &LocalCluster) -> Result
 }
 
 fn main() -> ExitCode {
+    // DataFusion's files write scratch data under `test_files/scratch/`, relative to
+    // the working directory: keep it out of the checkout, and gone afterwards.
+    let scratch = tempfile::tempdir().expect("scratch directory");
+    std::env::set_current_dir(scratch.path()).expect("enter scratch directory");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
