@@ -76,16 +76,21 @@ enum Kind {
     Other,
 }
 
-fn kind(tokens: &[TokenWithSpan]) -> Kind {
-    let words: Vec<String> = tokens
+/// The first `n` tokens of a statement, unquoted words in upper case.
+fn leading_words(tokens: &[TokenWithSpan], n: usize) -> Vec<String> {
+    tokens
         .iter()
         .filter(|t| !matches!(t.token, Token::Whitespace(_)))
-        .take(4)
+        .take(n)
         .map(|t| match &t.token {
             Token::Word(w) if w.quote_style.is_none() => w.value.to_ascii_uppercase(),
             other => other.to_string(),
         })
-        .collect();
+        .collect()
+}
+
+fn kind(tokens: &[TokenWithSpan]) -> Kind {
+    let words = leading_words(tokens, 4);
     let words: Vec<&str> = words.iter().map(String::as_str).collect();
     match words.as_slice() {
         ["CREATE", "TABLE", ..] | ["CREATE", "OR", "REPLACE", "TABLE"] => Kind::CreateTable,
@@ -165,13 +170,8 @@ pub(crate) fn is_fletch_statement(statement: &str) -> bool {
 
 /// Whether a statement changes the catalog (by its first word).
 fn changes_catalog(tokens: &[TokenWithSpan]) -> bool {
-    let first = tokens.iter().find_map(|t| match &t.token {
-        Token::Whitespace(_) => None,
-        Token::Word(w) if w.quote_style.is_none() => Some(w.value.to_ascii_uppercase()),
-        _ => Some(String::new()),
-    });
     matches!(
-        first.as_deref(),
+        leading_words(tokens, 1).first().map(String::as_str),
         Some("CREATE" | "DROP" | "ALTER" | "CACHE" | "UNCACHE")
     )
 }

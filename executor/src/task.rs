@@ -232,7 +232,7 @@ impl TaskRunner {
         let plan = decode_stage_plan(&def.plan, &decode_ctx)?;
         if cfg!(debug_assertions) {
             let stage = usize::try_from(def.stage).unwrap_or(usize::MAX);
-            check_requirements(stage, &plan, &config.options().optimizer)?;
+            check_requirements(stage, &plan, config.options())?;
         }
         let plan = yielding_joins(plan)?;
         // Tasks of one stage share one plan instance, so a broadcast build side or a

@@ -7,10 +7,10 @@
 
 use std::sync::Arc;
 
-use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::{Result, internal_err};
-use datafusion::config::OptimizerOptions;
-use datafusion::physical_optimizer::sanity_checker::check_plan_sanity;
+use datafusion::config::ConfigOptions;
+use datafusion::physical_optimizer::PhysicalOptimizerRule;
+use datafusion::physical_optimizer::sanity_checker::SanityCheckPlan;
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::{ExecutionPlan, Partitioning};
 
@@ -109,13 +109,14 @@ fn same_partitioning(a: &Partitioning, b: &Partitioning) -> bool {
 }
 
 /// Fails unless every operator of `plan` gets from its inputs the ordering and
-/// distribution it requires (DataFusion's sanity check, node by node).
+/// distribution it requires (DataFusion's `SanityCheckPlan`).
 pub fn check_requirements(
     stage: StageId,
     plan: &Arc<dyn ExecutionPlan>,
-    options: &OptimizerOptions,
+    options: &ConfigOptions,
 ) -> Result<()> {
-    plan.apply(|node| check_plan_sanity(node, options).map(|_| TreeNodeRecursion::Continue))
-        .map(|_| ())
+    SanityCheckPlan::new()
+        .optimize(Arc::clone(plan), options)
+        .map(drop)
         .map_err(|e| e.context(format!("stage {stage} as decoded")))
 }

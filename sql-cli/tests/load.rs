@@ -26,10 +26,10 @@ const QUERIES_PER_CLIENT: usize = 2;
 const QUERIES: [usize; 8] = [1, 3, 4, 5, 6, 10, 12, 14];
 
 fn tpch_dir() -> PathBuf {
-    std::env::var_os("FLETCH_TEST_DATA")
+    let root = std::env::var_os("FLETCH_TEST_DATA")
         .map(PathBuf::from)
-        .unwrap_or_else(|| std::env::temp_dir().join("fletch-test-data"))
-        .join("tpch-sf0.1")
+        .unwrap_or_else(|| std::env::temp_dir().join("fletch-test-data"));
+    tpch::data_dir(&root, 0.1)
 }
 
 async fn fetch_all(

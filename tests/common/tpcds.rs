@@ -140,12 +140,5 @@ pub fn query_statements(n: usize) -> Vec<String> {
         .join(format!("q{n}.sql"));
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
-    text.split(';')
-        .map(str::trim)
-        .filter(|s| {
-            s.lines()
-                .any(|l| !l.trim().is_empty() && !l.trim().starts_with("--"))
-        })
-        .map(str::to_string)
-        .collect()
+    fletch::split_statements(&text).unwrap_or_else(|e| panic!("splitting q{n}: {e}"))
 }

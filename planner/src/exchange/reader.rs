@@ -87,12 +87,20 @@ impl ExchangeReaderExec {
 
     /// The same reader without its upstream subtree: what travels inside a task.
     pub fn detached(&self) -> Self {
-        Self::new(self.stage_id, self.mode, Arc::clone(&self.properties), None)
-            .with_merge_by(self.merge_by.clone())
+        self.with_upstream(None)
     }
-}
 
-impl ExchangeReaderExec {
+    /// The same reader over `upstream`.
+    fn with_upstream(&self, upstream: Option<Arc<dyn ExecutionPlan>>) -> Self {
+        Self::new(
+            self.stage_id,
+            self.mode,
+            Arc::clone(&self.properties),
+            upstream,
+        )
+        .with_merge_by(self.merge_by.clone())
+    }
+
     /// One sorted stream out of the upstream tasks' sorted streams, as DataFusion's
     /// `SortPreservingMergeExec` merges its input partitions.
     fn merge_sorted(
@@ -175,15 +183,7 @@ impl ExecutionPlan for ExchangeReaderExec {
             1 => Some(children.swap_remove(0)),
             n => return plan_err!("ExchangeReaderExec takes at most one child, got {n}"),
         };
-        Ok(Arc::new(
-            Self::new(
-                self.stage_id,
-                self.mode,
-                Arc::clone(&self.properties),
-                upstream,
-            )
-            .with_merge_by(self.merge_by.clone()),
-        ))
+        Ok(Arc::new(self.with_upstream(upstream)))
     }
 
     fn with_new_children(
