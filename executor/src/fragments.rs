@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use arrow::array::{ArrayRef, AsArray, RecordBatch, RecordBatchOptions};
+use arrow::array::{ArrayData, ArrayRef, AsArray, RecordBatch, RecordBatchOptions};
 use arrow::compute::concat;
 use arrow::datatypes::DataType;
 use datafusion::common::Result;
@@ -127,6 +127,11 @@ impl PieceBuilder {
 /// `batch_size` (the exchange coalescer preallocates), string views pointing into
 /// larger buffers, and arrays decoded from Flight (slices of a whole message body)
 /// would otherwise pin far more memory than they hold, for as long as the table lives.
+/// A column that starts inside its buffers (a slice, or a list decoded from Flight whose
+/// first offset is not zero) is copied too: arrow 59's cast of such a list to
+/// `FixedSizeList` reads from the start of the child values, not from the list's first
+/// offset (apache/arrow-rs#10975), and pieces are read and cast for as long as the table
+/// lives.
 fn compact(batch: RecordBatch) -> Result<RecordBatch> {
     let (schema, columns, rows) = batch.into_parts();
     let columns = columns
@@ -139,7 +144,9 @@ fn compact(batch: RecordBatch) -> Result<RecordBatch> {
             };
             let needed = column.to_data().get_slice_memory_size()?;
             Ok(
-                if column.get_array_memory_size() > needed + needed / 2 + 1024 {
+                if starts_inside_its_buffers(&column.to_data())
+                    || column.get_array_memory_size() > needed + needed / 2 + 1024
+                {
                     // Concatenating with an empty slice copies into exact-size buffers.
                     let empty = column.slice(0, 0);
                     concat(&[column.as_ref(), empty.as_ref()])?
@@ -153,6 +160,23 @@ fn compact(batch: RecordBatch) -> Result<RecordBatch> {
     Ok(RecordBatch::try_new_with_options(
         schema, columns, &options,
     )?)
+}
+
+fn starts_inside_its_buffers(data: &ArrayData) -> bool {
+    if data.offset() != 0 {
+        return true;
+    }
+    let first_offset_is_not_zero = |data: &ArrayData| match data.data_type() {
+        DataType::List(_) | DataType::Map(..) => {
+            data.buffers()[0].typed_data::<i32>().first() != Some(&0)
+        }
+        DataType::LargeList(_) => data.buffers()[0].typed_data::<i64>().first() != Some(&0),
+        _ => false,
+    };
+    match data.data_type() {
+        DataType::Struct(_) => data.child_data().iter().any(starts_inside_its_buffers),
+        _ => !data.is_empty() && first_offset_is_not_zero(data),
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -289,6 +313,54 @@ impl FragmentPieces {
             bytes: state.pieces.values().map(|p| p.bytes).sum(),
             local_reads: self.local_reads.load(Ordering::Relaxed),
             served_reads: self.served_reads.load(Ordering::Relaxed),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::array::{Array, Int64Builder, ListBuilder};
+    use arrow::compute::cast;
+    use arrow::datatypes::{Field, Schema};
+
+    use super::*;
+
+    #[test]
+    fn stored_slices_start_at_offset_zero_and_cast_to_fixed_size_lists() {
+        let mut builder = ListBuilder::new(Int64Builder::new());
+        for row in [[1, 1, 2, 2, 3], [1, 2, 3, 4, 5], [3, 5, 3, 3, 3]] {
+            builder.values().append_slice(&row);
+            builder.append(true);
+        }
+        let list: ArrayRef = Arc::new(builder.finish());
+        let schema = Arc::new(Schema::new(vec![Field::new(
+            "l",
+            list.data_type().clone(),
+            true,
+        )]));
+        let fixed =
+            DataType::FixedSizeList(Arc::new(Field::new_list_field(DataType::Int64, true)), 5);
+        // As Flight decodes a slice: offset zero, but the offsets start past the child's start.
+        let (field, offsets, values, nulls) = list.as_list::<i32>().clone().into_parts();
+        let tail = arrow::array::ListArray::new(
+            field,
+            arrow::buffer::OffsetBuffer::new(offsets.inner().slice(2, 2)),
+            values,
+            nulls.map(|n| n.slice(2, 1)),
+        );
+        for column in [
+            list.slice(1, 2),
+            list.slice(2, 1),
+            Arc::new(tail) as ArrayRef,
+        ] {
+            let batch = RecordBatch::try_new(Arc::clone(&schema), vec![column]).expect("batch");
+            let stored = compact(batch.clone()).expect("compact");
+            assert!(!starts_inside_its_buffers(&stored.column(0).to_data()));
+            assert_eq!(stored, batch);
+            assert_eq!(stored.column(0).offset(), 0);
+            let as_fixed = cast(stored.column(0), &fixed).expect("cast");
+            let back = cast(&as_fixed, list.data_type()).expect("cast back");
+            assert_eq!(back.to_data(), batch.column(0).to_data());
         }
     }
 }
