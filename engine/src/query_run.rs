@@ -137,7 +137,7 @@ impl QueryRun {
                     return self.held.pop().map(Ok);
                 }
                 Some(Ok(batch)) => self.held.push(batch),
-                Some(Err(Stop::Failed(error))) => return Some(Err(error)),
+                Some(Err(Stop::Failed(error))) => return Some(Err(as_raised(error))),
                 Some(Err(Stop::Lost { error, url, task })) => {
                     if let Err(error) = self.recover(error, &url, task).await {
                         return Some(Err(error));
@@ -294,6 +294,18 @@ enum Stop {
         /// The task that reported the loss, when one did.
         task: Option<TaskKey>,
     },
+}
+
+/// A task's failure as the error the task raised (`Execution error: ...` and where),
+/// the error single-node DataFusion gives; any other error as it is.
+fn as_raised(error: DataFusionError) -> DataFusionError {
+    let raised = match &error {
+        DataFusionError::External(inner) => inner
+            .downcast_ref::<TaskFailure>()
+            .and_then(TaskFailure::to_user_error),
+        _ => None,
+    };
+    raised.unwrap_or(error)
 }
 
 /// The end of the client's read of a served result; pending until the final task ends.

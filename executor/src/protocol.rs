@@ -269,4 +269,10 @@ pub struct ErrorDetail {
     pub task: u64,
     #[prost(string, tag = "5")]
     pub executor: String,
+    /// A [`crate::ErrorKind`] as i32: the kind of DataFusion error the task raised.
+    #[prost(int32, tag = "6")]
+    pub error_kind: i32,
+    /// That error's text without its kind's prefix.
+    #[prost(string, tag = "7")]
+    pub error_text: String,
 }

@@ -10,6 +10,7 @@ use prost::Message;
 use tonic::{Code, Status};
 
 use crate::protocol::ErrorDetail;
+use crate::raised::{ErrorKind, Raised};
 
 /// Why a task, a fetch or a request failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,6 +79,8 @@ pub struct TaskFailure {
     pub stage: usize,
     pub task: usize,
     pub executor: String,
+    /// The DataFusion error the task raised, when it raised one.
+    pub raised: Raised,
 }
 
 impl fmt::Display for TaskFailure {
@@ -104,6 +107,7 @@ impl TaskFailure {
             stage,
             task,
             executor: executor.into(),
+            raised: Raised::default(),
         }
     }
 
@@ -124,14 +128,29 @@ impl TaskFailure {
                 }
                 _ => (FailureReason::UpstreamFailed, executor),
             };
-            return Self::new(reason, upstream.message.clone(), stage, task, executor);
+            return Self {
+                raised: upstream.raised.clone(),
+                ..Self::new(reason, upstream.message.clone(), stage, task, executor)
+            };
         }
         let reason = match err.find_root() {
             DataFusionError::ResourcesExhausted(_) => FailureReason::OutOfMemory,
             _ if is_data_error(err) => FailureReason::InvalidData,
             _ => FailureReason::TaskFailed,
         };
-        Self::new(reason, err.strip_backtrace(), stage, task, executor)
+        Self {
+            raised: Raised::of(err),
+            ..Self::new(reason, err.strip_backtrace(), stage, task, executor)
+        }
+    }
+
+    /// The error the task raised, as the user should see it: the same kind of
+    /// DataFusion error single-node DataFusion raises, with where it was raised.
+    pub fn to_user_error(&self) -> Option<DataFusionError> {
+        self.raised.rebuild(&format!(
+            "(stage {}, task {}, executor {})",
+            self.stage, self.task, self.executor
+        ))
     }
 
     pub fn to_status(&self) -> Status {
@@ -141,6 +160,8 @@ impl TaskFailure {
             stage: self.stage as u64,
             task: self.task as u64,
             executor: self.executor.clone(),
+            error_kind: self.raised.kind as i32,
+            error_text: self.raised.text.clone(),
         };
         Status::with_details(
             self.reason.code(),
@@ -163,6 +184,10 @@ impl TaskFailure {
                 stage: usize::try_from(d.stage).unwrap_or(usize::MAX),
                 task: usize::try_from(d.task).unwrap_or(usize::MAX),
                 executor: d.executor,
+                raised: Raised {
+                    kind: ErrorKind::from_i32(d.error_kind),
+                    text: d.error_text,
+                },
             },
             _ => {
                 let from_transport = std::error::Error::source(status).is_some();
@@ -265,5 +290,17 @@ mod tests {
         let received = TaskFailure::from_status(&sent.to_status(), "elsewhere");
         assert_eq!(received, sent);
         assert_eq!(sent.to_status().code(), Code::PermissionDenied);
+        let raised = DataFusionError::Execution("step can't be 0".into());
+        let sent = TaskFailure::from_task_error(&raised, 3, 4, URL);
+        let received = TaskFailure::from_status(&sent.to_status(), "elsewhere");
+        assert_eq!(received, sent);
+        let shown = received
+            .to_user_error()
+            .expect("an execution error")
+            .to_string();
+        assert_eq!(
+            shown,
+            format!("Execution error: step can't be 0 (stage 3, task 4, executor {URL})")
+        );
     }
 }

@@ -34,7 +34,6 @@ use std::time::Duration;
 
 use arrow::array::{Array, RecordBatch, UInt64Array};
 use arrow::datatypes::{DataType, Field, Schema};
-use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_server::FlightService;
 use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
@@ -58,6 +57,7 @@ use datafusion::dataframe::DataFrame;
 use datafusion::error::DataFusionError;
 use datafusion::scalar::ScalarValue;
 use fletch_executor::protocol::{RESULT_TICKET_TYPE, ResultTicket};
+use fletch_executor::{Dictionaries, encode_batches};
 use fletch_executor::{FlightServer, TlsIdentity};
 use fletch_planner::{ClientStringType, FletchOptions, ResultEndpoints};
 use futures::{Stream, StreamExt, TryStreamExt};
@@ -144,9 +144,8 @@ fn result_stream(
     schema: arrow::datatypes::SchemaRef,
     batches: impl Stream<Item = Result<RecordBatch, DataFusionError>> + Send + 'static,
 ) -> DoGetStream {
-    FlightDataEncoderBuilder::new()
-        .with_schema(schema)
-        .build(batches.map_err(|e| FlightError::Tonic(Box::new(to_status(e)))))
+    let batches = batches.map_err(|e| FlightError::Tonic(Box::new(to_status(e))));
+    encode_batches(Some(schema), batches, Dictionaries::Hydrate, None)
         .map_err(|e| match e {
             FlightError::Tonic(status) => *status,
             other => Status::internal(other.to_string()),
@@ -158,9 +157,7 @@ fn result_stream(
 fn batch_stream(batch: RecordBatch) -> DoGetStream {
     let schema = batch.schema();
     let batches = futures::stream::iter([Ok(batch)]);
-    FlightDataEncoderBuilder::new()
-        .with_schema(schema)
-        .build(batches)
+    encode_batches(Some(schema), batches, Dictionaries::Hydrate, None)
         .map_err(|e| Status::internal(e.to_string()))
         .boxed()
 }

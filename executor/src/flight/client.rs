@@ -4,10 +4,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::flight::encode::{Dictionaries, encode_batches};
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use arrow_flight::decode::{FlightDataDecoder, FlightRecordBatchStream};
-use arrow_flight::encode::{DictionaryHandling, FlightDataEncoderBuilder};
 use arrow_flight::flight_service_client::FlightServiceClient;
 use arrow_flight::{
     Action, FlightClient, FlightData, FlightDescriptor, Ticket, error::FlightError,
@@ -357,11 +357,12 @@ impl ExecutorClient {
         batches: Vec<RecordBatch>,
     ) -> Result<(), TaskFailure> {
         let descriptor = FlightDescriptor::new_cmd(id.encode_to_vec());
-        let data = FlightDataEncoderBuilder::new()
-            .with_schema(schema)
-            .with_flight_descriptor(Some(descriptor))
-            .with_dictionary_handling(DictionaryHandling::Resend)
-            .build(futures::stream::iter(batches.into_iter().map(Ok)));
+        let data = encode_batches(
+            Some(schema),
+            futures::stream::iter(batches.into_iter().map(Ok)),
+            Dictionaries::Resend,
+            Some(descriptor),
+        );
         let mut results = self
             .flight()
             .do_put(data)

@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod client;
+pub mod encode;
 pub mod member;
 pub mod serve;
 pub mod service;

@@ -9,8 +9,8 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
+use crate::flight::encode::{Dictionaries, encode_batches};
 use arrow::array::RecordBatch;
-use arrow_flight::encode::{DictionaryHandling, FlightDataEncoderBuilder};
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_server::FlightService;
 use arrow_flight::{
@@ -197,11 +197,9 @@ impl FlightService for ExecutorService {
             None => return Err(bad_request("empty ticket")),
         };
         let url = self.runner.url.clone();
-        let encoded = FlightDataEncoderBuilder::new()
-            // Resend keeps dictionary types intact, so readers see the declared schema.
-            .with_dictionary_handling(DictionaryHandling::Resend)
-            .build(batches)
-            .map_err(move |e| match e {
+        // Resend keeps dictionary types intact, so readers see the declared schema.
+        let encoded =
+            encode_batches(None, batches, Dictionaries::Resend, None).map_err(move |e| match e {
                 FlightError::ExternalError(inner) => match inner.downcast::<TaskFailure>() {
                     Ok(failure) => failure.to_status(),
                     Err(other) => stream_failure(other.to_string(), &url),
