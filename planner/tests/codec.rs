@@ -3,9 +3,12 @@
 
 use std::sync::Arc;
 
+use datafusion::common::tree_node::TreeNode;
 use datafusion::physical_plan::{ExecutionPlan, displayable};
 use datafusion::prelude::{SessionConfig, SessionContext};
-use fletch_planner::{ExchangeReaderExec, decode_stage_plan, distribute, encode_stage_plan};
+use fletch_planner::{
+    DeclaredPropertiesExec, ExchangeReaderExec, decode_stage_plan, distribute, encode_stage_plan,
+};
 
 fn show(plan: &Arc<dyn ExecutionPlan>) -> String {
     displayable(plan.as_ref()).indent(true).to_string()
@@ -169,4 +172,176 @@ fn a_decoded_plan_that_knows_less_fails_the_check() {
     );
     // Knowing more than the coordinator planned with is harmless.
     check_same_properties(7, &weaker, &planned).expect("gaining is fine");
+}
+
+/// datafusion-proto drops the one empty set of `GROUPING SETS (())` (no rows came back);
+/// several empty sets cannot be restored, so they are refused before anything is sent.
+#[tokio::test]
+async fn an_aggregate_over_one_empty_grouping_set_still_answers() {
+    use datafusion::physical_plan::aggregates::AggregateExec;
+    use datafusion::physical_plan::collect;
+
+    let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(1));
+    ctx.sql("CREATE TABLE t (k INT) AS VALUES (1), (2), (3)")
+        .await
+        .expect("create")
+        .collect()
+        .await
+        .expect("create");
+    let plan = physical(&ctx, "SELECT count(*) FROM t GROUP BY GROUPING SETS (())").await;
+    let bytes = encode_stage_plan(&plan).expect("encode");
+    let decoded = decode_stage_plan(&bytes, &ctx.task_ctx()).expect("decode");
+    let mut sets = Vec::new();
+    decoded
+        .apply(|node| {
+            if let Some(aggregate) = node.downcast_ref::<AggregateExec>() {
+                sets.push(aggregate.group_expr().groups().len());
+            }
+            Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+        })
+        .expect("walk");
+    assert!(!sets.is_empty() && sets.iter().all(|n| *n == 1), "{sets:?}");
+    let batches = collect(decoded, ctx.task_ctx()).await.expect("run");
+    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    assert_eq!(rows, 1, "{}", show(&plan));
+
+    let twice = physical(
+        &ctx,
+        "SELECT count(*) FROM t GROUP BY GROUPING SETS ((), ())",
+    )
+    .await;
+    let err = encode_stage_plan(&twice).expect_err("two empty sets are refused");
+    assert!(err.to_string().contains("empty grouping sets"), "{err}");
+}
+
+/// datafusion-proto sends a `Float16` literal as a `Float32` one; the decoded plan then
+/// adds `Float16 + Float32`, which arrow refuses.
+#[tokio::test]
+async fn float16_literals_keep_their_type() {
+    use datafusion::arrow::util::pretty::pretty_format_batches;
+    use datafusion::physical_plan::collect;
+
+    let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(1));
+    ctx.sql(
+        "CREATE TABLE h AS SELECT arrow_cast(column1, 'Float16') AS x \
+         FROM (VALUES (1.0), (2.5), (NULL)) AS v(column1)",
+    )
+    .await
+    .expect("create")
+    .collect()
+    .await
+    .expect("create");
+    let sql = "SELECT x + 1::tinyint AS plus, x IN (arrow_cast(1.0, 'Float16'), \
+               arrow_cast(2.0, 'Float16')) AS listed FROM h";
+    let plan = physical(&ctx, sql).await;
+    let bytes = encode_stage_plan(&plan).expect("encode");
+    let decoded = decode_stage_plan(&bytes, &ctx.task_ctx()).expect("decode");
+    assert_eq!(show(&decoded), show(&plan));
+    let expected = collect(plan, ctx.task_ctx())
+        .await
+        .expect("run the original");
+    let got = collect(decoded, ctx.task_ctx())
+        .await
+        .expect("run the decoded plan");
+    let table = |b: &[datafusion::arrow::array::RecordBatch]| {
+        pretty_format_batches(b).expect("format").to_string()
+    };
+    assert_eq!(table(&got), table(&expected));
+}
+
+/// Runs `plan` and its encoded-then-decoded copy, and returns both answers as tables.
+async fn run_original_and_decoded(
+    ctx: &SessionContext,
+    plan: Arc<dyn ExecutionPlan>,
+) -> (String, String) {
+    use datafusion::arrow::util::pretty::pretty_format_batches;
+    use datafusion::physical_plan::collect;
+
+    let bytes = encode_stage_plan(&plan).expect("encode");
+    let decoded = decode_stage_plan(&bytes, &ctx.task_ctx()).expect("decode");
+    let table = |b: &[datafusion::arrow::array::RecordBatch]| {
+        pretty_format_batches(b).expect("format").to_string()
+    };
+    let expected = collect(plan, ctx.task_ctx())
+        .await
+        .expect("run the original");
+    let got = collect(decoded, ctx.task_ctx())
+        .await
+        .expect("run the decoded plan");
+    (table(&expected), table(&got))
+}
+
+#[tokio::test]
+async fn compressed_files_and_csv_terminators_read_the_same_after_decoding() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = |name: &str| dir.path().join(name).display().to_string();
+    let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(1));
+    for (format, file) in [("CSV", "rows.csv.gz"), ("JSON", "rows.json.gz")] {
+        let copy = format!(
+            "COPY (VALUES (1, 'Foo'), (2, 'Bar')) TO '{}' STORED AS {format} \
+             OPTIONS ('format.compression' 'gzip')",
+            path(file)
+        );
+        ctx.sql(&copy)
+            .await
+            .expect("copy")
+            .collect()
+            .await
+            .expect("copy");
+    }
+    std::fs::write(dir.path().join("hashes.csv"), "a,b#1,x#2,y#").expect("write");
+    // (Schema inference ignores the terminator: that table states its columns.)
+    let tables = [
+        ("", "CSV", "rows.csv.gz", "'format.compression' 'gzip'"),
+        ("", "JSON", "rows.json.gz", "'format.compression' 'gzip'"),
+        (
+            "(a INT, b VARCHAR)",
+            "CSV",
+            "hashes.csv",
+            "'format.terminator' '#', 'format.has_header' 'true'",
+        ),
+    ];
+    for (i, (columns, format, file, options)) in tables.into_iter().enumerate() {
+        let create = format!(
+            "CREATE EXTERNAL TABLE t{i} {columns} STORED AS {format} LOCATION '{}' \
+             OPTIONS ({options})",
+            path(file)
+        );
+        ctx.sql(&create)
+            .await
+            .expect("create")
+            .collect()
+            .await
+            .expect("create");
+        let query = format!("SELECT * FROM t{i}");
+        // Also under a Fletch node, whose children datafusion-proto encodes on its own.
+        // (A fresh plan each time: a file scan instance hands its files out once.)
+        let scan = physical(&ctx, &query).await;
+        let properties = Arc::clone(scan.properties());
+        let wrapped: Arc<dyn ExecutionPlan> =
+            Arc::new(DeclaredPropertiesExec::new(scan, properties));
+        for plan in [physical(&ctx, &query).await, wrapped] {
+            let (expected, got) = run_original_and_decoded(&ctx, Arc::clone(&plan)).await;
+            assert!(
+                expected.lines().count() > 4,
+                "{file} read no rows:\n{expected}\n{}",
+                displayable(plan.as_ref()).indent(true)
+            );
+            assert_eq!(got, expected, "{file}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_series_scan_that_reads_no_column_still_counts_its_rows() {
+    let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(1));
+    for sql in [
+        "SELECT count(*) FROM generate_series(1, 10)",
+        "SELECT g1.value FROM generate_series(1, 3) g1 CROSS JOIN generate_series(1, 3) g2",
+        "SELECT count(*) FROM range(1, 10) WHERE 1 = 1",
+    ] {
+        let plan = physical(&ctx, sql).await;
+        let (expected, got) = run_original_and_decoded(&ctx, plan).await;
+        assert_eq!(got, expected, "{sql}");
+    }
 }

@@ -10,9 +10,10 @@ use bytes::Bytes;
 use datafusion::common::{Result, internal_err, plan_datafusion_err};
 use datafusion::execution::TaskContext;
 use datafusion::physical_expr::LexOrdering;
-use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_expr_common::physical_expr::proto_decode::PhysicalExprDecodeCtx;
+use datafusion::physical_plan::{ExecutionPlan, PhysicalExpr};
 use datafusion_proto::bytes::{
-    physical_plan_from_bytes_with_extension_codec, physical_plan_to_bytes_with_extension_codec,
+    physical_plan_from_bytes_with_extension_codec, physical_plan_to_bytes_with_proto_converter,
 };
 use datafusion_proto::physical_plan::from_proto::{
     parse_physical_sort_exprs, parse_protobuf_partitioning,
@@ -26,7 +27,12 @@ use datafusion_proto::physical_plan::{
 use datafusion_proto::protobuf;
 use prost::Message;
 
+mod converter;
+mod file_options;
+mod grouping_sets;
+mod literals;
 mod properties;
+mod series;
 
 use crate::declared::DeclaredPropertiesExec;
 use crate::exchange::{ExchangeMode, ExchangeReaderExec, ShuffleWriterExec};
@@ -38,17 +44,20 @@ pub struct FletchCodec;
 
 /// Serializes a stage's plan (as in [`crate::Stage::plan`]) once, for all its tasks.
 pub fn encode_stage_plan(plan: &Arc<dyn ExecutionPlan>) -> Result<Bytes> {
-    physical_plan_to_bytes_with_extension_codec(Arc::clone(plan), &FletchCodec)
+    grouping_sets::check_encodable(plan)?;
+    let plan = series::unproject_generators(plan)?;
+    physical_plan_to_bytes_with_proto_converter(plan, &FletchCodec, &converter::FletchConverter)
 }
 
 /// Rebuilds a stage's plan from [`encode_stage_plan`]'s bytes.
 pub fn decode_stage_plan(bytes: &[u8], ctx: &TaskContext) -> Result<Arc<dyn ExecutionPlan>> {
-    physical_plan_from_bytes_with_extension_codec(bytes, ctx, &FletchCodec)
+    let plan = physical_plan_from_bytes_with_extension_codec(bytes, ctx, &FletchCodec)?;
+    grouping_sets::restore_empty_set(plan)
 }
 
 #[derive(Clone, PartialEq, Message)]
 struct FletchNode {
-    #[prost(oneof = "fletch_node::Kind", tags = "1, 2, 3, 4, 5")]
+    #[prost(oneof = "fletch_node::Kind", tags = "1, 2, 3, 4, 5, 6")]
     kind: Option<fletch_node::Kind>,
 }
 
@@ -65,6 +74,8 @@ mod fletch_node {
         FragmentWriter(super::FragmentWriterNode),
         #[prost(message, tag = "5")]
         Declared(super::properties::PropertiesNode),
+        #[prost(message, tag = "6")]
+        ScanOptions(super::file_options::ScanOptionsNode),
     }
 }
 
@@ -190,6 +201,15 @@ fn decode_columns(list: &ColumnList, columns: usize) -> Result<Vec<usize>> {
 }
 
 impl PhysicalExtensionCodec for FletchCodec {
+    fn try_decode_expr(
+        &self,
+        buf: &[u8],
+        _inputs: &[Arc<dyn PhysicalExpr>],
+        _ctx: &PhysicalExprDecodeCtx<'_>,
+    ) -> Result<Arc<dyn PhysicalExpr>> {
+        literals::decode_literal(buf)
+    }
+
     fn try_decode(
         &self,
         buf: &[u8],
@@ -322,6 +342,12 @@ impl PhysicalExtensionCodec for FletchCodec {
                     Arc::clone(input),
                     Arc::new(properties),
                 )))
+            }
+            Some(fletch_node::Kind::ScanOptions(options)) => {
+                let [scan] = inputs else {
+                    return internal_err!("scan options need one scan, got {}", inputs.len());
+                };
+                file_options::restore(&options, scan)
             }
             None => internal_err!("empty Fletch plan node"),
         }
