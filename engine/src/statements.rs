@@ -25,7 +25,7 @@ use datafusion::datasource::provider_as_source;
 use datafusion::logical_expr::dml::InsertOp;
 use datafusion::logical_expr::{DdlStatement, LogicalPlan, LogicalPlanBuilder};
 use datafusion::prelude::SessionContext;
-use datafusion::sql::sqlparser::dialect::GenericDialect;
+use datafusion::sql::sqlparser::dialect::{GenericDialect, dialect_from_str};
 use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::{Parser, ParserError};
 use datafusion::sql::sqlparser::tokenizer::{Location, Token, TokenWithSpan, Tokenizer};
@@ -351,11 +351,17 @@ fn without(statement: &str, tokens: &[TokenWithSpan], skip: std::ops::Range<usiz
 }
 
 /// `CREATE TABLE` without Fletch's layout clauses (for DataFusion to plan), and them.
+/// Column types are parsed in the session's dialect (`struct(a int)` is DuckDB's).
 fn parse_create_table(
+    ctx: &SessionContext,
     statement: &str,
     tokens: Vec<TokenWithSpan>,
 ) -> Result<(String, LayoutClauses)> {
-    let mut parser = Parser::new(&GenericDialect {}).with_tokens_with_locations(tokens.clone());
+    let configured = ctx.state().config().options().sql_parser.dialect;
+    let Some(dialect) = dialect_from_str(configured) else {
+        return plan_err!("unsupported SQL dialect: {configured}");
+    };
+    let mut parser = Parser::new(dialect.as_ref()).with_tokens_with_locations(tokens.clone());
     parser
         .expect_keyword(Keyword::CREATE)
         .map_err(parse_error)?;
@@ -378,7 +384,7 @@ async fn create_table(
     statement: &str,
     tokens: Vec<TokenWithSpan>,
 ) -> Result<DataFrame> {
-    let (plain, clauses) = parse_create_table(statement, tokens)?;
+    let (plain, clauses) = parse_create_table(ctx, statement, tokens)?;
     let plan = ctx.state().create_logical_plan(&plain).await?;
     let LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(cmd)) = plan else {
         return plan_err!("expected a CREATE TABLE statement: {statement}");
