@@ -17,7 +17,7 @@ use fletch_executor::protocol::{
     ConfigEntry, ExecutorStatus, PartitionTicket, StageLocations, TaskDefinition,
 };
 use fletch_executor::{
-    ClientPool, ExecutorClient, FailureReason, FlightExchangeSource, TaskFailure,
+    ClientPool, ExecutorClient, FailureReason, FlightExchangeSource, OUTSIDE_TASKS, TaskFailure,
 };
 use fletch_planner::{
     DistributedPlan, ExchangeSourceExt, FletchOptions, Stage, StageId, preferred_holders,
@@ -708,8 +708,8 @@ impl Attempt {
                         let failure = TaskFailure::new(
                             FailureReason::ExecutorLost,
                             format!("executor {url} stopped sending heartbeats"),
-                            usize::MAX,
-                            usize::MAX,
+                            OUTSIDE_TASKS,
+                            OUTSIDE_TASKS,
                             &url,
                         );
                         return Some(Err(self.stop(failure, None).await));

@@ -16,7 +16,7 @@ use futures::{FutureExt, StreamExt, TryStreamExt};
 use crate::flight::client::ClientPool;
 use crate::fragments::FragmentPieces;
 use crate::protocol::PieceId;
-use crate::status::{FailureReason, TaskFailure};
+use crate::status::{FailureReason, OUTSIDE_TASKS, TaskFailure};
 
 pub(crate) struct ExecutorFragments {
     pub(crate) url: String,
@@ -83,8 +83,8 @@ impl FragmentStore for ExecutorFragments {
             Err(TaskFailure::new(
                 FailureReason::FetchFailed,
                 format!("{what} cannot be read from any holder: {tried}"),
-                usize::MAX,
-                usize::MAX,
+                OUTSIDE_TASKS,
+                OUTSIDE_TASKS,
                 url,
             )
             .into_datafusion())

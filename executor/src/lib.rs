@@ -45,6 +45,6 @@ pub use raised::{ErrorKind, Raised};
 pub use server::{
     ExecutorHandle, ExecutorOptions, start_executor, start_executor_with, system_memory,
 };
-pub use status::{FailureReason, TaskFailure, find_failure, is_data_error};
+pub use status::{FailureReason, OUTSIDE_TASKS, TaskFailure, find_failure, is_data_error};
 pub use store::{ExchangeReads, StoreStats};
 pub use task::TaskLimits;

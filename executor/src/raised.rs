@@ -84,11 +84,11 @@ impl Raised {
     /// The error again, `place` (where it was raised) appended to its text; `None` for
     /// an error known only as text.
     pub fn rebuild(&self, place: &str) -> Option<DataFusionError> {
-        let text = format!("{} {place}", self.text);
+        let text = format!("{}{place}", self.text);
         // An arrow error's text can be fixed (`Divide by zero error`): the place goes in
         // the suffix DataFusion prints after it.
         let arrow =
-            |e: ArrowError| DataFusionError::ArrowError(Box::new(e), Some(format!(" {place}")));
+            |e: ArrowError| DataFusionError::ArrowError(Box::new(e), Some(place.to_string()));
         let own = self.text.clone();
         Some(match self.kind {
             ErrorKind::Other => return None,
@@ -114,7 +114,7 @@ mod tests {
 
     #[test]
     fn every_kind_comes_back_as_itself_with_its_place() {
-        let place = "(stage 1, task 0, executor http://127.0.0.1:1)";
+        let place = " (stage 1, task 0, executor http://127.0.0.1:1)";
         let errors = [
             DataFusionError::Execution("step can't be 0".into()),
             DataFusionError::Plan("no such encoding".into()),
@@ -147,12 +147,12 @@ mod tests {
             assert_eq!(Raised::of(&again).kind, raised.kind);
             if raised.kind != ErrorKind::Internal {
                 // (DataFusion appends a plea for a bug report to internal errors' text.)
-                assert_eq!(again.to_string(), format!("{err} {place}"));
+                assert_eq!(again.to_string(), format!("{err}{place}"));
             }
         }
         let divide = DataFusionError::ArrowError(Box::new(ArrowError::DivideByZero), None);
         let again = Raised::of(&divide).rebuild(place).expect("rebuilt");
-        assert_eq!(again.to_string(), format!("{divide} {place}"));
+        assert_eq!(again.to_string(), format!("{divide}{place}"));
         let wrapped =
             DataFusionError::Shared(std::sync::Arc::new(DataFusionError::Execution("z".into())));
         assert_eq!(Raised::of(&wrapped).kind, ErrorKind::Execution);

@@ -71,6 +71,10 @@ impl FailureReason {
     }
 }
 
+/// The stage and task of a failure that happened outside any task (reading a table
+/// piece for a load, a call that never reached a task).
+pub const OUTSIDE_TASKS: usize = usize::MAX;
+
 /// A failure with its reason and where it happened.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct TaskFailure {
@@ -85,11 +89,7 @@ pub struct TaskFailure {
 
 impl fmt::Display for TaskFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} (stage {}, task {}, executor {})",
-            self.message, self.stage, self.task, self.executor
-        )
+        write!(f, "{}{}", self.message, self.place())
     }
 }
 
@@ -147,10 +147,24 @@ impl TaskFailure {
     /// The error the task raised, as the user should see it: the same kind of
     /// DataFusion error single-node DataFusion raises, with where it was raised.
     pub fn to_user_error(&self) -> Option<DataFusionError> {
-        self.raised.rebuild(&format!(
-            "(stage {}, task {}, executor {})",
-            self.stage, self.task, self.executor
-        ))
+        self.raised.rebuild(&self.place())
+    }
+
+    /// Where the failure happened, as far as it is known: ` (stage s, task t,
+    /// executor e)`, parts left out when unknown, empty when nothing is.
+    fn place(&self) -> String {
+        let mut parts = Vec::new();
+        if self.stage != OUTSIDE_TASKS {
+            parts.push(format!("stage {}, task {}", self.stage, self.task));
+        }
+        if !self.executor.is_empty() {
+            parts.push(format!("executor {}", self.executor));
+        }
+        if parts.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", parts.join(", "))
+        }
     }
 
     pub fn to_status(&self) -> Status {
@@ -181,8 +195,8 @@ impl TaskFailure {
             Ok(d) if d.reason != 0 => Self {
                 reason: FailureReason::from_i32(d.reason),
                 message: d.message,
-                stage: usize::try_from(d.stage).unwrap_or(usize::MAX),
-                task: usize::try_from(d.task).unwrap_or(usize::MAX),
+                stage: usize::try_from(d.stage).unwrap_or(OUTSIDE_TASKS),
+                task: usize::try_from(d.task).unwrap_or(OUTSIDE_TASKS),
                 executor: d.executor,
                 raised: Raised {
                     kind: ErrorKind::from_i32(d.error_kind),
@@ -200,8 +214,8 @@ impl TaskFailure {
                 Self::new(
                     reason,
                     format!("executor {executor} {what}: {}", status.message()),
-                    usize::MAX,
-                    usize::MAX,
+                    OUTSIDE_TASKS,
+                    OUTSIDE_TASKS,
                     executor,
                 )
             }
@@ -302,5 +316,29 @@ mod tests {
             shown,
             format!("Execution error: step can't be 0 (stage 3, task 4, executor {URL})")
         );
+    }
+
+    #[test]
+    fn a_failure_outside_tasks_names_only_its_executor() {
+        let failure = TaskFailure::new(
+            FailureReason::FetchFailed,
+            "piece 3 cannot be read",
+            OUTSIDE_TASKS,
+            OUTSIDE_TASKS,
+            URL,
+        );
+        let received = TaskFailure::from_status(&failure.to_status(), "elsewhere");
+        assert_eq!(
+            received.to_string(),
+            format!("piece 3 cannot be read (executor {URL})")
+        );
+        let nowhere = TaskFailure::new(
+            FailureReason::NotMember,
+            "members only",
+            OUTSIDE_TASKS,
+            OUTSIDE_TASKS,
+            "",
+        );
+        assert_eq!(nowhere.to_string(), "members only");
     }
 }

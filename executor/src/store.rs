@@ -27,7 +27,7 @@ use tokio::sync::{Notify, watch};
 
 use crate::protocol::PartitionTicket;
 use crate::recent::RecentSet;
-use crate::status::{FailureReason, TaskFailure};
+use crate::status::{FailureReason, OUTSIDE_TASKS, TaskFailure};
 
 /// How many released query ids an executor remembers, so a late fetch of a released
 /// query fails instead of re-creating its buffers.
@@ -217,8 +217,8 @@ impl PartitionStore {
                 return Err(TaskFailure::new(
                     FailureReason::NotFound,
                     format!("no query {query_id} runs on this cluster"),
-                    usize::MAX,
-                    usize::MAX,
+                    OUTSIDE_TASKS,
+                    OUTSIDE_TASKS,
                     "",
                 ));
             }
@@ -319,8 +319,8 @@ impl PartitionStore {
         ticket: &PartitionTicket,
         unread: Duration,
     ) -> Result<(), TaskFailure> {
-        let stage = usize::try_from(ticket.stage).unwrap_or(usize::MAX);
-        let task = usize::try_from(ticket.task).unwrap_or(usize::MAX);
+        let stage = usize::try_from(ticket.stage).unwrap_or(OUTSIDE_TASKS);
+        let task = usize::try_from(ticket.task).unwrap_or(OUTSIDE_TASKS);
         self.ticket_buffer(ticket)?
             .served(unread)
             .await

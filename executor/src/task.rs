@@ -25,7 +25,7 @@ use crate::fragment_io::ExecutorFragments;
 use crate::fragments::FragmentPieces;
 use crate::memory::ExecutorMemoryPool;
 use crate::protocol::{StageLocations, TaskDefinition};
-use crate::status::{FailureReason, TaskFailure};
+use crate::status::{FailureReason, OUTSIDE_TASKS, TaskFailure};
 use crate::store::{OutputId, PartitionBuffer, PartitionStore, QueryState};
 
 pub(crate) struct TaskRunner {
@@ -87,8 +87,8 @@ impl ExchangeSink for TaskSink {
 
 impl TaskRunner {
     pub(crate) async fn run(&self, def: TaskDefinition) -> Result<(), TaskFailure> {
-        let stage = usize::try_from(def.stage).unwrap_or(usize::MAX);
-        let task = usize::try_from(def.task).unwrap_or(usize::MAX);
+        let stage = usize::try_from(def.stage).unwrap_or(OUTSIDE_TASKS);
+        let task = usize::try_from(def.task).unwrap_or(OUTSIDE_TASKS);
         let fail =
             |reason, message: String| TaskFailure::new(reason, message, stage, task, &self.url);
 
@@ -231,7 +231,7 @@ impl TaskRunner {
         let decode_ctx = self.task_context(config.clone(), def);
         let plan = decode_stage_plan(&def.plan, &decode_ctx)?;
         if cfg!(debug_assertions) {
-            let stage = usize::try_from(def.stage).unwrap_or(usize::MAX);
+            let stage = usize::try_from(def.stage).unwrap_or(OUTSIDE_TASKS);
             check_requirements(stage, &plan, config.options())?;
         }
         let plan = yielding_joins(plan)?;

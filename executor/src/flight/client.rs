@@ -28,7 +28,7 @@ use crate::protocol::{
     self, CopyPiece, DropPieces, ExecutorStatus, FletchTicket, MemoryLimit, PartitionTicket,
     PieceId, ReleaseQuery, StageLocations, TaskDefinition, fletch_ticket,
 };
-use crate::status::{FailureReason, TaskFailure};
+use crate::status::{FailureReason, OUTSIDE_TASKS, TaskFailure};
 use crate::store::PartitionStore;
 
 /// A lazily connecting channel to `url` with Fletch's transport settings.
@@ -169,8 +169,8 @@ impl ExecutorClient {
             other => TaskFailure::new(
                 FailureReason::FetchFailed,
                 format!("executor {}: {other}", self.url),
-                usize::MAX,
-                usize::MAX,
+                OUTSIDE_TASKS,
+                OUTSIDE_TASKS,
                 &self.url,
             ),
         }
@@ -257,8 +257,8 @@ impl ExecutorClient {
                         "{} did not answer {what} within {CONTROL_CALL_TIMEOUT:?}",
                         self.url
                     ),
-                    usize::MAX,
-                    usize::MAX,
+                    OUTSIDE_TASKS,
+                    OUTSIDE_TASKS,
                     &self.url,
                 ))
             })
@@ -303,8 +303,8 @@ impl ExecutorClient {
                     TaskFailure::new(
                         FailureReason::BadRequest,
                         format!("malformed {what} from {}: {e}", self.url),
-                        usize::MAX,
-                        usize::MAX,
+                        OUTSIDE_TASKS,
+                        OUTSIDE_TASKS,
                         &self.url,
                     )
                 })?);

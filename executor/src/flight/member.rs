@@ -22,7 +22,7 @@ use tonic::metadata::MetadataMap;
 
 use super::auth::authorization;
 use crate::protocol::ResultTicket;
-use crate::status::{FailureReason, TaskFailure};
+use crate::status::{FailureReason, OUTSIDE_TASKS, TaskFailure};
 
 /// The `authorization` scheme of a member's proof.
 const MEMBER_SCHEME: &str = "Fletch-Member";
@@ -219,8 +219,8 @@ fn not_member(message: impl Into<String>) -> Status {
     TaskFailure::new(
         FailureReason::NotMember,
         message,
-        usize::MAX,
-        usize::MAX,
+        OUTSIDE_TASKS,
+        OUTSIDE_TASKS,
         "",
     )
     .to_status()

@@ -27,7 +27,7 @@ use crate::protocol::{
     self, CopyPiece, DropPieces, FletchTicket, MemoryLimit, PieceId, ReleaseQuery, ResultRead,
     ResultTicket, TaskDefinition, fletch_ticket,
 };
-use crate::status::{FailureReason, TaskFailure, bad_request};
+use crate::status::{FailureReason, OUTSIDE_TASKS, TaskFailure, bad_request};
 use crate::task::TaskRunner;
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
@@ -44,8 +44,8 @@ fn stream_failure(message: String, url: &str) -> Status {
     TaskFailure::new(
         FailureReason::FetchFailed,
         format!("streaming from {url}: {message}"),
-        usize::MAX,
-        usize::MAX,
+        OUTSIDE_TASKS,
+        OUTSIDE_TASKS,
         url,
     )
     .to_status()
@@ -77,14 +77,14 @@ impl ExecutorService {
         while let Some(batch) = batches.next().await {
             builder
                 .push(batch?)
-                .map_err(|e| TaskFailure::from_task_error(&e, usize::MAX, usize::MAX, url))?;
+                .map_err(|e| TaskFailure::from_task_error(&e, OUTSIDE_TASKS, OUTSIDE_TASKS, url))?;
         }
         self.runner.fragments.insert(builder).map_err(|message| {
             TaskFailure::new(
                 FailureReason::Cancelled,
                 message,
-                usize::MAX,
-                usize::MAX,
+                OUTSIDE_TASKS,
+                OUTSIDE_TASKS,
                 url,
             )
         })
@@ -186,8 +186,8 @@ impl FlightService for ExecutorService {
                             "table {} fragment {} (load {}) is not held by executor {}",
                             id.table, id.fragment, id.load, self.runner.url
                         ),
-                        usize::MAX,
-                        usize::MAX,
+                        OUTSIDE_TASKS,
+                        OUTSIDE_TASKS,
                         &self.runner.url,
                     );
                     return Err(failure.to_status());
@@ -238,8 +238,8 @@ impl FlightService for ExecutorService {
             TaskFailure::new(
                 FailureReason::BadRequest,
                 format!("receiving a table piece: {e}"),
-                usize::MAX,
-                usize::MAX,
+                OUTSIDE_TASKS,
+                OUTSIDE_TASKS,
                 &url,
             )
         });
