@@ -16,7 +16,7 @@ use futures::{FutureExt, StreamExt, TryStreamExt};
 use crate::flight::client::ClientPool;
 use crate::fragments::FragmentPieces;
 use crate::protocol::PieceId;
-use crate::status::{FailureReason, OUTSIDE_TASKS, TaskFailure};
+use crate::status::{FailureReason, TaskFailure};
 
 pub(crate) struct ExecutorFragments {
     pub(crate) url: String,
@@ -80,11 +80,9 @@ impl FragmentStore for ExecutorFragments {
             } else {
                 failures.join("; ")
             };
-            Err(TaskFailure::new(
+            Err(TaskFailure::outside_tasks(
                 FailureReason::FetchFailed,
                 format!("{what} cannot be read from any holder: {tried}"),
-                OUTSIDE_TASKS,
-                OUTSIDE_TASKS,
                 url,
             )
             .into_datafusion())

@@ -111,6 +111,15 @@ impl TaskFailure {
         }
     }
 
+    /// A failure outside any task: no stage or task to name ([`OUTSIDE_TASKS`]).
+    pub fn outside_tasks(
+        reason: FailureReason,
+        message: impl Into<String>,
+        executor: impl Into<String>,
+    ) -> Self {
+        Self::new(reason, message, OUTSIDE_TASKS, OUTSIDE_TASKS, executor)
+    }
+
     /// Classifies a task's DataFusion error: a failure that came through an exchange
     /// keeps the upstream's reason, anything else is this task's own failure.
     pub fn from_task_error(
@@ -211,11 +220,9 @@ impl TaskFailure {
                 } else {
                     (FailureReason::FetchFailed, "failed")
                 };
-                Self::new(
+                Self::outside_tasks(
                     reason,
                     format!("executor {executor} {what}: {}", status.message()),
-                    OUTSIDE_TASKS,
-                    OUTSIDE_TASKS,
                     executor,
                 )
             }
@@ -320,25 +327,14 @@ mod tests {
 
     #[test]
     fn a_failure_outside_tasks_names_only_its_executor() {
-        let failure = TaskFailure::new(
-            FailureReason::FetchFailed,
-            "piece 3 cannot be read",
-            OUTSIDE_TASKS,
-            OUTSIDE_TASKS,
-            URL,
-        );
+        let failure =
+            TaskFailure::outside_tasks(FailureReason::FetchFailed, "piece 3 cannot be read", URL);
         let received = TaskFailure::from_status(&failure.to_status(), "elsewhere");
         assert_eq!(
             received.to_string(),
             format!("piece 3 cannot be read (executor {URL})")
         );
-        let nowhere = TaskFailure::new(
-            FailureReason::NotMember,
-            "members only",
-            OUTSIDE_TASKS,
-            OUTSIDE_TASKS,
-            "",
-        );
+        let nowhere = TaskFailure::outside_tasks(FailureReason::NotMember, "members only", "");
         assert_eq!(nowhere.to_string(), "members only");
     }
 }

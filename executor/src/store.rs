@@ -214,11 +214,9 @@ impl PartitionStore {
                 .await
                 .is_err()
             {
-                return Err(TaskFailure::new(
+                return Err(TaskFailure::outside_tasks(
                     FailureReason::NotFound,
                     format!("no query {query_id} runs on this cluster"),
-                    OUTSIDE_TASKS,
-                    OUTSIDE_TASKS,
                     "",
                 ));
             }

@@ -28,7 +28,7 @@ use crate::protocol::{
     self, CopyPiece, DropPieces, ExecutorStatus, FletchTicket, MemoryLimit, PartitionTicket,
     PieceId, ReleaseQuery, StageLocations, TaskDefinition, fletch_ticket,
 };
-use crate::status::{FailureReason, OUTSIDE_TASKS, TaskFailure};
+use crate::status::{FailureReason, TaskFailure};
 use crate::store::PartitionStore;
 
 /// A lazily connecting channel to `url` with Fletch's transport settings.
@@ -166,11 +166,9 @@ impl ExecutorClient {
     fn failure(&self, e: FlightError) -> TaskFailure {
         match e {
             FlightError::Tonic(status) => TaskFailure::from_status(&status, &self.url),
-            other => TaskFailure::new(
+            other => TaskFailure::outside_tasks(
                 FailureReason::FetchFailed,
                 format!("executor {}: {other}", self.url),
-                OUTSIDE_TASKS,
-                OUTSIDE_TASKS,
                 &self.url,
             ),
         }
@@ -251,14 +249,12 @@ impl ExecutorClient {
         tokio::time::timeout(CONTROL_CALL_TIMEOUT, call)
             .await
             .unwrap_or_else(|_| {
-                Err(TaskFailure::new(
+                Err(TaskFailure::outside_tasks(
                     FailureReason::FetchFailed,
                     format!(
                         "{} did not answer {what} within {CONTROL_CALL_TIMEOUT:?}",
                         self.url
                     ),
-                    OUTSIDE_TASKS,
-                    OUTSIDE_TASKS,
                     &self.url,
                 ))
             })
@@ -300,11 +296,9 @@ impl ExecutorClient {
             let mut decoded = Vec::new();
             self.each_reply(r#type, body, |bytes| {
                 decoded.push(T::decode(bytes).map_err(|e| {
-                    TaskFailure::new(
+                    TaskFailure::outside_tasks(
                         FailureReason::BadRequest,
                         format!("malformed {what} from {}: {e}", self.url),
-                        OUTSIDE_TASKS,
-                        OUTSIDE_TASKS,
                         &self.url,
                     )
                 })?);

@@ -22,7 +22,7 @@ use tonic::metadata::MetadataMap;
 
 use super::auth::authorization;
 use crate::protocol::ResultTicket;
-use crate::status::{FailureReason, OUTSIDE_TASKS, TaskFailure};
+use crate::status::{FailureReason, TaskFailure};
 
 /// The `authorization` scheme of a member's proof.
 const MEMBER_SCHEME: &str = "Fletch-Member";
@@ -216,14 +216,7 @@ pub fn require_member(extensions: &tonic::Extensions, call: &str) -> Result<(), 
 
 /// A refusal with Fletch's typed reason, `PermissionDenied` on the wire.
 fn not_member(message: impl Into<String>) -> Status {
-    TaskFailure::new(
-        FailureReason::NotMember,
-        message,
-        OUTSIDE_TASKS,
-        OUTSIDE_TASKS,
-        "",
-    )
-    .to_status()
+    TaskFailure::outside_tasks(FailureReason::NotMember, message, "").to_status()
 }
 
 /// Refuses to serve beyond loopback without a cluster secret: there every caller

@@ -41,11 +41,9 @@ pub(crate) struct ExecutorService {
 /// A stream that failed here while the executor is fine (encoding, IPC): with Fletch's
 /// detail, so the reader never takes it for a lost executor.
 fn stream_failure(message: String, url: &str) -> Status {
-    TaskFailure::new(
+    TaskFailure::outside_tasks(
         FailureReason::FetchFailed,
         format!("streaming from {url}: {message}"),
-        OUTSIDE_TASKS,
-        OUTSIDE_TASKS,
         url,
     )
     .to_status()
@@ -79,15 +77,10 @@ impl ExecutorService {
                 .push(batch?)
                 .map_err(|e| TaskFailure::from_task_error(&e, OUTSIDE_TASKS, OUTSIDE_TASKS, url))?;
         }
-        self.runner.fragments.insert(builder).map_err(|message| {
-            TaskFailure::new(
-                FailureReason::Cancelled,
-                message,
-                OUTSIDE_TASKS,
-                OUTSIDE_TASKS,
-                url,
-            )
-        })
+        self.runner
+            .fragments
+            .insert(builder)
+            .map_err(|message| TaskFailure::outside_tasks(FailureReason::Cancelled, message, url))
     }
 }
 
@@ -180,14 +173,12 @@ impl FlightService for ExecutorService {
                     return Err(bad_request("piece ticket without a table id"));
                 }
                 let Some(piece) = self.runner.fragments.get(&id, false) else {
-                    let failure = TaskFailure::new(
+                    let failure = TaskFailure::outside_tasks(
                         FailureReason::FetchFailed,
                         format!(
                             "table {} fragment {} (load {}) is not held by executor {}",
                             id.table, id.fragment, id.load, self.runner.url
                         ),
-                        OUTSIDE_TASKS,
-                        OUTSIDE_TASKS,
                         &self.runner.url,
                     );
                     return Err(failure.to_status());
@@ -235,11 +226,9 @@ impl FlightService for ExecutorService {
             .map_err(|status| FlightError::Tonic(Box::new(status)));
         let url = self.runner.url.clone();
         let batches = decode_validated(flight_data).map_err(move |e| {
-            TaskFailure::new(
+            TaskFailure::outside_tasks(
                 FailureReason::BadRequest,
                 format!("receiving a table piece: {e}"),
-                OUTSIDE_TASKS,
-                OUTSIDE_TASKS,
                 &url,
             )
         });
