@@ -14,9 +14,10 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionContext;
 use datafusion_proto::bytes::{physical_plan_from_bytes, physical_plan_to_bytes};
 use fletch_benches::{Timings, print_ratio, runtime, time_iterations, tpch_data};
-use fletch_engine::{default_session_config, tpch};
+use fletch_engine::default_session_config;
 use fletch_executor::protocol::{ConfigEntry, StageLocations, TaskDefinition};
 use fletch_planner::{decode_stage_plan, distribute, encode_stage_plan};
+use fletch_tpch as tpch;
 use prost::Message;
 
 #[global_allocator]
@@ -47,11 +48,12 @@ fn main() -> Result<()> {
             .and_then(|s| s.last().copied())
             .ok_or_else(|| anyhow::anyhow!("no TPC-H q{q}"))?;
         let plan = rt.block_on(async { ctx.sql(sql).await?.create_physical_plan().await })?;
-        let stages: Vec<Arc<dyn ExecutionPlan>> = distribute(Arc::clone(&plan))?
-            .stages
-            .into_iter()
-            .map(|s| s.plan)
-            .collect();
+        let stages: Vec<Arc<dyn ExecutionPlan>> =
+            distribute(Arc::clone(&plan), ctx.state().config_options())?
+                .stages
+                .into_iter()
+                .map(|s| s.plan)
+                .collect();
         let encoded: Vec<_> = stages
             .iter()
             .map(encode_stage_plan)

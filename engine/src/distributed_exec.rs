@@ -6,6 +6,7 @@ use std::fmt;
 use std::sync::{Arc, LazyLock};
 
 use bytes::Bytes;
+use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{exec_err, internal_err};
 use datafusion::error::Result;
@@ -17,7 +18,8 @@ use datafusion::physical_plan::{
 };
 use datafusion::prelude::SessionContext;
 use fletch_planner::{
-    DistributedPlan, check_same_properties, decode_stage_plan, distribute, encode_stage_plan,
+    DistributedPlan, NotDistributable, check_same_properties, decode_stage_plan, distribute,
+    encode_stage_plan,
 };
 
 use crate::coordinator::Coordinator;
@@ -32,14 +34,18 @@ pub struct DistributedExec {
 }
 
 impl DistributedExec {
-    /// Cuts `plan` into stages and encodes each; fails if a stage cannot be encoded.
-    pub fn try_new(plan: Arc<dyn ExecutionPlan>) -> Result<Self> {
-        let plan = distribute(plan)?;
+    /// Cuts `plan` into stages under the session's `config` and encodes each, or says
+    /// why the executors cannot run it.
+    pub fn try_new(
+        plan: Arc<dyn ExecutionPlan>,
+        config: &ConfigOptions,
+    ) -> std::result::Result<Self, NotDistributable> {
+        let plan = distribute(plan, config).map_err(NotDistributable::uncut)?;
         let encoded = plan
             .stages
             .iter()
-            .map(|s| encode_stage_plan(&s.plan))
-            .collect::<Result<Vec<_>>>()?;
+            .map(|s| encode_stage_plan(&s.plan).map_err(|e| NotDistributable::unencodable(s, e)))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
         Ok(Self {
             plan: Arc::new(plan),
             encoded: Arc::new(encoded),

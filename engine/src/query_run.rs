@@ -17,7 +17,7 @@ use fletch_executor::protocol::{
     ConfigEntry, ExecutorStatus, PartitionTicket, StageLocations, TaskDefinition,
 };
 use fletch_executor::{
-    ClientPool, ExecutorClient, FailureReason, FlightExchangeSource, OUTSIDE_TASKS, TaskFailure,
+    ClientPool, ExecutorClient, FailureReason, FlightExchangeSource, TaskFailure,
 };
 use fletch_planner::{
     DistributedPlan, ExchangeSourceExt, FletchOptions, Stage, StageId, preferred_holders,
@@ -27,11 +27,35 @@ use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use tokio::sync::broadcast;
 
-use crate::coordinator::{
-    Coordinator, ReleaseGuard, Slots, release_everywhere, shipped_config, with_extension,
-};
+use crate::coordinator::{Coordinator, Slots, release_everywhere, shipped_config, with_extension};
+use crate::janitor::ReleaseGuard;
 use crate::progress::QueryProgress;
 use crate::recovery::{Lineage, TaskKey, TaskRun};
+
+/// Running a plan is this module's job; these are the coordinator's doors to it.
+impl Coordinator {
+    /// Runs a distributed plan; executors lost under it are recovered from
+    /// ([`crate::query_run`]).
+    pub(crate) fn run(
+        self: Arc<Self>,
+        plan: Arc<DistributedPlan>,
+        encoded: Arc<Vec<Bytes>>,
+        ctx: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        QueryRun::start(self, plan, encoded, ctx)
+    }
+
+    /// Runs a query whose result a client reads straight from the executor of its final
+    /// task (see [`QueryRun::start_served`]); dropping the stream stops the query.
+    pub(crate) fn run_served(
+        self: Arc<Self>,
+        plan: Arc<DistributedPlan>,
+        encoded: Arc<Vec<Bytes>>,
+        ctx: Arc<TaskContext>,
+    ) -> Result<(SendableRecordBatchStream, ServedResult)> {
+        QueryRun::start_served(self, plan, encoded, ctx)
+    }
+}
 
 /// How many times a query runs when executors are lost under it: the first run, then
 /// one recovery (of some tasks or of the whole plan) per loss.
@@ -705,11 +729,9 @@ impl Attempt {
                 }
                 Ok(url) = self.silenced.recv() => {
                     if self.executors.iter().any(|e| e.url() == url) && !self.lost.contains(&url) {
-                        let failure = TaskFailure::new(
+                        let failure = TaskFailure::outside_tasks(
                             FailureReason::ExecutorLost,
                             format!("executor {url} stopped sending heartbeats"),
-                            OUTSIDE_TASKS,
-                            OUTSIDE_TASKS,
                             &url,
                         );
                         return Some(Err(self.stop(failure, None).await));

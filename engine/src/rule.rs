@@ -1,14 +1,17 @@
 //! [`DistributeRule`]: the last physical optimizer rule of a Fletch session. It cuts the
 //! optimized plan into stages and wraps it in a [`DistributedExec`].
 //!
-//! Plans that cannot leave the coordinator stay local: catalog listings
-//! (`information_schema`, `SHOW`), `EXPLAIN` output, and any plan with a node
-//! datafusion-proto cannot encode. `EXPLAIN` shows which it was. A sink it cannot
-//! encode stays on the coordinator over a distributed input.
+//! A plan the executors cannot run stays on the coordinator under a [`LocalPlanExec`]
+//! that names the reason ([`fletch_planner::NotDistributable`]): catalog listings
+//! always, anything else (a node datafusion-proto cannot encode, a cutter failure) only
+//! while `fletch.allow_local_fallback` is on, with a warning; otherwise it is refused
+//! with that reason. A sink it cannot encode stays on the coordinator over a distributed
+//! input. `EXPLAIN` output itself is never distributed.
 
 use std::sync::Arc;
 
 use datafusion::common::config::ConfigOptions;
+use datafusion::common::plan_err;
 use datafusion::datasource::sink::DataSinkExec;
 use datafusion::error::Result;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
@@ -16,8 +19,11 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::analyze::AnalyzeExec;
 use datafusion::physical_plan::explain::ExplainExec;
 
+use fletch_planner::FletchOptions;
+
 use crate::catalog::LoadCommitExec;
 use crate::distributed_exec::DistributedExec;
+use crate::local_plan::LocalPlanExec;
 
 #[derive(Debug, Default)]
 pub struct DistributeRule;
@@ -46,7 +52,7 @@ impl PhysicalOptimizerRule for DistributeRule {
         plan: Arc<dyn ExecutionPlan>,
         config: &ConfigOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        if plan.is::<DistributedExec>() || plan.is::<ExplainExec>() {
+        if plan.is::<DistributedExec>() || plan.is::<LocalPlanExec>() || plan.is::<ExplainExec>() {
             return Ok(plan);
         }
         // Both stay on the coordinator over a distributed input: ANALYZE reports on
@@ -54,24 +60,31 @@ impl PhysicalOptimizerRule for DistributeRule {
         if plan.is::<AnalyzeExec>() || plan.is::<LoadCommitExec>() {
             return self.over_distributed_input(plan, config);
         }
-        match DistributedExec::try_new(Arc::clone(&plan)) {
+        let reason = match DistributedExec::try_new(Arc::clone(&plan), config) {
             Ok(distributed) => {
                 if cfg!(debug_assertions) {
                     distributed.check_round_trip()?;
                 }
-                Ok(Arc::new(distributed))
+                return Ok(Arc::new(distributed));
             }
-            // A sink datafusion-proto cannot encode (Arrow IPC files in 55) writes on the
-            // coordinator; what it writes is still read and computed by the executors.
-            Err(e) if plan.is::<DataSinkExec>() => {
-                tracing::debug!("sink stays on the coordinator: {e}");
-                self.over_distributed_input(plan, config)
-            }
-            Err(e) => {
-                tracing::debug!("plan stays on the coordinator: {e}");
-                Ok(plan)
-            }
+            Err(reason) => reason,
+        };
+        // A sink datafusion-proto cannot encode (Arrow IPC files in 55) writes on the
+        // coordinator; what it writes is still read and computed by the executors.
+        if plan.is::<DataSinkExec>() {
+            tracing::debug!("sink stays on the coordinator: {reason}");
+            return self.over_distributed_input(plan, config);
         }
+        if reason.is_fallback() {
+            if !allows_local_fallback(config) {
+                return plan_err!(
+                    "the executors cannot run this query: {reason}. \
+                     SET fletch.allow_local_fallback = true runs it whole on the coordinator"
+                );
+            }
+            tracing::warn!("query runs whole on the coordinator: {reason}");
+        }
+        Ok(Arc::new(LocalPlanExec::new(plan, reason)))
     }
 
     fn name(&self) -> &str {
@@ -80,5 +93,32 @@ impl PhysicalOptimizerRule for DistributeRule {
 
     fn schema_check(&self) -> bool {
         true
+    }
+}
+
+fn allows_local_fallback(config: &ConfigOptions) -> bool {
+    config
+        .extensions
+        .get::<FletchOptions>()
+        .is_none_or(|o| o.allow_local_fallback)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fallback_is_allowed_unless_the_session_says_no() {
+        let mut config = ConfigOptions::new();
+        assert!(
+            allows_local_fallback(&config),
+            "no Fletch options: the default"
+        );
+        config.extensions.insert(FletchOptions::default());
+        assert!(allows_local_fallback(&config));
+        config
+            .set("fletch.allow_local_fallback", "false")
+            .expect("a Fletch setting");
+        assert!(!allows_local_fallback(&config));
     }
 }

@@ -22,6 +22,12 @@ pub struct FletchOptions {
     pub result_endpoints: ResultEndpoints,
     /// Which string and binary types Flight SQL results carry.
     pub client_string_type: ClientStringType,
+    /// Whether a plan the executors cannot run runs whole on the coordinator (else it
+    /// is refused with the reason).
+    pub allow_local_fallback: bool,
+    /// A join's build side estimated under this size is broadcast even where it could
+    /// be shuffled to the probe side's fragments.
+    pub small_build_side: ByteSize,
 }
 
 impl Default for FletchOptions {
@@ -32,7 +38,18 @@ impl Default for FletchOptions {
             result_buffer: ByteSize(32 << 20),
             result_endpoints: ResultEndpoints::Coordinator,
             client_string_type: ClientStringType::Utf8,
+            allow_local_fallback: true,
+            small_build_side: ByteSize(1 << 20),
         }
+    }
+}
+
+impl FletchOptions {
+    /// Estimated rows under which a build side counts as small when its size in bytes
+    /// is unknown: one row per 8 bytes of `small_build_side`, the ratio of DataFusion's
+    /// own single-node limits (1 MiB, 128K rows).
+    pub fn small_build_side_rows(&self) -> usize {
+        self.small_build_side.0 / 8
     }
 }
 
@@ -80,6 +97,21 @@ pub const SETTINGS: &[Setting] = &[
             'view': Utf8View and BinaryView as DataFusion makes them, without a cast, for \
             readers of Arrow 15 or later.",
     },
+    Setting {
+        name: "allow_local_fallback",
+        description: "What happens to a query the executors cannot run, such as one \
+            holding a node or function Fletch cannot send them. 'true' (the default): it \
+            runs whole on the coordinator, the log warns with the reason and EXPLAIN shows \
+            it as LocalPlanExec. 'false': it is refused with that reason. Catalog listings \
+            (SHOW, information_schema) always run on the coordinator.",
+    },
+    Setting {
+        name: "small_build_side",
+        description: "When a join's probe side is a table fragmented on the join keys, a \
+            build side estimated at this size or more (or, with no size estimate, at one \
+            row per 8 bytes of it) is shuffled to those fragments, sent once; a smaller one \
+            is broadcast whole to every task. Bytes or a size such as '1MiB' (the default).",
+    },
 ];
 
 impl FletchOptions {
@@ -96,11 +128,14 @@ impl FletchOptions {
                 self.executor_memory = Some(value.parse().map_err(|_| invalid(ByteSize::EXPECTED))?)
             }
             "stage_recovery" => {
-                self.stage_recovery = match value.trim().to_ascii_lowercase().as_str() {
-                    "true" => true,
-                    "false" => false,
-                    _ => return Err(invalid("'true' or 'false'")),
-                }
+                self.stage_recovery = parse_bool(value).ok_or_else(|| invalid(BOOL_EXPECTED))?
+            }
+            "allow_local_fallback" => {
+                self.allow_local_fallback =
+                    parse_bool(value).ok_or_else(|| invalid(BOOL_EXPECTED))?
+            }
+            "small_build_side" => {
+                self.small_build_side = value.parse().map_err(|_| invalid(ByteSize::EXPECTED))?
             }
             "result_buffer" => {
                 self.result_buffer = value.parse().map_err(|_| invalid(ByteSize::EXPECTED))?
@@ -129,6 +164,8 @@ impl FletchOptions {
             "result_buffer" => self.result_buffer = defaults.result_buffer,
             "result_endpoints" => self.result_endpoints = defaults.result_endpoints,
             "client_string_type" => self.client_string_type = defaults.client_string_type,
+            "allow_local_fallback" => self.allow_local_fallback = defaults.allow_local_fallback,
+            "small_build_side" => self.small_build_side = defaults.small_build_side,
             _ => return Err(unknown_setting(&key)),
         }
         Ok(())
@@ -141,8 +178,20 @@ impl FletchOptions {
             "result_buffer" => Some(self.result_buffer.to_string()),
             "result_endpoints" => Some(self.result_endpoints.to_string()),
             "client_string_type" => Some(self.client_string_type.to_string()),
+            "allow_local_fallback" => Some(self.allow_local_fallback.to_string()),
+            "small_build_side" => Some(self.small_build_side.to_string()),
             _ => None,
         }
+    }
+}
+
+const BOOL_EXPECTED: &str = "'true' or 'false'";
+
+fn parse_bool(text: &str) -> Option<bool> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "true" => Some(true),
+        "false" => Some(false),
+        _ => None,
     }
 }
 
@@ -321,6 +370,8 @@ mod tests {
             ("result_endpoints", "bogus"),
             ("stage_recovery", "maybe"),
             ("client_string_type", "latin1"),
+            ("allow_local_fallback", "sometimes"),
+            ("small_build_side", "tiny"),
         ] {
             let err = options.set(key, bad).expect_err(bad).to_string();
             assert!(err.contains(&format!("fletch.{key}")), "{err}");
@@ -344,6 +395,10 @@ mod tests {
             .set("client_string_type", "UTF8")
             .expect("a string type");
         options.set("stage_recovery", "FALSE").expect("a bool");
+        options
+            .set("allow_local_fallback", "false")
+            .expect("a bool");
+        options.set("small_build_side", "4MiB").expect("a size");
         let mut reparsed = FletchOptions::default();
         for entry in options.entries() {
             let key = entry.key.strip_prefix("fletch.").expect("prefixed");

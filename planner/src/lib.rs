@@ -12,6 +12,7 @@
 //! - [`FragmentScanExec`] / [`FragmentWriterExec`] and [`FragmentStore`]: in-memory
 //!   tables, cut into fragments held by executors; [`preferred_holders`] tells the
 //!   scheduler where a stage's tasks find their fragments.
+//! - [`NotDistributable`]: why a plan cannot leave the coordinator.
 
 mod codec;
 mod config;
@@ -19,6 +20,7 @@ mod declared;
 mod exchange;
 mod fidelity;
 mod fragment;
+mod not_distributable;
 mod placement;
 mod stage;
 
@@ -36,5 +38,6 @@ pub use fragment::{
     FragmentLayout, FragmentScanExec, FragmentStore, FragmentStoreExt, FragmentWriterExec,
     PieceRef, TableSnapshot, load_summary_schema, merge_fragment_statistics,
 };
+pub use not_distributable::NotDistributable;
 pub use placement::preferred_holders;
 pub use stage::{DistributedPlan, Stage, StageId, distribute};

@@ -24,6 +24,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::common::JoinType;
+use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::{Result, not_impl_err};
 use datafusion::logical_expr::physical_planning_context::ScalarSubqueryResults;
@@ -41,6 +42,7 @@ use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMerge
 use datafusion::physical_plan::statistics::{StatisticsArgs, StatisticsContext};
 use datafusion::physical_plan::{ExecutionPlan, Partitioning};
 
+use crate::config::FletchOptions;
 use crate::declared::DeclaredPropertiesExec;
 use crate::exchange::{ExchangeMode, ExchangeReaderExec, ShuffleWriterExec};
 use crate::fragment::FragmentWriterExec;
@@ -90,9 +92,12 @@ impl DistributedPlan {
     }
 }
 
-/// Cuts `plan` into stages.
-pub fn distribute(plan: Arc<dyn ExecutionPlan>) -> Result<DistributedPlan> {
-    let mut cutter = Cutter::default();
+/// Cuts `plan` into stages, under the session's `config` (its broadcast limits).
+pub fn distribute(plan: Arc<dyn ExecutionPlan>, config: &ConfigOptions) -> Result<DistributedPlan> {
+    let mut cutter = Cutter {
+        stages: Vec::new(),
+        broadcast: BroadcastLimits::from_config(config),
+    };
     let plan = if plan.properties().partitioning.partition_count() > 1 {
         Arc::new(CoalescePartitionsExec::new(plan)) as Arc<dyn ExecutionPlan>
     } else {
@@ -127,9 +132,42 @@ struct SubqueryScope {
     results: ScalarSubqueryResults,
 }
 
-#[derive(Default)]
 struct Cutter {
     stages: Vec<Stage>,
+    broadcast: BroadcastLimits,
+}
+
+/// Under either limit a join's build side is small enough to broadcast even where it
+/// could be shuffled to the probe side's fragments (`fletch.small_build_side`).
+#[derive(Debug, Clone, Copy)]
+struct BroadcastLimits {
+    bytes: usize,
+    rows: usize,
+}
+
+impl BroadcastLimits {
+    fn from_config(config: &ConfigOptions) -> Self {
+        let defaults = FletchOptions::default();
+        let options = config
+            .extensions
+            .get::<FletchOptions>()
+            .unwrap_or(&defaults);
+        Self {
+            bytes: options.small_build_side.0,
+            rows: options.small_build_side_rows(),
+        }
+    }
+
+    /// Whether `plan`'s estimated output is under either limit.
+    fn admits(&self, plan: &Arc<dyn ExecutionPlan>) -> Result<bool> {
+        let stats = StatisticsContext::new().compute(plan.as_ref(), &StatisticsArgs::new())?;
+        let small_bytes = stats
+            .total_byte_size
+            .get_value()
+            .is_some_and(|b| *b < self.bytes);
+        let small_rows = stats.num_rows.get_value().is_some_and(|r| *r < self.rows);
+        Ok(small_bytes || small_rows)
+    }
 }
 
 impl Cutter {
@@ -162,7 +200,7 @@ impl Cutter {
             )));
         }
 
-        let plan = join_co_partitioned_in_place(plan)?;
+        let plan = join_co_partitioned_in_place(plan, self.broadcast)?;
         let plan = partition_if_probe_must_be_gathered(plan)?;
         let plan = partition_for_fragments(plan)?;
         let children = plan
@@ -416,7 +454,10 @@ fn partitioned(
 /// shuffled. DataFusion picks `CollectLeft` for a small build side without knowing that
 /// collecting it moves it over the network while a partitioned join would not. When
 /// only the probe side is partitioned on the keys, the build side is shuffled to match.
-fn join_co_partitioned_in_place(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
+fn join_co_partitioned_in_place(
+    plan: Arc<dyn ExecutionPlan>,
+    broadcast: BroadcastLimits,
+) -> Result<Arc<dyn ExecutionPlan>> {
     let Some(join) = plan.downcast_ref::<HashJoinExec>() else {
         return Ok(plan);
     };
@@ -441,24 +482,13 @@ fn join_co_partitioned_in_place(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn 
         // every executor and builds its hash table on each; shuffling it to the probe's
         // partitioning sends it once and builds each part once. Tiny build sides stay
         // broadcast, where the difference is nothing.
-        (None, Some(n)) if !is_tiny(&left)? => Arc::new(RepartitionExec::try_new(
+        (None, Some(n)) if !broadcast.admits(&left)? => Arc::new(RepartitionExec::try_new(
             left,
             Partitioning::Hash(left_keys, n),
         )?),
         _ => return Ok(plan),
     };
     partitioned(join, left, right)
-}
-
-/// Estimated under DataFusion's single-node broadcast limits (1 MiB, 128K rows).
-fn is_tiny(plan: &Arc<dyn ExecutionPlan>) -> Result<bool> {
-    let stats = StatisticsContext::new().compute(plan.as_ref(), &StatisticsArgs::new())?;
-    let small_bytes = stats
-        .total_byte_size
-        .get_value()
-        .is_some_and(|b| *b < 1 << 20);
-    let small_rows = stats.num_rows.get_value().is_some_and(|r| *r < 128 << 10);
-    Ok(small_bytes || small_rows)
 }
 
 /// A [`FragmentWriterExec`] stores partition `f` as fragment `f`: its input is first

@@ -34,7 +34,8 @@ async fn every_stage_round_trips() {
         .expect("create");
     let sql = "SELECT t.v, count(*) AS n, max(u.k) FROM t JOIN t AS u ON t.k = u.k \
                WHERE t.k > (SELECT min(k) FROM t) GROUP BY t.v ORDER BY n DESC, t.v";
-    let distributed = distribute(physical(&ctx, sql).await).expect("distribute");
+    let distributed =
+        distribute(physical(&ctx, sql).await, ctx.state().config_options()).expect("distribute");
     assert!(distributed.stages.len() >= 3, "{}", show(&distributed.root));
     let task_ctx = ctx.task_ctx();
     for stage in &distributed.stages {
@@ -68,7 +69,7 @@ async fn a_reader_still_attached_to_its_stage_does_not_encode() {
         "SELECT count(*) FROM (VALUES (1), (2)) AS v(x) GROUP BY x",
     )
     .await;
-    let distributed = distribute(plan).expect("distribute");
+    let distributed = distribute(plan, ctx.state().config_options()).expect("distribute");
     assert!(distributed.root.is::<ExchangeReaderExec>());
     assert!(encode_stage_plan(&distributed.root).is_err());
 }
