@@ -8,7 +8,7 @@ use fletch_executor::{FailureReason, TaskFailure};
 use prost::Message;
 use tonic::Status;
 
-use crate::Coordinator;
+use crate::coordinator::Coordinator;
 
 pub(crate) fn bad_request(message: impl Into<String>) -> Status {
     TaskFailure::new(FailureReason::BadRequest, message, 0, 0, "").to_status()
