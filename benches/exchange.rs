@@ -134,7 +134,7 @@ async fn load_partition(
     sql: &str,
 ) -> Result<LoadedPartition> {
     let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(1));
-    fletch_engine::tpch::register(&ctx, dir).await?;
+    fletch_tpch::register(&ctx, dir).await?;
     let scan = ctx.sql(sql).await?.create_physical_plan().await?;
     let schema = scan.schema();
     let plan = ShuffleWriterExec::try_new(0, scan, None)?;

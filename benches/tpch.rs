@@ -10,7 +10,8 @@ use anyhow::{Result, bail};
 use criterion::Criterion;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use fletch_benches::{Timings, print_ratio, runtime, time_async_iterations, tpch_data};
-use fletch_engine::{LocalCluster, tpch};
+use fletch_engine::LocalCluster;
+use fletch_tpch as tpch;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

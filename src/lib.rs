@@ -3,8 +3,9 @@
 
 pub use fletch_engine::{
     ClusterSchema, Coordinator, DEFAULT_EXECUTORS, DistributeRule, DistributedExec, ExchangeReads,
-    FailureReason, FletchTable, FragmentStats, LocalCluster, RecoveryStats, StoreStats,
-    TableLayout, TaskFailure, default_session_config, fletch_session, split_statements, sql, tpch,
+    FailureReason, FletchTable, FragmentStats, LocalCluster, LocalClusterOptions, RecoveryStats,
+    StoreStats, TableLayout, TaskFailure, default_session_config, fletch_session, split_statements,
+    sql,
 };
 pub use fletch_executor::{ExecutorHandle, ExecutorOptions, start_executor, start_executor_with};
 pub use fletch_planner::{DistributedPlan, FletchOptions, Stage, distribute, parse_size};

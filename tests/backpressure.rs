@@ -5,7 +5,8 @@ mod common;
 
 use std::time::Duration;
 
-use fletch::{LocalCluster, tpch};
+use fletch::LocalCluster;
+use fletch_tpch as tpch;
 use futures::StreamExt;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,7 +9,8 @@ mod common;
 
 use common::answers::compare;
 use common::{oracle, rows, run_statements, tpch_sf01};
-use fletch::{DistributedExec, LocalCluster, default_session_config, tpch};
+use fletch::{DistributedExec, LocalCluster, default_session_config};
+use fletch_tpch as tpch;
 
 async fn check_all_queries(executors: usize, target_partitions: usize) {
     check(executors, target_partitions, false).await;
@@ -22,7 +23,9 @@ async fn check(executors: usize, target_partitions: usize, cached: bool) {
         .session_with_config(default_session_config().with_target_partitions(target_partitions));
     tpch::register(&ctx, dir).await.expect("register");
     if cached {
-        tpch::cache(&ctx).await.expect("cache");
+        for statement in tpch::cache_statements() {
+            common::fletch_statements(&ctx, &[&statement]).await;
+        }
         let kinds = rows(&common::query(&ctx, "SELECT DISTINCT kind FROM fletch.tables").await);
         assert_eq!(kinds, ["cached"]);
     }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use fletch_engine::tpch;
+use fletch_tpch as tpch;
 use parking_lot::Mutex;
 
 /// A multi-threaded runtime like the shell's.

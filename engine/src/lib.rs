@@ -12,7 +12,9 @@ mod catalog;
 mod coordinator;
 mod distributed_exec;
 mod flight_sql;
+mod janitor;
 mod local_cluster;
+mod local_plan;
 mod membership;
 mod progress;
 mod query_run;
@@ -21,23 +23,23 @@ mod replication;
 mod rule;
 mod session;
 mod statements;
-pub mod tpch;
+mod system_tables;
 
-pub use catalog::{
-    ClusterSchema, FletchTable, LoadCommitExec, SystemSchema, TableLayout, UNIT_KEY,
-};
+pub use catalog::{ClusterSchema, FletchTable, LoadCommitExec, TableLayout};
 pub use coordinator::{Coordinator, RecoveryStats};
 pub use distributed_exec::DistributedExec;
 pub use flight_sql::{
     CoordinatorServer, Credentials, EndpointOptions, Locations, Role, SessionLimits, User, Users,
     hash_password, serve_coordinator, serve_coordinator_with,
 };
-pub use local_cluster::{DEFAULT_EXECUTORS, LocalCluster};
+pub use local_cluster::{DEFAULT_EXECUTORS, LocalCluster, LocalClusterOptions};
+pub use local_plan::LocalPlanExec;
 pub use membership::{MemberState, MembershipOptions, StatusSource};
 pub use progress::Progress;
 pub use rule::DistributeRule;
 pub use session::{default_session_config, fletch_session};
 pub use statements::{loaded_table, split_statements, sql};
+pub use system_tables::{SystemSchema, UNIT_KEY};
 
 pub use fletch_executor::{
     ClusterSecret, ExchangeReads, FailureReason, FragmentStats, StoreStats, TaskFailure,

@@ -13,7 +13,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result, bail};
 use datafusion::datasource::MemTable;
 use datafusion::prelude::{SessionConfig, SessionContext};
-use fletch_engine::{LocalCluster, tpch};
+use fletch_engine::LocalCluster;
+use fletch_tpch as tpch;
 use serde::Serialize;
 
 pub struct TpchBench {
@@ -138,9 +139,14 @@ impl TpchBench {
         let target_partitions = fletch.state().config().target_partitions();
         let (single, load) = if self.cached {
             let started = Instant::now();
-            tpch::cache(&fletch)
-                .await
-                .context("caching the TPC-H tables")?;
+            for statement in tpch::cache_statements() {
+                fletch_engine::sql(&fletch, &statement)
+                    .await
+                    .context("caching the TPC-H tables")?
+                    .collect()
+                    .await
+                    .context("caching the TPC-H tables")?;
+            }
             let seconds = started.elapsed().as_secs_f64();
             let load = LoadFigures {
                 seconds,

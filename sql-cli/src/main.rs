@@ -20,8 +20,9 @@ use anyhow::{Context, Result};
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use fletch_engine::{
     ClusterSecret, Credentials, DEFAULT_EXECUTORS, EndpointOptions, LocalCluster, Locations,
-    MembershipOptions, TlsIdentity, Users, tpch,
+    MembershipOptions, TlsIdentity, Users,
 };
+use fletch_tpch as tpch;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -225,20 +225,24 @@ async fn load_join_table(ctx: &datafusion::prelude::SessionContext) {
 }
 
 /// Chaos: a query runs on three executor processes over a table with two replicas;
-/// one executor is SIGKILLed at a moment picked by the seed. The answer must equal the
-/// oracle's every time. Seeds come from `FLETCH_CHAOS_SEEDS` (default 1,2,3,4).
+/// one executor is SIGKILLed once the query has finished a seeded share of its tasks.
+/// The answer must equal the oracle's every time, and a run counts only if the
+/// coordinator recovered (a query that ended first, or lost nothing it needed, proves
+/// nothing): seeds go on past `FLETCH_CHAOS_SEEDS` (default 1,2,3,4) until as many
+/// runs as it names have recovered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_a_query_survives_an_executor_killed_mid_run() {
-    let seeds: Vec<u64> = std::env::var("FLETCH_CHAOS_SEEDS")
-        .unwrap_or_else(|_| "1,2,3,4".to_string())
-        .split(',')
-        .filter_map(|s| s.trim().parse().ok())
-        .collect();
+    let seeds = chaos_seeds("1,2,3,4");
+    let wanted = seeds.len();
     let expected = join_oracle().await;
     let query = JOIN_QUERY;
 
-    let mut correct = 0;
-    for &seed in &seeds {
+    let mut recovered = 0;
+    for (run, seed) in more_seeds(&seeds).enumerate() {
+        assert!(
+            run < 4 * wanted,
+            "only {recovered} of {run} runs made the coordinator recover; wanted {wanted}"
+        );
         let ProcessCluster {
             coordinator,
             server,
@@ -247,56 +251,109 @@ async fn chaos_a_query_survives_an_executor_killed_mid_run() {
             ..
         } = process_cluster(3).await;
         load_join_table(&ctx).await;
-        // The same query with nothing killed, for the printed comparison only.
-        let undisturbed = Instant::now();
-        assert_eq!(
-            text(collect(fletch_engine::sql(&ctx, query).await).await),
-            expected
-        );
-        let undisturbed = undisturbed.elapsed();
-
-        let started = Instant::now();
-        let running = {
+        let before = coordinator.recovery_stats();
+        let share = seeded(seed, 1) % 90;
+        let running = QueryRun::start({
             let ctx = ctx.clone();
-            datafusion::common::runtime::SpawnedTask::spawn(async move {
-                let df = fletch_engine::sql(&ctx, query).await?;
-                df.collect().await
-            })
-        };
-        // A pseudo-random moment in the first 400 ms of the query, and a victim.
-        let delay = (seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407)
-            >> 33)
-            % 400;
-        tokio::time::sleep(Duration::from_millis(delay)).await;
+            async move { fletch_engine::sql(&ctx, query).await?.collect().await }
+        });
+        let mid_run = running.until_tasks_done(&coordinator, share).await;
         let victim = executors.remove((seed % 3) as usize);
         drop(victim); // SIGKILL
-        let answer = running.join().await.expect("query task").map(text);
-        let states: Vec<String> = coordinator
-            .executors()
-            .into_iter()
-            .map(|e| e.state)
-            .collect();
-        println!(
-            "seed {seed}: executor killed {delay} ms into the query, answer after {:?} \
-             (without a kill: {undisturbed:?}), executors {states:?}, {:?}",
-            started.elapsed(),
-            coordinator.recovery_stats()
-        );
+        let answer = running.join().await.map(text);
+        let stats = coordinator.recovery_stats();
         match answer {
-            Ok(answer) if answer == expected => correct += 1,
+            Ok(answer) if answer == expected => {}
             Ok(answer) => panic!("seed {seed}: wrong answer\n{answer}\nexpected\n{expected}"),
             Err(e) => panic!("seed {seed}: the query failed: {e}"),
         }
+        let exercised = mid_run && stats != before;
+        recovered += usize::from(exercised);
+        println!(
+            "seed {seed}: executor killed after {share}% of the tasks (mid-run: {mid_run}), \
+             answer correct, recovery: {stats:?}{}",
+            if exercised {
+                ""
+            } else {
+                " (no recovery: not counted)"
+            }
+        );
         drop(executors);
         server.shutdown().await;
+        if recovered == wanted {
+            break;
+        }
     }
-    println!(
-        "chaos: {correct} of {} runs correct, one executor killed in each",
-        seeds.len()
-    );
-    assert_eq!(correct, seeds.len());
+    println!("chaos: {recovered} runs recovered from a killed executor, every answer correct");
+}
+
+/// Seeds from `FLETCH_CHAOS_SEEDS`, else `default`.
+fn chaos_seeds(default: &str) -> Vec<u64> {
+    std::env::var("FLETCH_CHAOS_SEEDS")
+        .unwrap_or_else(|_| default.to_string())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect()
+}
+
+/// `seeds`, then new ones, for runs that did not exercise recovery.
+fn more_seeds(seeds: &[u64]) -> impl Iterator<Item = u64> + '_ {
+    seeds.iter().copied().chain(1000..)
+}
+
+/// The `n`th pseudo-random number of `seed`.
+fn seeded(seed: u64, n: u64) -> u64 {
+    (0..n).fold(seed, |x, _| {
+        x.wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407)
+    }) >> 33
+}
+
+/// A query running in its own task, which says when it has ended.
+struct QueryRun<T> {
+    task: datafusion::common::runtime::SpawnedTask<T>,
+    ended: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl<T: Send + 'static> QueryRun<T> {
+    fn start(query: impl std::future::Future<Output = T> + Send + 'static) -> Self {
+        let ended = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = Arc::clone(&ended);
+        let task = datafusion::common::runtime::SpawnedTask::spawn(async move {
+            let answer = query.await;
+            flag.store(true, std::sync::atomic::Ordering::SeqCst);
+            answer
+        });
+        Self { task, ended }
+    }
+
+    /// Waits until the coordinator's running queries have finished `percent` of their
+    /// tasks: a moment set by the query's state, not by a clock. False if the query
+    /// ended first.
+    async fn until_tasks_done(
+        &self,
+        coordinator: &fletch_engine::Coordinator,
+        percent: u64,
+    ) -> bool {
+        loop {
+            if self.ended.load(std::sync::atomic::Ordering::SeqCst) {
+                return false;
+            }
+            let progress = coordinator.progress();
+            if progress.queries > 0
+                && progress.tasks > 0
+                && progress.tasks_done as u64 * 100 >= progress.tasks as u64 * percent
+            {
+                return true;
+            }
+            tokio::task::yield_now().await;
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    async fn join(self) -> T {
+        self.task.join().await.expect("query task")
+    }
 }
 
 /// With every executor gone, a query fails within a few attempts instead of hanging,
@@ -449,7 +506,7 @@ async fn garbage_on_every_port_is_refused_and_the_processes_keep_serving() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_tpch_over_files_then_cached_tables_loses_two_executors() {
     use datafusion::prelude::{SessionConfig, SessionContext};
-    use fletch_engine::tpch;
+    use fletch_tpch as tpch;
 
     let dir = std::env::var_os("FLETCH_TEST_DATA")
         .map(std::path::PathBuf::from)
@@ -465,14 +522,16 @@ async fn chaos_tpch_over_files_then_cached_tables_loses_two_executors() {
         .await
         .expect("register oracle");
 
-    let seeds: Vec<u64> = std::env::var("FLETCH_CHAOS_SEEDS")
-        .unwrap_or_else(|_| "1".to_string())
-        .split(',')
-        .filter_map(|s| s.trim().parse().ok())
-        .collect();
+    let seeds = chaos_seeds("1");
+    let wanted = seeds.len();
     let queries = [3usize, 5, 9, 10, 18, 21];
-    let mut runs = 0;
-    for &seed in &seeds {
+    let (mut runs, mut recovered) = (0, 0);
+    for (attempt, seed) in more_seeds(&seeds).enumerate() {
+        assert!(
+            attempt < 4 * wanted,
+            "only {recovered} of {attempt} seeds made the coordinator recover both times; \
+             wanted {wanted}"
+        );
         let ProcessCluster {
             coordinator,
             server,
@@ -489,39 +548,47 @@ async fn chaos_tpch_over_files_then_cached_tables_loses_two_executors() {
                 .wrapping_add(1442695040888963407);
             random >> 33
         };
+        let mut both_recovered = true;
         for cached in [false, true] {
             if cached {
-                tpch::cache(&ctx).await.expect("cache the tables");
+                for statement in tpch::cache_statements() {
+                    fletch_engine::sql(&ctx, &statement)
+                        .await
+                        .expect("cache the tables")
+                        .collect()
+                        .await
+                        .expect("cache the tables");
+                }
             }
             let n = queries[(next() as usize) % queries.len()];
             let (_, expected) = tpch::run_query(&oracle, n).await.expect("oracle");
             let expected = tpch::canonical_rows(&expected).expect("rows");
-            let running = {
+            let before = coordinator.recovery_stats();
+            let share = next() % 90;
+            let running = QueryRun::start({
                 let ctx = ctx.clone();
-                datafusion::common::runtime::SpawnedTask::spawn(async move {
-                    tpch::run_query(&ctx, n).await
-                })
-            };
-            let delay = next() % 300;
-            tokio::time::sleep(Duration::from_millis(delay)).await;
+                async move { tpch::run_query(&ctx, n).await }
+            });
+            let mid_run = running.until_tasks_done(&coordinator, share).await;
             let victim = executors.remove((next() as usize) % executors.len());
             let victim_url = victim.url.clone();
             drop(victim); // SIGKILL
             let (_, actual) = running
                 .join()
                 .await
-                .expect("query task")
                 .unwrap_or_else(|e| panic!("seed {seed} q{n} (cached: {cached}): {e}"));
             assert_eq!(
                 tpch::canonical_rows(&actual).expect("rows"),
                 expected,
                 "seed {seed} q{n} (cached: {cached})"
             );
+            let stats = coordinator.recovery_stats();
+            let exercised = mid_run && stats != before;
+            both_recovered &= exercised;
             println!(
-                "seed {seed}: q{n} over {} lost an executor {delay} ms in; answer correct \
-                 (so far {:?})",
+                "seed {seed}: q{n} over {} lost an executor after {share}% of its tasks \
+                 (mid-run: {mid_run}); answer correct; recovery: {stats:?}",
                 if cached { "cached tables" } else { "files" },
-                coordinator.recovery_stats()
             );
             runs += 1;
             wait_for(&client, "the killed executor declared lost", |e| {
@@ -532,8 +599,14 @@ async fn chaos_tpch_over_files_then_cached_tables_loses_two_executors() {
         }
         drop(executors);
         server.shutdown().await;
+        recovered += usize::from(both_recovered);
+        if recovered == wanted {
+            break;
+        }
     }
-    println!("chaos tpch: {runs} of {runs} runs correct, {runs} executors killed");
+    println!(
+        "chaos tpch: {runs} runs correct; {recovered} seeds recovered from both of their kills"
+    );
 }
 
 /// A coordinator in this process, serving on loopback, and executor processes that
@@ -594,27 +667,32 @@ async fn a_frozen_executor_is_declared_lost_and_its_query_runs_again() {
     load_join_table(&ctx).await;
     let query = JOIN_QUERY;
 
-    let running = {
+    let before = coordinator.recovery_stats();
+    let running = QueryRun::start({
         let ctx = ctx.clone();
-        datafusion::common::runtime::SpawnedTask::spawn(async move {
-            // Only a hang detector: the test passes in seconds.
-            tokio::time::timeout(Duration::from_secs(120), async move {
-                fletch_engine::sql(&ctx, query).await?.collect().await
-            })
-            .await
+        // Only a hang detector: the test passes in seconds.
+        tokio::time::timeout(Duration::from_secs(120), async move {
+            fletch_engine::sql(&ctx, query).await?.collect().await
         })
-    };
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    });
+    assert!(
+        running.until_tasks_done(&coordinator, 0).await,
+        "the query must be running when the executor freezes"
+    );
     let frozen = &executors[1];
     send_signal(frozen, "-STOP");
     let answer = running
         .join()
         .await
-        .expect("query task")
         .expect("the query must not hang")
         .map(text)
         .expect("the query runs again on the others");
     assert_eq!(answer, expected);
+    assert_ne!(
+        coordinator.recovery_stats(),
+        before,
+        "the frozen executor's work ran again elsewhere"
+    );
     let states = client.list_executors().await.expect("list");
     assert_eq!(state_of(&states, &frozen.url), Some("lost"), "{states:?}");
     drop(coordinator);
@@ -651,28 +729,17 @@ async fn an_executor_stopped_with_sigterm_lets_its_running_query_finish() {
     collect(fletch_engine::sql(&ctx, &load).await).await;
     let before = coordinator.recovery_stats();
 
-    let finished = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let running = {
+    let running = QueryRun::start({
         let ctx = ctx.clone();
-        let finished = Arc::clone(&finished);
-        datafusion::common::runtime::SpawnedTask::spawn(async move {
-            let answer = fletch_engine::sql(&ctx, JOIN_QUERY).await?.collect().await;
-            finished.store(true, std::sync::atomic::Ordering::Release);
-            answer
-        })
-    };
-    tokio::time::sleep(Duration::from_millis(50)).await;
+        async move { fletch_engine::sql(&ctx, JOIN_QUERY).await?.collect().await }
+    });
     assert!(
-        !finished.load(std::sync::atomic::Ordering::Acquire),
+        running.until_tasks_done(&coordinator, 0).await,
         "the query must still run when the executor is told to stop"
     );
     let stopping = executors.remove(0);
     send_signal(&stopping, "-TERM");
-    let answer = running
-        .await
-        .expect("query task")
-        .map(text)
-        .expect("the query");
+    let answer = running.join().await.map(text).expect("the query");
     assert_eq!(answer, expected);
     assert_eq!(
         coordinator.recovery_stats(),

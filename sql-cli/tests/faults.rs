@@ -145,7 +145,7 @@ impl FlightService for FaultyProxy {
 
 async fn rows(ctx: &SessionContext, sql: &str) -> datafusion::error::Result<Vec<String>> {
     let batches = fletch_engine::sql(ctx, sql).await?.collect().await?;
-    let mut rows = fletch_engine::tpch::rows_as_text(&batches)?;
+    let mut rows = fletch_tpch::rows_as_text(&batches)?;
     rows.sort();
     Ok(rows)
 }
@@ -202,7 +202,7 @@ async fn an_ipc_error_on_a_live_executor_is_not_a_lost_executor() {
             .collect()
             .await
             .expect("run");
-        let mut rows = fletch_engine::tpch::rows_as_text(&batches).expect("rows");
+        let mut rows = fletch_tpch::rows_as_text(&batches).expect("rows");
         rows.sort();
         rows
     };

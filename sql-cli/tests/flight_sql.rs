@@ -820,7 +820,7 @@ where
 }
 
 fn strings_or_ints(batches: &[RecordBatch]) -> Vec<String> {
-    fletch_engine::tpch::rows_as_text(batches).expect("rows")
+    fletch_tpch::rows_as_text(batches).expect("rows")
 }
 
 /// A client's mistakes reach it with their own gRPC codes; `Internal` is for bugs.

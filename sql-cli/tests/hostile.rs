@@ -134,7 +134,7 @@ async fn fetch(client: &mut FlightSqlServiceClient<Channel>, info: FlightInfo) -
 async fn rows(client: &mut FlightSqlServiceClient<Channel>, sql: &str) -> Vec<String> {
     let info = client.execute(sql.into(), None).await.expect(sql);
     let batches = fetch(client, info).await;
-    fletch_engine::tpch::rows_as_text(&batches).expect("rows")
+    fletch_tpch::rows_as_text(&batches).expect("rows")
 }
 
 async fn refusal<T, E: std::fmt::Display>(result: Result<T, E>, what: &str) -> String {

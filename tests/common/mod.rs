@@ -17,7 +17,7 @@ use tokio::sync::OnceCell;
 
 /// Each row of `batches` rendered as one string, cells separated by `|`.
 pub fn rows(batches: &[RecordBatch]) -> Vec<String> {
-    fletch::tpch::rows_as_text(batches).expect("formattable columns")
+    fletch_tpch::rows_as_text(batches).expect("formattable columns")
 }
 
 pub fn sorted(mut rows: Vec<String>) -> Vec<String> {
@@ -94,7 +94,7 @@ pub async fn tpch_sf01() -> &'static PathBuf {
     DIR.get_or_init(|| async {
         let dir = test_data_dir("tpch-sf0.1");
         let target = dir.clone();
-        tokio::task::spawn_blocking(move || fletch::tpch::generate(&target, 0.1))
+        tokio::task::spawn_blocking(move || fletch_tpch::generate(&target, 0.1))
             .await
             .expect("generation task")
             .expect("TPC-H generation");

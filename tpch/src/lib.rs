@@ -1,5 +1,8 @@
-//! TPC-H data: generated in-process with tpchgen-arrow into parquet files (once per
-//! directory; later runs reuse them), and registered as tables.
+//! TPC-H for Fletch's tests, benchmarks and the shell's `--tpch`: the data, generated
+//! in-process with tpchgen-arrow into parquet files (once per directory; later runs
+//! reuse them) and registered as tables, the 22 query texts, and the text form two
+//! engines' answers are compared in. Nothing here is part of the engine: it runs on
+//! any DataFusion `SessionContext`, Fletch's or single-node.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -23,28 +26,28 @@ use tpchgen_arrow::{
 /// The 22 TPC-H queries as Apache DataFusion's benchmarks run them (Apache-2.0); q15
 /// holds three statements (CREATE VIEW, SELECT, DROP VIEW) whose answer is the SELECT's.
 pub const QUERIES: [&str; 22] = [
-    include_str!("queries/q1.sql"),
-    include_str!("queries/q2.sql"),
-    include_str!("queries/q3.sql"),
-    include_str!("queries/q4.sql"),
-    include_str!("queries/q5.sql"),
-    include_str!("queries/q6.sql"),
-    include_str!("queries/q7.sql"),
-    include_str!("queries/q8.sql"),
-    include_str!("queries/q9.sql"),
-    include_str!("queries/q10.sql"),
-    include_str!("queries/q11.sql"),
-    include_str!("queries/q12.sql"),
-    include_str!("queries/q13.sql"),
-    include_str!("queries/q14.sql"),
-    include_str!("queries/q15.sql"),
-    include_str!("queries/q16.sql"),
-    include_str!("queries/q17.sql"),
-    include_str!("queries/q18.sql"),
-    include_str!("queries/q19.sql"),
-    include_str!("queries/q20.sql"),
-    include_str!("queries/q21.sql"),
-    include_str!("queries/q22.sql"),
+    include_str!("../queries/q1.sql"),
+    include_str!("../queries/q2.sql"),
+    include_str!("../queries/q3.sql"),
+    include_str!("../queries/q4.sql"),
+    include_str!("../queries/q5.sql"),
+    include_str!("../queries/q6.sql"),
+    include_str!("../queries/q7.sql"),
+    include_str!("../queries/q8.sql"),
+    include_str!("../queries/q9.sql"),
+    include_str!("../queries/q10.sql"),
+    include_str!("../queries/q11.sql"),
+    include_str!("../queries/q12.sql"),
+    include_str!("../queries/q13.sql"),
+    include_str!("../queries/q14.sql"),
+    include_str!("../queries/q15.sql"),
+    include_str!("../queries/q16.sql"),
+    include_str!("../queries/q17.sql"),
+    include_str!("../queries/q18.sql"),
+    include_str!("../queries/q19.sql"),
+    include_str!("../queries/q20.sql"),
+    include_str!("../queries/q21.sql"),
+    include_str!("../queries/q22.sql"),
 ];
 
 /// Query `n` (1-based) split into its statements.
@@ -191,17 +194,11 @@ pub const TABLE_KEYS: [(&str, &str); 8] = [
     ("lineitem", "l_orderkey"),
 ];
 
-/// Loads the eight registered tables into the cluster's memory (`CACHE TABLE`), each
-/// hash-fragmented on its key with the default fragment and replica counts.
-pub async fn cache(ctx: &SessionContext) -> Result<()> {
-    for (table, key) in TABLE_KEYS {
-        crate::sql(
-            ctx,
-            &format!("CACHE TABLE {table} PARTITION BY HASH ({key})"),
-        )
-        .await?
-        .collect()
-        .await?;
-    }
-    Ok(())
+/// The statements that load the eight registered tables into a Fletch cluster's
+/// memory (`CACHE TABLE`, run with `fletch::sql`), each hash-fragmented on its key
+/// with the default fragment and replica counts.
+pub fn cache_statements() -> impl Iterator<Item = String> {
+    TABLE_KEYS
+        .iter()
+        .map(|(table, key)| format!("CACHE TABLE {table} PARTITION BY HASH ({key})"))
 }

@@ -12,7 +12,7 @@ use tonic::transport::Channel;
 
 /// Each row as `v1|v2|...`, sorted (for queries without ORDER BY).
 pub fn sorted_rows(batches: &[RecordBatch]) -> Vec<String> {
-    let mut rows = fletch_engine::tpch::rows_as_text(batches).expect("rows");
+    let mut rows = fletch_tpch::rows_as_text(batches).expect("rows");
     rows.sort();
     rows
 }
