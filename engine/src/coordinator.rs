@@ -1,6 +1,6 @@
 //! The [`Coordinator`]: knows the executors (membership, heartbeats, losses), decides
 //! where tasks go ([`Slots`]), and runs the clean-ups (releases, drops,
-//! re-replication) in the background. Running one query is [`crate::query_run`].
+//! re-replication) in the background. Running one query is the `query_run` module's job, which uses this one.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -8,23 +8,22 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
-use bytes::Bytes;
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::runtime::SpawnedTask;
 use datafusion::error::Result;
-use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::execution::TaskContext;
 use fletch_executor::protocol::{ConfigEntry, ExecutorStatus};
 use fletch_executor::{ClientPool, ClusterSecret, ExecutorClient, TaskFailure};
-use fletch_planner::{ByteSize, DistributedPlan, FletchOptions};
+use fletch_planner::{ByteSize, FletchOptions};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use parking_lot::{Mutex, RwLock};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::broadcast;
 
 use crate::catalog::ClusterSchema;
+use crate::janitor::{Janitor, JanitorJob, LiveQueries, ReleaseGuard};
 use crate::membership::{MemberState, Members, MembershipOptions, StatusSource};
 use crate::progress::{Progress, QueryProgress};
-use crate::query_run::{QueryRun, ServedResult};
 use crate::replication::rereplicate;
 
 /// Schedules distributed plans onto executors. Shared by every session of a cluster.
@@ -37,13 +36,13 @@ pub struct Coordinator {
     applied_memory_limit: Arc<Mutex<Option<usize>>>,
     members: Arc<Members>,
     /// Queries running now, each added and removed by its [`ReleaseGuard`].
-    live_queries: Arc<Mutex<HashMap<String, Arc<QueryProgress>>>>,
+    live_queries: LiveQueries,
     /// Executors declared lost because their heartbeats stopped; running queries
     /// listen, since such an executor may hang their tasks without breaking anything.
     silenced: broadcast::Sender<String>,
     /// Declares executors lost when their heartbeats stop.
     _reaper: SpawnedTask<()>,
-    releases: mpsc::UnboundedSender<JanitorJob>,
+    janitor: Janitor,
     recoveries: RecoveryCounters,
     /// Held by every statement that changes the catalog (create, drop, alter, cache,
     /// uncache), so `IF [NOT] EXISTS` checks and the change they guard are one step
@@ -91,8 +90,8 @@ impl Coordinator {
             .map(|u| clients.get(u))
             .collect::<std::result::Result<Vec<_>, _>>()?;
         let executors = Arc::new(RwLock::new(executors));
-        let (releases, mut pending) = mpsc::unbounded_channel::<JanitorJob>();
-        let tables = Arc::new(ClusterSchema::new(releases.clone()));
+        let (janitor_handle, mut pending) = Janitor::new();
+        let tables = Arc::new(ClusterSchema::new(janitor_handle.clone()));
         let janitor_executors = Arc::clone(&executors);
         let janitor_tables = Arc::clone(&tables);
         let janitor = SpawnedTask::spawn(async move {
@@ -118,9 +117,16 @@ impl Coordinator {
                             drop_everywhere(&executors, &uid, None).await;
                         });
                     }
-                    JanitorJob::DropLoad(uid, load) => {
+                    JanitorJob::DropLoad {
+                        table_uid,
+                        load,
+                        done,
+                    } => {
                         running.spawn(async move {
-                            drop_everywhere(&executors, &uid, Some(load)).await;
+                            drop_everywhere(&executors, &table_uid, Some(load)).await;
+                            if let Some(done) = done {
+                                let _ = done.send(());
+                            }
                         });
                     }
                     JanitorJob::Rereplicate(lost) => {
@@ -146,7 +152,7 @@ impl Coordinator {
         let reaper = {
             let members = Arc::clone(&members);
             let executors = Arc::clone(&executors);
-            let janitor = releases.clone();
+            let janitor = janitor_handle.clone();
             let silenced = silenced.clone();
             SpawnedTask::spawn(async move {
                 let mut ticks = tokio::time::interval(options.heartbeat_interval / 2);
@@ -170,7 +176,7 @@ impl Coordinator {
             live_queries: Arc::default(),
             silenced,
             _reaper: reaper,
-            releases,
+            janitor: janitor_handle,
             recoveries: RecoveryCounters::default(),
             catalog_changes: tokio::sync::Mutex::new(()),
             _janitor: janitor,
@@ -181,10 +187,12 @@ impl Coordinator {
     /// executor, and every table dropped before it freed (these run in the background,
     /// in order).
     pub async fn wait_for_releases(&self) {
-        let (done, finished) = oneshot::channel();
-        if self.releases.send(JanitorJob::Sync(done)).is_ok() {
-            let _ = finished.await;
-        }
+        self.janitor.sync().await;
+    }
+
+    /// The handle of this coordinator's background clean-ups.
+    pub(crate) fn janitor(&self) -> &Janitor {
+        &self.janitor
     }
 
     /// The schema every session of this cluster sees as `datafusion.public`.
@@ -192,18 +200,12 @@ impl Coordinator {
         &self.tables
     }
 
-    /// Frees one load's pieces on every executor, now.
-    pub(crate) async fn drop_load(&self, table_uid: &str, load: u64) {
-        let executors = self.executors.read().clone();
-        drop_everywhere(&executors, table_uid, Some(load)).await;
-    }
-
     /// Stops placing work on the executor at `url` and copies the table fragments it
     /// held onto other executors (in the background: [`Self::wait_for_releases`] waits
     /// for it); returns whether it was known.
     pub fn remove_executor(&self, url: &str) -> bool {
         self.members.mark(url, MemberState::Left);
-        forget_executor(&self.executors, &self.releases, url)
+        forget_executor(&self.executors, &self.janitor, url)
     }
 
     /// The executor at `url` leaves cleanly: it gets no more work, and every table
@@ -273,34 +275,12 @@ impl Coordinator {
             .collect()
     }
 
-    /// Runs a distributed plan; executors lost under it are recovered from
-    /// ([`crate::query_run`]).
-    pub(crate) fn run(
-        self: Arc<Self>,
-        plan: Arc<DistributedPlan>,
-        encoded: Arc<Vec<Bytes>>,
-        ctx: Arc<TaskContext>,
-    ) -> Result<SendableRecordBatchStream> {
-        QueryRun::start(self, plan, encoded, ctx)
-    }
-
-    /// Runs a query whose result a client reads straight from the executor of its final
-    /// task (see [`QueryRun::start_served`]); dropping the stream stops the query.
-    pub(crate) fn run_served(
-        self: Arc<Self>,
-        plan: Arc<DistributedPlan>,
-        encoded: Arc<Vec<Bytes>>,
-        ctx: Arc<TaskContext>,
-    ) -> Result<(SendableRecordBatchStream, ServedResult)> {
-        QueryRun::start_served(self, plan, encoded, ctx)
-    }
-
     /// Takes an executor that broke a query's connections out of placement, unless it
     /// was started with the coordinator (no heartbeats tell when it is back).
     pub(crate) fn suspect_lost(&self, url: &str) {
         if self.members.suspect_lost(url) {
             tracing::warn!(%url, "executor lost: its connections broke");
-            forget_executor(&self.executors, &self.releases, url);
+            forget_executor(&self.executors, &self.janitor, url);
         }
     }
 
@@ -339,12 +319,12 @@ impl Coordinator {
         query_id: String,
         progress: Arc<QueryProgress>,
     ) -> ReleaseGuard {
-        self.live_queries.lock().insert(query_id.clone(), progress);
-        ReleaseGuard {
+        ReleaseGuard::new(
             query_id,
-            releases: Some(self.releases.clone()),
-            live: Arc::clone(&self.live_queries),
-        }
+            progress,
+            self.janitor.clone(),
+            Arc::clone(&self.live_queries),
+        )
     }
 
     /// Taken by a statement that changes the catalog, for its whole run.
@@ -517,98 +497,20 @@ impl Slots {
     }
 }
 
-pub(crate) enum JanitorJob {
-    Release(String),
-    Sync(oneshot::Sender<()>),
-    DropTable(String),
-    DropLoad(String, u64),
-    /// Restore the replica count of every fragment the executor at this URL held.
-    Rereplicate(String),
-}
-
-/// Drops a load's pieces everywhere unless disarmed: when its query is dropped before
-/// the load committed or failed, the janitor does it.
-pub(crate) struct LoadGuard {
-    coordinator: Arc<Coordinator>,
-    table_uid: String,
-    load: u64,
-    armed: bool,
-}
-
-impl LoadGuard {
-    pub(crate) fn new(coordinator: &Arc<Coordinator>, table_uid: String, load: u64) -> Self {
-        Self {
-            coordinator: Arc::clone(coordinator),
-            table_uid,
-            load,
-            armed: true,
-        }
-    }
-
-    pub(crate) fn disarm(mut self) {
-        self.armed = false;
-    }
-
-    /// Drops the load's pieces on every executor and returns when they are gone.
-    pub(crate) async fn drop_now(mut self) {
-        self.armed = false;
-        self.coordinator.drop_load(&self.table_uid, self.load).await;
-    }
-}
-
-impl Drop for LoadGuard {
-    fn drop(&mut self) {
-        if self.armed {
-            let job = JanitorJob::DropLoad(std::mem::take(&mut self.table_uid), self.load);
-            let _ = self.coordinator.releases.send(job);
-        }
-    }
-}
-
-/// Sends a query's release to the janitor if its stream is dropped before it ended.
-pub(crate) struct ReleaseGuard {
-    query_id: String,
-    releases: Option<mpsc::UnboundedSender<JanitorJob>>,
-    live: Arc<Mutex<HashMap<String, Arc<QueryProgress>>>>,
-}
-
-impl ReleaseGuard {
-    /// The query was released another way.
-    pub(crate) fn disarm(&mut self) {
-        self.releases = None;
-    }
-}
-
-impl Drop for ReleaseGuard {
-    fn drop(&mut self) {
-        self.live.lock().remove(&self.query_id);
-        if let Some(releases) = self.releases.take() {
-            // The janitor lives as long as the coordinator; if both are gone, so are the
-            // executors' reasons to keep anything.
-            let _ = releases.send(JanitorJob::Release(std::mem::take(&mut self.query_id)));
-        }
-    }
-}
-
 /// How long a release or drop may wait for one executor: a frozen executor (alive to
 /// TCP, deaf to everything) must not hold up the query or the janitor.
 const CONTROL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Takes the executor at `url` out of placement and has the janitor copy the table
 /// fragments it held onto others; returns whether it was placed on.
-fn forget_executor(
-    executors: &RwLock<Vec<ExecutorClient>>,
-    janitor: &mpsc::UnboundedSender<JanitorJob>,
-    url: &str,
-) -> bool {
+fn forget_executor(executors: &RwLock<Vec<ExecutorClient>>, janitor: &Janitor, url: &str) -> bool {
     let known = {
         let mut executors = executors.write();
         let before = executors.len();
         executors.retain(|e| e.url() != url);
         executors.len() != before
     };
-    // The janitor lives as long as the coordinator.
-    let _ = janitor.send(JanitorJob::Rereplicate(url.to_string()));
+    janitor.send(JanitorJob::Rereplicate(url.to_string()));
     known
 }
 

@@ -21,6 +21,27 @@ use crate::session::{default_session_config, fletch_session};
 /// Executors the embedded cluster starts when nobody says otherwise.
 pub const DEFAULT_EXECUTORS: usize = 2;
 
+/// What [`LocalCluster::start_with_options`] starts.
+#[derive(Debug, Clone, Copy)]
+pub struct LocalClusterOptions {
+    pub executors: usize,
+    /// Each executor's memory limit; `None`: three quarters of the machine's memory,
+    /// shared.
+    pub memory_per_executor: Option<usize>,
+    /// Tasks each executor runs at once; `None`: the machine's cores, shared.
+    pub slots_per_executor: Option<usize>,
+}
+
+impl Default for LocalClusterOptions {
+    fn default() -> Self {
+        Self {
+            executors: DEFAULT_EXECUTORS,
+            memory_per_executor: None,
+            slots_per_executor: None,
+        }
+    }
+}
+
 pub struct LocalCluster {
     coordinator: Arc<Coordinator>,
     executors: Vec<ExecutorHandle>,
@@ -55,6 +76,21 @@ impl LocalCluster {
 
     /// [`Self::start`] with each executor limited to `memory` bytes.
     pub async fn start_with(executors: usize, memory: Option<usize>) -> Result<Self> {
+        Self::start_with_options(LocalClusterOptions {
+            executors,
+            memory_per_executor: memory,
+            slots_per_executor: None,
+        })
+        .await
+    }
+
+    /// Starts the cluster `options` describe.
+    pub async fn start_with_options(options: LocalClusterOptions) -> Result<Self> {
+        let LocalClusterOptions {
+            executors,
+            memory_per_executor: memory,
+            slots_per_executor,
+        } = options;
         if executors == 0 {
             return Err(DataFusionError::Configuration(
                 "a cluster needs at least one executor".to_string(),
@@ -74,7 +110,7 @@ impl LocalCluster {
                 .map_err(external)?;
         // The embedded executors share this machine's cores.
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let slots = (cores / executors).max(1);
+        let slots = slots_per_executor.unwrap_or(cores / executors).max(1);
         for handle in &handles {
             coordinator.set_status_source(handle.url(), Box::new(handle.status_source(slots)));
         }

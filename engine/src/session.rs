@@ -7,9 +7,9 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 
 use fletch_planner::FletchOptions;
 
-use crate::catalog::SystemSchema;
 use crate::coordinator::Coordinator;
 use crate::rule::DistributeRule;
+use crate::system_tables::SystemSchema;
 
 /// DataFusion's defaults, adjusted for distribution:
 /// - round-robin repartitions only add a network hop between executors, so they are off
@@ -41,7 +41,10 @@ pub fn default_session_config() -> SessionConfig {
 /// schema is the cluster's (tables are shared by every session of the cluster) and
 /// the `fletch` schema holds the system tables.
 pub fn fletch_session(coordinator: Arc<Coordinator>, config: SessionConfig) -> SessionContext {
-    let mut config = config.with_extension(Arc::clone(&coordinator));
+    // Loads commit on the coordinator and leave their clean-up to its janitor.
+    let mut config = config
+        .with_extension(Arc::new(coordinator.janitor().clone()))
+        .with_extension(Arc::clone(&coordinator));
     if config.options().extensions.get::<FletchOptions>().is_none() {
         config = config.with_option_extension(FletchOptions::default());
     }

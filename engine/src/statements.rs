@@ -32,8 +32,8 @@ use datafusion::sql::sqlparser::tokenizer::{Location, Token, TokenWithSpan, Toke
 
 use fletch_planner::FletchOptions;
 
-use crate::Coordinator;
 use crate::catalog::{FletchTable, TableDefinition, TableLayout, as_fletch_table};
+use crate::coordinator::Coordinator;
 
 /// Splits SQL text into statements at top-level semicolons, each with its own text;
 /// statements of nothing but whitespace and comments are left out.

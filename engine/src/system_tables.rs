@@ -15,8 +15,8 @@ use datafusion::datasource::TableType;
 
 use fletch_executor::protocol::ExecutorStatus;
 
-use super::{ClusterSchema, as_fletch_table};
-use crate::Coordinator;
+use crate::catalog::{ClusterSchema, as_fletch_table};
+use crate::coordinator::Coordinator;
 
 const TABLES: &str = "tables";
 const FRAGMENTS: &str = "fragments";

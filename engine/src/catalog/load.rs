@@ -22,7 +22,7 @@ use datafusion::physical_plan::{
 use futures::TryStreamExt;
 
 use super::table::{TableState, piece_summaries};
-use crate::coordinator::{Coordinator, LoadGuard};
+use crate::janitor::Janitor;
 
 #[derive(Debug)]
 pub struct LoadCommitExec {
@@ -124,7 +124,7 @@ impl ExecutionPlan for LoadCommitExec {
         if partition != 0 {
             return internal_err!("LoadCommitExec has one partition, asked for {partition}");
         }
-        let Some(coordinator) = context.session_config().get_extension::<Coordinator>() else {
+        let Some(janitor) = context.session_config().get_extension::<Janitor>() else {
             return exec_err!(
                 "loading table {} needs a Fletch session (no coordinator)",
                 self.table.name
@@ -132,7 +132,7 @@ impl ExecutionPlan for LoadCommitExec {
         };
         let table = Arc::clone(&self.table);
         let load = self.load;
-        let guard = LoadGuard::new(&coordinator, table.uid.clone(), load);
+        let guard = janitor.load_guard(table.uid.clone(), load);
         let input = self.input.execute(0, context)?;
         let committed = futures::stream::once(async move {
             let outcome = async {

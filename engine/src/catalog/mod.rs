@@ -3,7 +3,6 @@
 //! `fletch` system schema describing them (`fletch.tables`, `fletch.fragments`).
 
 mod load;
-mod system;
 mod table;
 
 use std::collections::HashMap;
@@ -13,15 +12,13 @@ use async_trait::async_trait;
 use datafusion::catalog::{SchemaProvider, TableProvider};
 use datafusion::common::{DataFusionError, Result, exec_err};
 use parking_lot::RwLock;
-use tokio::sync::mpsc;
 
 pub use load::LoadCommitExec;
-pub use system::{SystemSchema, UNIT_KEY};
 pub(crate) use table::TableDefinition;
 pub(crate) use table::as_fletch_table;
 pub use table::{FletchTable, TableLayout};
 
-use crate::coordinator::JanitorJob;
+use crate::janitor::{Janitor, JanitorJob};
 
 /// `datafusion.public` of every Fletch session of one cluster. Dropping or replacing
 /// an in-memory table frees its fragments on every executor (in the background; the
@@ -29,11 +26,11 @@ use crate::coordinator::JanitorJob;
 #[derive(Debug)]
 pub struct ClusterSchema {
     tables: RwLock<HashMap<String, Arc<dyn TableProvider>>>,
-    janitor: mpsc::UnboundedSender<JanitorJob>,
+    janitor: Janitor,
 }
 
 impl ClusterSchema {
-    pub(crate) fn new(janitor: mpsc::UnboundedSender<JanitorJob>) -> Self {
+    pub(crate) fn new(janitor: Janitor) -> Self {
         Self {
             tables: RwLock::new(HashMap::new()),
             janitor,
@@ -71,10 +68,7 @@ impl ClusterSchema {
         if let Some(old) = as_fletch_table(old)
             && Some(old.uid()) != new_uid
         {
-            // The janitor outlives every schema of its coordinator; if it is gone, so
-            // are the executors.
-            let _ = self
-                .janitor
+            self.janitor
                 .send(JanitorJob::DropTable(old.uid().to_string()));
         }
     }
