@@ -6,7 +6,8 @@
 mod common;
 
 use datafusion::physical_plan::displayable;
-use fletch::{LocalCluster, default_session_config, tpch};
+use fletch::{LocalCluster, default_session_config};
+use fletch_tpch as tpch;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tpch_plan_shapes() {
@@ -76,6 +77,18 @@ async fn co_partitioned_tables_join_and_group_in_place() {
         ],
     )
     .await;
+    let oracle = common::oracle();
+    common::run_statements(
+        &oracle,
+        &[
+            "CREATE TABLE orders AS SELECT CAST(value AS INT) AS o_id, CAST(value % 10 AS INT) AS cust \
+             FROM generate_series(1, 1000)",
+            "CREATE TABLE items AS SELECT CAST(value % 1000 AS INT) AS o_id, CAST(value AS INT) AS qty \
+             FROM generate_series(1, 3000)",
+        ],
+    )
+    .await
+    .expect("oracle tables");
     for (name, query) in [
         (
             "co_partitioned_join_aggregate",
@@ -86,9 +99,14 @@ async fn co_partitioned_tables_join_and_group_in_place() {
             "SELECT count(*) FROM orders o WHERE EXISTS (SELECT 1 FROM items i WHERE i.o_id = o.o_id)",
         ),
     ] {
-        let (_, text) = common::fletch_plan(&ctx, query).await;
+        let (plan, text) = common::fletch_plan(&ctx, query).await;
         assert!(!text.contains("shuffle"), "{text}");
         insta::assert_snapshot!(name, text);
+        assert_eq!(
+            common::sorted(common::rows(&run(plan, &ctx).await)),
+            common::sorted(common::rows(&common::query(&oracle, query).await)),
+            "{query}"
+        );
     }
 
     // A build side too big to be worth broadcasting, joined with a probe side already
@@ -103,29 +121,43 @@ async fn co_partitioned_tables_join_and_group_in_place() {
         ],
     )
     .await;
-    let (plan, text) = common::fletch_plan(
-        &ctx,
-        "SELECT l.kind, count(*) FROM visits v JOIN lookups l ON v.o_id = l.o_id GROUP BY l.kind",
-    )
-    .await;
+    let (plan, text) = common::fletch_plan(&ctx, LOOKUP_JOIN).await;
     insta::assert_snapshot!("build_side_shuffled_to_the_probe_fragments", text);
-    let answer = datafusion::physical_plan::collect(plan, ctx.task_ctx())
-        .await
-        .expect("run");
-    let oracle = common::oracle();
     let expected = common::run_statements(
         &oracle,
         &[
             "CREATE TABLE visits AS SELECT CAST(value % 5000 AS INT) AS o_id, value AS at FROM generate_series(1, 400000)",
             "CREATE TABLE lookups AS SELECT CAST(value AS INT) AS o_id, value % 3 AS kind FROM generate_series(1, 150000)",
-            "SELECT l.kind, count(*) FROM visits v JOIN lookups l ON v.o_id = l.o_id GROUP BY l.kind",
+            LOOKUP_JOIN,
         ],
     )
     .await
     .expect("oracle");
+    let expected = common::sorted(common::rows(&expected));
     assert_eq!(
-        common::sorted(common::rows(&answer)),
-        common::sorted(common::rows(&expected))
+        common::sorted(common::rows(&run(plan, &ctx).await)),
+        expected
+    );
+
+    // The same build side under a `fletch.small_build_side` it fits: broadcast whole.
+    common::query(&ctx, "SET fletch.small_build_side = '1GiB'").await;
+    let (plan, text) = common::fletch_plan(&ctx, LOOKUP_JOIN).await;
+    assert!(text.contains("mode=CollectLeft"), "{text}");
+    assert_eq!(
+        common::sorted(common::rows(&run(plan, &ctx).await)),
+        expected
     );
     cluster.shutdown().await;
+}
+
+const LOOKUP_JOIN: &str =
+    "SELECT l.kind, count(*) FROM visits v JOIN lookups l ON v.o_id = l.o_id GROUP BY l.kind";
+
+async fn run(
+    plan: std::sync::Arc<dyn datafusion::physical_plan::ExecutionPlan>,
+    ctx: &datafusion::prelude::SessionContext,
+) -> Vec<datafusion::arrow::array::RecordBatch> {
+    datafusion::physical_plan::collect(plan, ctx.task_ctx())
+        .await
+        .expect("run")
 }

@@ -112,10 +112,17 @@ async fn a_bad_result_buffer_size_is_refused_by_name() {
 }
 
 /// Tasks start as slots free up, each placed when it starts: an executor that joins
-/// while a query runs gets that query's later tasks.
+/// while a query runs gets that query's later tasks. Two slots for sixteen tasks a
+/// stage, on any machine, so tasks are still waiting when the newcomer joins.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_executor_joining_mid_query_gets_its_later_tasks() {
-    let mut cluster = LocalCluster::start(1).await.expect("cluster");
+    let mut cluster = LocalCluster::start_with_options(fletch::LocalClusterOptions {
+        executors: 1,
+        slots_per_executor: Some(2),
+        ..Default::default()
+    })
+    .await
+    .expect("cluster");
     let config = fletch::default_session_config().with_target_partitions(16);
     let ctx = cluster.session_with_config(config);
     let query = "SELECT a.value % 10 AS g, count(*) AS n FROM generate_series(1, 1000000) a \

@@ -259,7 +259,10 @@ async fn cache_table_loads_files_and_uncache_gives_them_back() {
     );
     must(&ctx, &create).await;
     let query = "SELECT grp, count(*), sum(score) FROM points GROUP BY grp";
-    let from_file = common::sorted(rows(&ctx, query).await);
+    let oracle = common::oracle();
+    common::query(&oracle, &create).await;
+    let from_file = common::sorted(common::rows(&common::query(&oracle, query).await));
+    assert_eq!(common::sorted(rows(&ctx, query).await), from_file);
 
     must(
         &ctx,
@@ -394,7 +397,19 @@ async fn a_table_with_two_replicas_answers_without_one_of_its_executors_and_is_r
     )
     .await;
     let query = "SELECT g, count(*), sum(k) FROM t GROUP BY g";
-    let before = common::sorted(rows(&ctx, query).await);
+    let oracle = common::oracle();
+    let before = common::sorted(common::rows(
+        &common::run_statements(
+            &oracle,
+            &[
+                "CREATE TABLE t AS SELECT value AS k, value % 10 AS g FROM generate_series(1, 30000)",
+                query,
+            ],
+        )
+        .await
+        .expect("oracle"),
+    ));
+    assert_eq!(common::sorted(rows(&ctx, query).await), before);
     let gone = cluster.executor_urls()[0].clone();
     cluster.stop_executor(0).await.expect("stop");
 

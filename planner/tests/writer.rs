@@ -1,5 +1,5 @@
-//! The shuffle writer's output: rows land where DataFusion's hash puts them, every row
-//! exactly once, in compact batches (string views no longer pin their source's buffers,
+//! The shuffle writer's output: each row lands in the partition DataFusion's own hash
+//! repartition puts it in, every row exactly once, in compact batches (string views no longer pin their source's buffers,
 //! which IPC would otherwise ship once per output partition).
 
 use std::sync::Arc;
@@ -10,7 +10,8 @@ use datafusion::common::Result;
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::execution::TaskContext;
 use datafusion::physical_expr::expressions::col;
-use datafusion::physical_plan::{ExecutionPlan, Partitioning};
+use datafusion::physical_plan::repartition::RepartitionExec;
+use datafusion::physical_plan::{ExecutionPlan, Partitioning, collect_partitioned};
 use datafusion::prelude::SessionConfig;
 use fletch_planner::{ExchangeSink, ExchangeSinkExt, ShuffleWriterExec};
 use futures::StreamExt;
@@ -60,24 +61,26 @@ async fn hash_shuffle_writes_every_row_once_in_compact_batches() {
         item.expect("no error");
     }
 
-    let written = sink.written.lock();
+    let written = sink.written.lock().clone();
     let rows: usize = written.iter().map(|(_, b)| b.num_rows()).sum();
     assert_eq!(rows, batch.num_rows());
     let outputs_used: std::collections::HashSet<_> = written.iter().map(|(p, _)| *p).collect();
     assert!(outputs_used.len() > 1 && outputs_used.iter().all(|p| *p < partitions));
-    let mut keys: Vec<i64> = written
-        .iter()
-        .flat_map(|(_, b)| {
-            let k = b
-                .column(0)
-                .as_any()
-                .downcast_ref::<Int64Array>()
-                .expect("keys");
-            k.values().to_vec()
-        })
-        .collect();
+    let mut keys: Vec<i64> = written.iter().flat_map(|(_, b)| keys_of(b)).collect();
     keys.sort();
     assert_eq!(keys, (0..4000).collect::<Vec<_>>());
+
+    // Each row in the output partition DataFusion's own hash repartition gives it, so
+    // a shuffled side meets the fragments and partitions DataFusion planned with.
+    let expected = datafusion_partition_keys(&batch, partitions).await;
+    let mut actual = vec![Vec::new(); partitions];
+    for (partition, b) in written.iter() {
+        actual[*partition].extend(keys_of(b));
+    }
+    for keys in &mut actual {
+        keys.sort();
+    }
+    assert_eq!(actual, expected);
 
     // String bytes each output carries: before coalescing, every output's views pointed
     // at the input's whole data buffer, so the outputs carried it once per partition.
@@ -100,4 +103,36 @@ async fn hash_shuffle_writes_every_row_once_in_compact_batches() {
             .iter()
             .all(|(_, b)| b.column(1).len() == b.num_rows())
     );
+}
+
+fn keys_of(batch: &RecordBatch) -> Vec<i64> {
+    batch
+        .column(0)
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .expect("keys")
+        .values()
+        .to_vec()
+}
+
+/// The sorted keys of each output partition of DataFusion's `RepartitionExec` hashing
+/// `batch` on `k` into `partitions`.
+async fn datafusion_partition_keys(batch: &RecordBatch, partitions: usize) -> Vec<Vec<i64>> {
+    let schema = batch.schema();
+    let source =
+        MemorySourceConfig::try_new_exec(&[vec![batch.clone()]], Arc::clone(&schema), None)
+            .expect("memory source");
+    let hash = Partitioning::Hash(vec![col("k", &schema).expect("column")], partitions);
+    let repartition = Arc::new(RepartitionExec::try_new(source, hash).expect("repartition"));
+    let outputs = collect_partitioned(repartition, Arc::new(TaskContext::default()))
+        .await
+        .expect("repartitioned");
+    outputs
+        .iter()
+        .map(|batches| {
+            let mut keys: Vec<i64> = batches.iter().flat_map(keys_of).collect();
+            keys.sort();
+            keys
+        })
+        .collect()
 }
