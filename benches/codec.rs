@@ -15,9 +15,9 @@ use datafusion::prelude::SessionContext;
 use datafusion_proto::bytes::{physical_plan_from_bytes, physical_plan_to_bytes};
 use fletch_benches::{Timings, print_ratio, runtime, time_iterations, tpch_data};
 use fletch_engine::default_session_config;
-use fletch_executor::protocol::{ConfigEntry, StageLocations, TaskDefinition};
 use fletch_planner::{decode_stage_plan, distribute, encode_stage_plan};
 use fletch_tpch as tpch;
+use fletch_transport::protocol::{ConfigEntry, StageLocations, TaskDefinition};
 use prost::Message;
 
 #[global_allocator]

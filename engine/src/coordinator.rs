@@ -12,9 +12,9 @@ use datafusion::common::config::ConfigOptions;
 use datafusion::common::runtime::SpawnedTask;
 use datafusion::error::Result;
 use datafusion::execution::TaskContext;
-use fletch_executor::protocol::{ConfigEntry, ExecutorStatus};
-use fletch_executor::{ClientPool, ClusterSecret, ExecutorClient, TaskFailure};
 use fletch_planner::{ByteSize, FletchOptions};
+use fletch_transport::protocol::{ConfigEntry, ExecutorStatus};
+use fletch_transport::{ClientPool, ClusterSecret, ClusterSecurity, ExecutorClient, TaskFailure};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use parking_lot::{Mutex, RwLock};
@@ -73,18 +73,19 @@ impl Coordinator {
         urls: &[String],
         options: MembershipOptions,
     ) -> std::result::Result<Arc<Self>, TaskFailure> {
-        Self::with_secret(urls, options, None)
+        Self::with_security(urls, options, ClusterSecurity::open())
     }
 
     /// [`Self::with_membership`] for a cluster whose members prove themselves with
-    /// `secret`: the coordinator presents it to executors, requires it of executors
-    /// that register, and signs the result tickets clients redeem at executors with it.
-    pub fn with_secret(
+    /// `security`'s secret: the coordinator presents it to executors, requires it of
+    /// executors that register, and signs the result tickets clients redeem at
+    /// executors with it; `https://` executors are trusted with its certificate.
+    pub fn with_security(
         urls: &[String],
         options: MembershipOptions,
-        secret: Option<ClusterSecret>,
+        security: ClusterSecurity,
     ) -> std::result::Result<Arc<Self>, TaskFailure> {
-        let clients = ClientPool::new(secret);
+        let clients = ClientPool::new(security);
         let executors = urls
             .iter()
             .map(|u| clients.get(u))
@@ -296,7 +297,7 @@ impl Coordinator {
 
     /// The secret the cluster's members share; `None`: an open cluster.
     pub fn cluster_secret(&self) -> Option<&ClusterSecret> {
-        self.clients.secret()
+        self.clients.security().secret()
     }
 
     pub(crate) fn clients(&self) -> &ClientPool {
@@ -355,12 +356,7 @@ impl Coordinator {
         ctx: &TaskContext,
         executors: &[ExecutorClient],
     ) -> Result<Option<BoxFuture<'static, std::result::Result<(), TaskFailure>>>> {
-        let setting = ctx
-            .session_config()
-            .options()
-            .extensions
-            .get::<FletchOptions>()
-            .and_then(|o| o.executor_memory);
+        let setting = FletchOptions::of(ctx.session_config().options()).executor_memory;
         let Some(ByteSize(bytes)) = setting else {
             return Ok(None);
         };

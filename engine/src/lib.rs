@@ -41,7 +41,7 @@ pub use session::{default_session_config, fletch_session};
 pub use statements::{loaded_table, split_statements, sql};
 pub use system_tables::{SystemSchema, UNIT_KEY};
 
-pub use fletch_executor::{
-    ClusterSecret, ExchangeReads, FailureReason, FragmentStats, StoreStats, TaskFailure,
-    TlsIdentity,
+pub use fletch_executor::{ExchangeReads, FragmentStats, StoreStats};
+pub use fletch_transport::{
+    ClusterSecret, ClusterSecurity, FailureReason, TaskFailure, TlsIdentity,
 };

@@ -10,9 +10,9 @@ use std::sync::Arc;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use fletch_executor::{
-    ClusterSecret, ExchangeReads, ExecutorHandle, ExecutorOptions, FragmentStats, StoreStats,
-    start_executor_with,
+    ExchangeReads, ExecutorHandle, ExecutorOptions, FragmentStats, StoreStats, start_executor_with,
 };
+use fletch_transport::{ClusterSecret, ClusterSecurity};
 
 use crate::coordinator::Coordinator;
 use crate::membership::MembershipOptions;
@@ -57,13 +57,13 @@ async fn start_local_executor(
     let options = ExecutorOptions {
         memory_limit,
         tls: None,
-        cluster_secret: Some(secret.clone()),
+        security: ClusterSecurity::open().with_secret(Some(secret.clone())),
         ..Default::default()
     };
     Ok(start_executor_with(addr, options).await?)
 }
 
-fn external(failure: fletch_executor::TaskFailure) -> DataFusionError {
+fn external(failure: fletch_transport::TaskFailure) -> DataFusionError {
     DataFusionError::External(Box::new(failure))
 }
 
@@ -105,9 +105,12 @@ impl LocalCluster {
             handles.push(start_local_executor(memory_limit, &secret).await?);
         }
         let urls: Vec<String> = handles.iter().map(|h| h.url().to_string()).collect();
-        let coordinator =
-            Coordinator::with_secret(&urls, MembershipOptions::default(), Some(secret))
-                .map_err(external)?;
+        let coordinator = Coordinator::with_security(
+            &urls,
+            MembershipOptions::default(),
+            ClusterSecurity::open().with_secret(Some(secret)),
+        )
+        .map_err(external)?;
         // The embedded executors share this machine's cores.
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let slots = slots_per_executor.unwrap_or(cores / executors).max(1);

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use fletch_executor::protocol::ExecutorStatus;
+use fletch_transport::protocol::ExecutorStatus;
 use parking_lot::Mutex;
 
 /// How membership is judged.

@@ -13,15 +13,14 @@ use bytes::Bytes;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use fletch_executor::protocol::{
-    ConfigEntry, ExecutorStatus, PartitionTicket, StageLocations, TaskDefinition,
-};
-use fletch_executor::{
-    ClientPool, ExecutorClient, FailureReason, FlightExchangeSource, TaskFailure,
-};
+use fletch_executor::FlightExchangeSource;
 use fletch_planner::{
     DistributedPlan, ExchangeSourceExt, FletchOptions, Stage, StageId, preferred_holders,
 };
+use fletch_transport::protocol::{
+    ConfigEntry, ExecutorStatus, PartitionTicket, StageLocations, TaskDefinition,
+};
+use fletch_transport::{ClientPool, ExecutorClient, FailureReason, TaskFailure};
 use futures::future::{AbortHandle, BoxFuture};
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
@@ -116,13 +115,9 @@ impl QueryRun {
         ctx: Arc<TaskContext>,
         serve: bool,
     ) -> Result<(SendableRecordBatchStream, Option<ServedResult>)> {
-        let options = ctx
-            .session_config()
-            .options()
-            .extensions
-            .get::<FletchOptions>();
-        let stage_recovery = options.is_none_or(|o| o.stage_recovery) && !plan.writes_fragments();
-        let hold_back = options.cloned().unwrap_or_default().result_buffer.0;
+        let options = FletchOptions::of(ctx.session_config().options());
+        let stage_recovery = options.stage_recovery && !plan.writes_fragments();
+        let hold_back = options.result_buffer.0;
         let attempt = Attempt::launch(
             &coordinator,
             &plan,
@@ -826,7 +821,7 @@ impl Attempt {
     /// The stop to report for `err`, which surfaced in the result stream: a failure of
     /// an upstream task is reported as that task's own failure, not as its echo.
     async fn root_cause(&mut self, err: DataFusionError) -> Stop {
-        if let Some(failure) = fletch_executor::find_failure(&err)
+        if let Some(failure) = fletch_transport::find_failure(&err)
             && is_root_cause(failure)
         {
             let failure = failure.clone();

@@ -7,8 +7,8 @@
 
 use std::time::Duration;
 
-use fletch_executor::ExecutorClient;
-use fletch_executor::protocol::PieceId;
+use fletch_transport::ExecutorClient;
+use fletch_transport::protocol::PieceId;
 
 use crate::catalog::{ClusterSchema, as_fletch_table};
 

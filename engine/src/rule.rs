@@ -97,10 +97,7 @@ impl PhysicalOptimizerRule for DistributeRule {
 }
 
 fn allows_local_fallback(config: &ConfigOptions) -> bool {
-    config
-        .extensions
-        .get::<FletchOptions>()
-        .is_none_or(|o| o.allow_local_fallback)
+    FletchOptions::of(config).allow_local_fallback
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use datafusion::catalog::{MemTable, SchemaProvider, TableProvider};
 use datafusion::common::{DataFusionError, Result};
 use datafusion::datasource::TableType;
 
-use fletch_executor::protocol::ExecutorStatus;
+use fletch_transport::protocol::ExecutorStatus;
 
 use crate::catalog::{ClusterSchema, as_fletch_table};
 use crate::coordinator::Coordinator;

@@ -13,10 +13,10 @@ use fletch_planner::{FragmentStore, PieceRef};
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt, TryStreamExt};
 
-use crate::flight::client::ClientPool;
 use crate::fragments::FragmentPieces;
-use crate::protocol::PieceId;
-use crate::status::{FailureReason, TaskFailure};
+use fletch_transport::ClientPool;
+use fletch_transport::protocol::PieceId;
+use fletch_transport::{FailureReason, TaskFailure};
 
 pub(crate) struct ExecutorFragments {
     pub(crate) url: String,

@@ -17,8 +17,8 @@ use datafusion::execution::memory_pool::{MemoryConsumer, MemoryPool, MemoryReser
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
-use crate::protocol::PieceId;
 use crate::recent::RecentSet;
+use fletch_transport::protocol::PieceId;
 
 /// How many dropped tables and loads an executor remembers.
 const DROPPED_MEMORY: usize = 4096;

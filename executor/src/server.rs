@@ -10,14 +10,15 @@ use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use tokio::net::TcpListener;
 
-use crate::flight::client::{ClientPool, ExecutorClient};
-use crate::flight::member::{ClusterSecret, member_check, require_loopback_without_secret};
-use crate::flight::serve::{FlightServer, MAX_MESSAGE_BYTES, TlsIdentity};
+use fletch_transport::protocol::ExecutorStatus;
+use fletch_transport::{
+    ClientPool, ClusterSecurity, CoordinatorClient, FlightServer, MAX_MESSAGE_BYTES, TaskFailure,
+    TlsIdentity, member_check, require_loopback_without_secret,
+};
+
 use crate::flight::service::ExecutorService;
 use crate::fragments::{FragmentPieces, FragmentStats};
 use crate::memory::ExecutorMemoryPool;
-use crate::protocol::{self, ExecutorStatus};
-use crate::status::TaskFailure;
 use crate::store::{ExchangeReads, PartitionStore, StoreStats};
 use crate::task::{TaskLimits, TaskRunner};
 
@@ -26,7 +27,7 @@ pub struct ExecutorHandle {
     url: String,
     /// Sends heartbeats to the coordinator this executor joined, if any.
     membership: Option<Membership>,
-    secret: Option<ClusterSecret>,
+    security: ClusterSecurity,
     store: Arc<PartitionStore>,
     fragments: Arc<FragmentPieces>,
     pool: Arc<ExecutorMemoryPool>,
@@ -43,7 +44,7 @@ impl std::fmt::Debug for ExecutorHandle {
 
 /// An executor's place in a cluster: the heartbeat task is aborted when this drops.
 struct Membership {
-    coordinator: ExecutorClient,
+    coordinator: CoordinatorClient,
     slots: usize,
     _beats: SpawnedTask<()>,
 }
@@ -55,10 +56,11 @@ pub struct ExecutorOptions {
     pub memory_limit: usize,
     /// Serve over TLS with this certificate and key (the URL is then `https://`).
     pub tls: Option<TlsIdentity>,
-    /// The secret the cluster's members share: every call but a client's read of a
-    /// result ticket the coordinator signed must prove it. `None`: an open cluster,
-    /// where anyone who reaches the port is a member, so it listens on loopback only.
-    pub cluster_secret: Option<ClusterSecret>,
+    /// The secret the cluster's members share (every call but a client's read of a
+    /// result ticket the coordinator signed must prove it; none: an open cluster,
+    /// where anyone who reaches the port is a member, so it listens on loopback only),
+    /// and the certificate trusted for `https://` links to other members.
+    pub security: ClusterSecurity,
     /// What one task may ask for: plan bytes, partitions, tasks.
     pub task_limits: TaskLimits,
 }
@@ -69,7 +71,7 @@ impl Default for ExecutorOptions {
         Self {
             memory_limit: system_memory().map_or(usize::MAX, |m| m / 4 * 3),
             tls: None,
-            cluster_secret: None,
+            security: ClusterSecurity::open(),
             task_limits: TaskLimits::default(),
         }
     }
@@ -93,7 +95,7 @@ pub async fn start_executor_with(
     addr: SocketAddr,
     options: ExecutorOptions,
 ) -> std::io::Result<ExecutorHandle> {
-    require_loopback_without_secret(addr, options.cluster_secret.as_ref(), "an executor")?;
+    require_loopback_without_secret(addr, options.security.secret(), "an executor")?;
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     let scheme = if options.tls.is_some() {
@@ -115,24 +117,24 @@ pub async fn start_executor_with(
         fragments: Arc::clone(&fragments),
         pool: Arc::clone(&pool),
         session: SessionContext::new_with_config_rt(SessionConfig::new(), runtime),
-        clients: ClientPool::new(options.cluster_secret.clone()),
+        clients: ClientPool::new(options.security.clone()),
         limits: options.task_limits,
     });
     let service = ExecutorService {
         runner,
-        secret: options.cluster_secret.clone(),
+        secret: options.security.secret().cloned(),
     };
     let server = FlightServer::serve_checked(
         listener,
         service,
-        member_check(options.cluster_secret.clone()),
+        member_check(options.security.secret().cloned()),
         options.tls.as_ref(),
         MAX_MESSAGE_BYTES,
     )?;
     tracing::debug!(%url, "executor listening");
     Ok(ExecutorHandle {
         membership: None,
-        secret: options.cluster_secret,
+        security: options.security,
         url,
         store,
         fragments,
@@ -190,7 +192,7 @@ impl ExecutorHandle {
     }
 
     /// Registers with the coordinator at `coordinator_url` (proving membership with
-    /// the executor's cluster secret) and keeps sending it a heartbeat every `interval`
+    /// the executor's cluster security) and keeps sending it a heartbeat every `interval`
     /// until [`Self::leave`] or the handle drops. Fails if the coordinator does not
     /// accept the registration.
     pub async fn join(
@@ -199,10 +201,8 @@ impl ExecutorHandle {
         slots: usize,
         interval: Duration,
     ) -> Result<(), TaskFailure> {
-        let coordinator = ExecutorClient::member(coordinator_url, self.secret.clone())?;
-        coordinator
-            .announce(protocol::REGISTER_EXECUTOR, &self.status(slots))
-            .await?;
+        let coordinator = CoordinatorClient::member(coordinator_url, &self.security)?;
+        coordinator.register(&self.status(slots)).await?;
         let status = self.status_source(slots);
         let url = self.url.clone();
         let client = coordinator.clone();
@@ -249,7 +249,7 @@ impl ExecutorHandle {
         // No heartbeat may follow the goodbye.
         drop(_beats);
         let status = self.status(slots);
-        coordinator.announce(protocol::LEAVE, &status).await
+        coordinator.leave(&status).await
     }
 
     /// Waits until no query holds tasks or outputs here (each was released by its

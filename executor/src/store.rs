@@ -25,9 +25,9 @@ use futures::Stream;
 use parking_lot::Mutex;
 use tokio::sync::{Notify, watch};
 
-use crate::protocol::PartitionTicket;
 use crate::recent::RecentSet;
-use crate::status::{FailureReason, OUTSIDE_TASKS, TaskFailure};
+use fletch_transport::protocol::PartitionTicket;
+use fletch_transport::{FailureReason, OUTSIDE_TASKS, TaskFailure};
 
 /// How many released query ids an executor remembers, so a late fetch of a released
 /// query fails instead of re-creating its buffers.

@@ -20,13 +20,14 @@ use futures::StreamExt;
 use futures::future::BoxFuture;
 use tokio::sync::oneshot;
 
-use crate::flight::client::{ClientPool, FlightExchangeSource, LocalPartitions};
+use crate::exchange_source::{FlightExchangeSource, LocalPartitions};
 use crate::fragment_io::ExecutorFragments;
 use crate::fragments::FragmentPieces;
 use crate::memory::ExecutorMemoryPool;
-use crate::protocol::{StageLocations, TaskDefinition};
-use crate::status::{FailureReason, OUTSIDE_TASKS, TaskFailure};
 use crate::store::{OutputId, PartitionBuffer, PartitionStore, QueryState};
+use fletch_transport::ClientPool;
+use fletch_transport::protocol::{StageLocations, TaskDefinition};
+use fletch_transport::{FailureReason, OUTSIDE_TASKS, TaskFailure};
 
 pub(crate) struct TaskRunner {
     pub(crate) url: String,

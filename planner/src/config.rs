@@ -2,9 +2,10 @@
 //! works in SQL and the values travel with every task like DataFusion's own.
 
 use std::any::Any;
+use std::borrow::Cow;
 use std::fmt;
 
-use datafusion::common::config::{ConfigEntry, ConfigExtension, ExtensionOptions};
+use datafusion::common::config::{ConfigEntry, ConfigExtension, ConfigOptions, ExtensionOptions};
 use datafusion::common::{DataFusionError, Result};
 
 /// Settings under the `fletch.` prefix. Every value is checked when it is set: a bad
@@ -45,6 +46,15 @@ impl Default for FletchOptions {
 }
 
 impl FletchOptions {
+    /// The `fletch.*` settings in `config`; the defaults when it has none (a session
+    /// Fletch did not make). The one way code reads them.
+    pub fn of(config: &ConfigOptions) -> Cow<'_, Self> {
+        config
+            .extensions
+            .get::<Self>()
+            .map_or_else(|| Cow::Owned(Self::default()), Cow::Borrowed)
+    }
+
     /// Estimated rows under which a build side counts as small when its size in bytes
     /// is unknown: one row per 8 bytes of `small_build_side`, the ratio of DataFusion's
     /// own single-node limits (1 MiB, 128K rows).

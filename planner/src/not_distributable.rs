@@ -38,7 +38,7 @@ impl NotDistributable {
 
     pub fn uncut(error: DataFusionError) -> Self {
         Self::Uncut {
-            why: first_line(&error),
+            why: first_line(&error.strip_backtrace()),
         }
     }
 
@@ -54,7 +54,7 @@ impl NotDistributable {
         let why = if text.contains("extension codec failed") {
             "neither datafusion-proto nor Fletch's codec can encode it".to_string()
         } else {
-            first_line(&error)
+            first_line(&text)
         };
         Self::Unencodable {
             stage: stage.id,
@@ -106,9 +106,8 @@ fn is_catalog_listing(node: &Arc<dyn ExecutionPlan>) -> bool {
 
 /// An error's message without backtrace, cut before the plan dump datafusion-proto
 /// appends and before DataFusion's "please file a bug" advice.
-fn first_line(error: &DataFusionError) -> String {
-    let text = error.strip_backtrace();
-    let text = text.split(". Plan: ").next().unwrap_or(&text);
+fn first_line(text: &str) -> String {
+    let text = text.split(". Plan: ").next().unwrap_or(text);
     text.lines()
         .next()
         .unwrap_or(text)

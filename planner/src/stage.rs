@@ -147,11 +147,7 @@ struct BroadcastLimits {
 
 impl BroadcastLimits {
     fn from_config(config: &ConfigOptions) -> Self {
-        let defaults = FletchOptions::default();
-        let options = config
-            .extensions
-            .get::<FletchOptions>()
-            .unwrap_or(&defaults);
+        let options = FletchOptions::of(config);
         Self {
             bytes: options.small_build_side.0,
             rows: options.small_build_side_rows(),

@@ -346,3 +346,31 @@ async fn a_series_scan_that_reads_no_column_still_counts_its_rows() {
         assert_eq!(got, expected, "{sql}");
     }
 }
+
+/// Catalog listings are told apart from other unencodable plans by the debug names of
+/// DataFusion's private `information_schema` streams: this breaks loudly if DataFusion
+/// renames them, instead of turning `SHOW TABLES` into a refused query.
+#[tokio::test]
+async fn catalog_listings_are_recognised() {
+    use fletch_planner::NotDistributable;
+
+    let ctx = SessionContext::new_with_config(SessionConfig::new().with_information_schema(true));
+    for sql in [
+        "SHOW TABLES",
+        "SELECT table_name FROM information_schema.tables",
+        "SHOW COLUMNS FROM information_schema.tables",
+        "SELECT * FROM information_schema.df_settings",
+    ] {
+        let distributed =
+            distribute(physical(&ctx, sql).await, ctx.state().config_options()).expect(sql);
+        let refusal = distributed
+            .stages
+            .iter()
+            .find_map(|s| encode_stage_plan(&s.plan).err().map(|e| (s, e)))
+            .map(|(stage, error)| NotDistributable::unencodable(stage, error));
+        assert!(
+            matches!(refusal, Some(NotDistributable::CatalogListing)),
+            "{sql}: {refusal:?}"
+        );
+    }
+}

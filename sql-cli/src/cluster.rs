@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use fletch_engine::{
-    ClusterSecret, Coordinator, EndpointOptions, LocalCluster, MembershipOptions,
+    ClusterSecurity, Coordinator, EndpointOptions, LocalCluster, MembershipOptions,
     serve_coordinator_with,
 };
 use fletch_executor::{ExecutorOptions, start_executor_with};
@@ -66,11 +66,11 @@ pub async fn run_embedded_server(
 pub async fn run_coordinator(
     listen: SocketAddr,
     membership: MembershipOptions,
-    secret: Option<ClusterSecret>,
+    security: ClusterSecurity,
     endpoint: EndpointOptions,
 ) -> Result<()> {
-    let coordinator =
-        Coordinator::with_secret(&[], membership, secret).context("starting the coordinator")?;
+    let coordinator = Coordinator::with_security(&[], membership, security)
+        .context("starting the coordinator")?;
     let server = serve_coordinator_with(coordinator, listen, endpoint)
         .await
         .with_context(|| format!("serving on {listen}"))?;

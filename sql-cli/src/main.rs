@@ -19,8 +19,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use fletch_engine::{
-    ClusterSecret, Credentials, DEFAULT_EXECUTORS, EndpointOptions, LocalCluster, Locations,
-    MembershipOptions, TlsIdentity, Users,
+    ClusterSecret, ClusterSecurity, Credentials, DEFAULT_EXECUTORS, EndpointOptions, LocalCluster,
+    Locations, MembershipOptions, TlsIdentity, Users,
 };
 use fletch_tpch as tpch;
 
@@ -379,6 +379,18 @@ fn cluster_secret(args: &Args) -> Result<Option<ClusterSecret>> {
         .map_err(|e| anyhow::anyhow!(e))
 }
 
+/// What a cluster member presents and trusts: the cluster secret, and `--tls-ca` for
+/// its `https://` links to executors and the coordinator.
+fn cluster_security(args: &Args) -> Result<ClusterSecurity> {
+    let mut security = ClusterSecurity::open().with_secret(cluster_secret(args)?);
+    if let Some(ca) = &args.tls_ca {
+        let pem =
+            std::fs::read(ca).with_context(|| format!("reading the TLS CA {}", ca.display()))?;
+        security = security.trusting(pem);
+    }
+    Ok(security)
+}
+
 /// `--user` and `--password`, which go together.
 fn credentials(args: &Args) -> Result<Option<Credentials>> {
     match (&args.user, &args.password) {
@@ -411,12 +423,6 @@ fn main_inner() -> Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    if let Some(ca) = &args.tls_ca {
-        let pem =
-            std::fs::read(ca).with_context(|| format!("reading the TLS CA {}", ca.display()))?;
-        // Links to https:// executors and coordinators trust it too.
-        fletch_executor::trust_cluster_certificate(pem);
-    }
     match &args.command {
         Some(Command::HashPassword) => {
             let mut password = String::new();
@@ -444,7 +450,7 @@ fn main_inner() -> Result<ExitCode> {
             runtime.block_on(cluster::run_coordinator(
                 *listen,
                 heartbeats.options(),
-                cluster_secret(&args)?,
+                cluster_security(&args)?,
                 endpoint_options(&args)?,
             ))?;
             return Ok(ExitCode::SUCCESS);
@@ -460,7 +466,7 @@ fn main_inner() -> Result<ExitCode> {
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
             let mut options = fletch_executor::ExecutorOptions {
                 tls: tls_identity(&args)?,
-                cluster_secret: cluster_secret(&args)?,
+                security: cluster_security(&args)?,
                 task_limits: fletch_executor::TaskLimits {
                     max_partitions: args.max_task_partitions,
                     ..Default::default()

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use common::{HEARTBEATS, Process, send_signal, start, start_executor as start_executor_signed_in};
 use std::time::{Duration, Instant};
 
-use fletch_executor::ExecutorClient;
-use fletch_executor::protocol::ExecutorStatus;
+use fletch_transport::protocol::ExecutorStatus;
+use fletch_transport::{CoordinatorClient, ExecutorClient};
 
 fn start_executor(coordinator: &str) -> Process {
     start_executor_signed_in(coordinator, &[])
@@ -20,7 +20,7 @@ fn start_executor(coordinator: &str) -> Process {
 
 /// Polls the coordinator until `done` holds for its executor list (at most 30 s).
 async fn wait_for(
-    coordinator: &ExecutorClient,
+    coordinator: &CoordinatorClient,
     what: &str,
     done: impl Fn(&[ExecutorStatus]) -> bool,
 ) -> Vec<ExecutorStatus> {
@@ -47,7 +47,7 @@ async fn executors_join_are_lost_when_killed_and_leave_on_sigterm() {
     let mut args = vec!["coordinator", "--listen", "127.0.0.1:0"];
     args.extend(HEARTBEATS);
     let coordinator = start(&args);
-    let client = ExecutorClient::new(&coordinator.url).expect("client");
+    let client = CoordinatorClient::new(&coordinator.url).expect("client");
 
     let mut killed = start_executor(&coordinator.url);
     let mut stopped = start_executor(&coordinator.url);
@@ -111,7 +111,7 @@ async fn the_coordinator_refuses_garbage_and_keeps_serving() {
         };
         assert!(!err.is_empty(), "{kind}");
     }
-    let client = ExecutorClient::new(&coordinator.url).expect("client");
+    let client = CoordinatorClient::new(&coordinator.url).expect("client");
     assert!(
         client
             .list_executors()
@@ -173,7 +173,7 @@ async fn queries_run_on_executor_processes_and_survive_a_lost_replica() {
 }
 
 /// SIGKILLs the first executor and waits until the coordinator calls it lost.
-async fn kill_and_wait_lost(executors: &mut Vec<Process>, client: &ExecutorClient) -> String {
+async fn kill_and_wait_lost(executors: &mut Vec<Process>, client: &CoordinatorClient) -> String {
     let victim = executors.remove(0);
     let url = victim.url.clone();
     drop(victim); // SIGKILL
@@ -482,7 +482,7 @@ async fn garbage_on_every_port_is_refused_and_the_processes_keep_serving() {
         "most random actions are refused: {refused} of 80"
     );
     // Both still serve: the coordinator lists the executor, which still answers.
-    let client = ExecutorClient::new(&coordinator.url).expect("client");
+    let client = CoordinatorClient::new(&coordinator.url).expect("client");
     let executors = wait_for(&client, "the executor still alive", |e| {
         state_of(e, &executor.url) == Some("alive")
     })
@@ -614,7 +614,7 @@ async fn chaos_tpch_over_files_then_cached_tables_loses_two_executors() {
 struct ProcessCluster {
     coordinator: Arc<fletch_engine::Coordinator>,
     server: fletch_engine::CoordinatorServer,
-    client: ExecutorClient,
+    client: CoordinatorClient,
     executors: Vec<Process>,
     ctx: datafusion::prelude::SessionContext,
 }
@@ -633,7 +633,7 @@ async fn process_cluster(executors: usize) -> ProcessCluster {
     )
     .await
     .expect("serve");
-    let client = ExecutorClient::new(server.url()).expect("client");
+    let client = CoordinatorClient::new(server.url()).expect("client");
     let processes: Vec<Process> = (0..executors)
         .map(|_| start_executor(server.url()))
         .collect();
@@ -928,13 +928,13 @@ fn the_shell_connects_to_a_coordinator_process() {
     };
     let err = refusal(None);
     assert!(err.contains("cluster members only"), "{err}");
-    let user = fletch_executor::Credentials {
+    let user = fletch_transport::Credentials {
         user: "ops".into(),
         password: "hunter2".into(),
     };
     let err = refusal(Some(user.basic_header()));
     assert!(err.contains("cluster members only"), "{err}");
-    let other = fletch_executor::ClusterSecret::new("another cluster's secret").expect("secret");
+    let other = fletch_transport::ClusterSecret::new("another cluster's secret").expect("secret");
     let err = refusal(Some(other.member_header()));
     assert!(err.contains("wrong cluster secret"), "{err}");
 }

@@ -18,7 +18,8 @@ use datafusion::prelude::SessionContext;
 use fletch_engine::{
     ClusterSecret, Coordinator, MembershipOptions, default_session_config, fletch_session,
 };
-use fletch_executor::{ExecutorOptions, FlightServer, start_executor_with};
+use fletch_executor::{ExecutorOptions, start_executor_with};
+use fletch_transport::{ClusterSecurity, FlightServer};
 use futures::{Stream, StreamExt};
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status, Streaming};
@@ -153,20 +154,22 @@ async fn rows(ctx: &SessionContext, sql: &str) -> datafusion::error::Result<Vec<
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ipc_error_on_a_live_executor_is_not_a_lost_executor() {
     let secret = ClusterSecret::random().expect("secret");
-    let executor = |secret: &ClusterSecret| {
+    let security = ClusterSecurity::open().with_secret(Some(secret));
+    let executor = |security: &ClusterSecurity| {
         let options = ExecutorOptions {
             memory_limit: 256 << 20,
-            cluster_secret: Some(secret.clone()),
+            security: security.clone(),
             ..Default::default()
         };
         start_executor_with("127.0.0.1:0".parse().expect("address"), options)
     };
-    let behind_proxy = executor(&secret).await.expect("executor");
-    let direct = executor(&secret).await.expect("executor");
+    let behind_proxy = executor(&security).await.expect("executor");
+    let direct = executor(&security).await.expect("executor");
     let armed = Arc::new(AtomicBool::new(false));
     let proxy = FaultyProxy {
         upstream: FlightServiceClient::new(
-            fletch_executor::connect(behind_proxy.url()).expect("channel"),
+            fletch_transport::connect(behind_proxy.url(), &ClusterSecurity::open())
+                .expect("channel"),
         ),
         armed: Arc::clone(&armed),
     };
@@ -175,7 +178,7 @@ async fn an_ipc_error_on_a_live_executor_is_not_a_lost_executor() {
         .expect("bind");
     let proxy = FlightServer::serve(listener, proxy).expect("serve the proxy");
     let urls = [proxy.url().to_string(), direct.url().to_string()];
-    let coordinator = Coordinator::with_secret(&urls, MembershipOptions::default(), Some(secret))
+    let coordinator = Coordinator::with_security(&urls, MembershipOptions::default(), security)
         .expect("coordinator");
     let ctx = fletch_session(Arc::clone(&coordinator), default_session_config());
 

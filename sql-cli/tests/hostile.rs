@@ -17,10 +17,10 @@ use arrow_flight::flight_service_client::FlightServiceClient;
 use arrow_flight::sql::client::FlightSqlServiceClient;
 use arrow_flight::sql::{CommandPreparedStatementQuery, ProstMessageExt};
 use arrow_flight::{Action, FlightData, FlightDescriptor, FlightInfo, Ticket};
-use fletch_executor::protocol::{
+use fletch_transport::protocol::{
     self, ExecutorStatus, PartitionTicket, PieceId, ResultTicket, TaskDefinition,
 };
-use fletch_executor::{ExecutorClient, FailureReason};
+use fletch_transport::{CoordinatorClient, ExecutorClient, FailureReason};
 use futures::{StreamExt, TryStreamExt};
 use prost::Message;
 use tonic::transport::Channel;
@@ -275,7 +275,7 @@ async fn member_calls_at_an_executor(
                 .await
                 .map(|_| ())
                 .map_err(|e| {
-                    fletch_executor::find_failure(&e)
+                    fletch_transport::find_failure(&e)
                         .cloned()
                         .unwrap_or_else(|| panic!("{e}"))
                 }),
@@ -285,7 +285,10 @@ async fn member_calls_at_an_executor(
     .map(|(what, r)| (what.to_string(), r.map_err(|f| f.to_string())))
     .collect::<Vec<_>>();
     // Random bodies under every action type.
-    let mut raw = FlightServiceClient::new(fletch_executor::connect(executor).expect("channel"));
+    let mut raw = FlightServiceClient::new(
+        fletch_transport::connect(executor, &fletch_transport::ClusterSecurity::open())
+            .expect("channel"),
+    );
     for (i, r#type) in [
         protocol::RUN_TASK,
         protocol::COPY_PIECE,
@@ -352,7 +355,7 @@ async fn users_are_not_members_at_the_coordinator_or_the_executors() {
         ("nobody", None),
     ] {
         // At the coordinator: membership actions.
-        let mut coordinator = ExecutorClient::new(&cluster.coordinator.url).expect("client");
+        let mut coordinator = CoordinatorClient::new(&cluster.coordinator.url).expect("client");
         if let Some(header) = &header {
             coordinator = coordinator.with_authorization(header.clone());
         }
@@ -366,17 +369,9 @@ async fn users_are_not_members_at_the_coordinator_or_the_executors() {
             ..Default::default()
         };
         for (what, outcome) in [
-            (
-                "register",
-                coordinator
-                    .announce(protocol::REGISTER_EXECUTOR, &fake)
-                    .await,
-            ),
-            ("leave", coordinator.announce(protocol::LEAVE, &real).await),
-            (
-                "heartbeat",
-                coordinator.announce(protocol::HEARTBEAT, &fake).await,
-            ),
+            ("register", coordinator.register(&fake).await),
+            ("leave", coordinator.leave(&real).await),
+            ("heartbeat", coordinator.heartbeat(&fake).await.map(|_| ())),
             ("list", coordinator.list_executors().await.map(|_| ())),
         ] {
             let err = refusal(outcome, &format!("{who}: {what} at the coordinator")).await;
@@ -409,7 +404,7 @@ async fn users_are_not_members_at_the_coordinator_or_the_executors() {
 }
 
 fn basic((user, password): (&str, &str)) -> String {
-    fletch_executor::Credentials {
+    fletch_transport::Credentials {
         user: user.into(),
         password: password.into(),
     }
@@ -648,7 +643,10 @@ async fn sessions_handles_and_floods_are_bounded() {
         expires_at_ms: u64::MAX,
         signature: vec![0; 32].into(),
     };
-    let raw = FlightServiceClient::new(fletch_executor::connect(&executor).expect("channel"));
+    let raw = FlightServiceClient::new(
+        fletch_transport::connect(&executor, &fletch_transport::ClusterSecurity::open())
+            .expect("channel"),
+    );
     let refused = futures::stream::iter(0..10_000)
         .map(|i| {
             let mut client = raw.clone();
@@ -687,7 +685,7 @@ async fn sessions_handles_and_floods_are_bounded() {
             "{status}"
         );
     }
-    let failure = fletch_executor::TaskFailure::from_status(
+    let failure = fletch_transport::TaskFailure::from_status(
         refused[1].as_ref().expect_err("refused"),
         &executor,
     );
@@ -752,7 +750,8 @@ async fn send_parameters(
 async fn fetch_from_executor(info: &FlightInfo) -> Vec<RecordBatch> {
     let endpoint = &info.endpoint[0];
     let location = endpoint.location[0].uri.replace("grpc+tcp://", "http://");
-    let channel = fletch_executor::connect(&location).expect("channel");
+    let channel = fletch_transport::connect(&location, &fletch_transport::ClusterSecurity::open())
+        .expect("channel");
     let mut client = arrow_flight::FlightClient::new(channel);
     client
         .do_get(endpoint.ticket.clone().expect("ticket"))

@@ -11,7 +11,7 @@
 
 use std::sync::Arc;
 
-use fletch_executor::{ClusterSecret, Member, Presented, authorization, member_proof};
+use fletch_transport::{ClusterSecret, Member, Presented, authorization, member_proof};
 use tonic::{Request, Status};
 
 use super::handles::Sessions;
@@ -26,7 +26,7 @@ pub(crate) fn checker(
     move |request: &mut Request<()>| {
         if let Some(proof) = member_proof(request.metadata())? {
             if let Some(secret) = &secret {
-                fletch_executor::check_member_proof(secret, proof)?;
+                fletch_transport::check_member_proof(secret, proof)?;
             }
             request.extensions_mut().insert(Member);
             return Ok(());

@@ -3,8 +3,8 @@
 //! (users see the executors with `SHOW EXECUTORS`).
 
 use arrow_flight::{Action, ActionType};
-use fletch_executor::protocol::{self, ExecutorStatus, QueryLease};
-use fletch_executor::{FailureReason, TaskFailure};
+use fletch_transport::protocol::{self, ExecutorStatus, QueryLease};
+use fletch_transport::{FailureReason, TaskFailure};
 use prost::Message;
 use tonic::Status;
 
@@ -33,7 +33,7 @@ pub(crate) async fn run(
         return None;
     }
     if let Err(refused) =
-        fletch_executor::require_member(extensions, &format!("action {:?}", action.r#type))
+        fletch_transport::require_member(extensions, &format!("action {:?}", action.r#type))
     {
         return Some(Err(refused));
     }

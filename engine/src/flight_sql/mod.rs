@@ -33,7 +33,7 @@ mod users;
 
 pub use access::Locations;
 use access::TableChange;
-pub use fletch_executor::Credentials;
+pub use fletch_transport::Credentials;
 pub use handles::SessionLimits;
 pub use startup::{CoordinatorServer, EndpointOptions, serve_coordinator, serve_coordinator_with};
 pub use users::{Role, User, Users, hash_password};
@@ -150,10 +150,10 @@ impl FlightSqlService for CoordinatorService {
     > {
         let user = match &self.users {
             Some(users) => {
-                let header = fletch_executor::authorization(request.metadata())?
+                let header = fletch_transport::authorization(request.metadata())?
                     .ok_or_else(|| Status::unauthenticated("credentials required"))?;
-                let fletch_executor::Presented::Basic(encoded) =
-                    fletch_executor::Presented::parse(header)?
+                let fletch_transport::Presented::Basic(encoded) =
+                    fletch_transport::Presented::parse(header)?
                 else {
                     return Err(Status::unauthenticated(
                         "the handshake takes Basic credentials",

@@ -10,7 +10,7 @@ use arrow_flight::error::FlightError;
 use arrow_flight::sql::ProstMessageExt;
 use arrow_flight::{FlightDescriptor, FlightEndpoint, FlightInfo, IpcMessage, SchemaAsIpc, Ticket};
 use datafusion::error::DataFusionError;
-use fletch_executor::{Dictionaries, encode_batches};
+use fletch_transport::{Dictionaries, encode_batches};
 use futures::{Stream, StreamExt, TryStreamExt};
 use prost::Message;
 use tonic::{Request, Response, Status};
@@ -22,8 +22,8 @@ use super::{DoGetStream, metadata};
 /// kept for Fletch's and DataFusion's own failures.
 pub(super) fn to_status(e: DataFusionError) -> Status {
     let message = e.strip_backtrace();
-    if let Some(failure) = fletch_executor::find_failure(&e)
-        && failure.reason == fletch_executor::FailureReason::InvalidData
+    if let Some(failure) = fletch_transport::find_failure(&e)
+        && failure.reason == fletch_transport::FailureReason::InvalidData
     {
         return Status::invalid_argument(message);
     }
@@ -43,7 +43,7 @@ pub(super) fn to_status(e: DataFusionError) -> Status {
         | DataFusionError::Plan(_)
         | DataFusionError::SchemaError(..)
         | DataFusionError::Configuration(_) => Status::invalid_argument(message),
-        _ if fletch_executor::is_data_error(&e) => Status::invalid_argument(message),
+        _ if fletch_transport::is_data_error(&e) => Status::invalid_argument(message),
         DataFusionError::NotImplemented(_) => Status::unimplemented(message),
         DataFusionError::ResourcesExhausted(_) => Status::resource_exhausted(message),
         _ => Status::internal(message),

@@ -17,7 +17,7 @@ use datafusion::common::runtime::SpawnedTask;
 use datafusion::error::Result as DataFusionResult;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_plan::ExecutionPlan;
-use fletch_executor::protocol::{RESULT_TICKET_TYPE, ResultTicket};
+use fletch_transport::protocol::{RESULT_TICKET_TYPE, ResultTicket};
 use futures::StreamExt;
 use prost::Message;
 use tokio::sync::oneshot;

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fletch_executor::{FlightServer, TlsIdentity};
+use fletch_transport::{FlightServer, TlsIdentity};
 use tokio::net::TcpListener;
 
 use super::access::{self, Locations};
@@ -87,7 +87,7 @@ pub async fn serve_coordinator_with(
         )));
     }
     let secret = coordinator.cluster_secret().cloned();
-    fletch_executor::require_loopback_without_secret(addr, secret.as_ref(), "a coordinator")?;
+    fletch_transport::require_loopback_without_secret(addr, secret.as_ref(), "a coordinator")?;
     if options.users.is_some() && secret.is_none() {
         return Err(invalid(
             "users need a cluster secret (--cluster-secret-file or FLETCH_CLUSTER_SECRET): \

@@ -9,8 +9,8 @@ use arrow::array::{Array, RecordBatch, UInt64Array};
 use arrow_flight::sql::{ProstMessageExt, TicketStatementQuery};
 use arrow_flight::{CancelStatus, FlightDescriptor, FlightInfo};
 use datafusion::dataframe::DataFrame;
-use fletch_executor::protocol::ResultTicket;
 use fletch_planner::{ClientStringType, FletchOptions, ResultEndpoints};
+use fletch_transport::protocol::ResultTicket;
 use futures::StreamExt;
 use prost::Message;
 use tonic::{Response, Status};
@@ -60,10 +60,8 @@ impl CoordinatorService {
             .map_err(to_status)?;
         let ctx = Arc::new(dataframe.task_ctx());
         let options = ctx.session_config().options();
-        let from_executors = options
-            .extensions
-            .get::<FletchOptions>()
-            .is_some_and(|fletch| fletch.result_endpoints == ResultEndpoints::Executors);
+        let from_executors =
+            FletchOptions::of(options).result_endpoints == ResultEndpoints::Executors;
         if !from_executors {
             return self.waiting_info(session, dataframe, descriptor);
         }
@@ -159,13 +157,7 @@ fn affected_rows(batches: &[RecordBatch]) -> i64 {
 
 /// The string and binary types `ctx`'s results go to clients in.
 pub(super) fn string_types(ctx: &datafusion::prelude::SessionContext) -> ClientStringType {
-    ctx.state_ref()
-        .read()
-        .config()
-        .options()
-        .extensions
-        .get::<FletchOptions>()
-        .map_or(ClientStringType::Utf8, |o| o.client_string_type)
+    FletchOptions::of(ctx.state_ref().read().config().options()).client_string_type
 }
 
 /// Takes a statement out of its session's running ones when its stream is dropped.

@@ -26,7 +26,7 @@ use serde::Deserialize;
 use tokio::sync::Semaphore;
 use tonic::Status;
 
-use fletch_executor::Credentials;
+use fletch_transport::Credentials;
 
 /// Password hashes checked at once, at most.
 const CONCURRENT_HASHES: usize = 2;

@@ -9,7 +9,6 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
-use crate::flight::encode::{Dictionaries, encode_batches};
 use arrow::array::RecordBatch;
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_server::FlightService;
@@ -21,13 +20,15 @@ use futures::{Stream, StreamExt, TryStreamExt};
 use prost::Message;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::flight::client::decode_validated;
-use crate::flight::member::{ClusterSecret, require_member};
-use crate::protocol::{
+use fletch_transport::protocol::{
     self, CopyPiece, DropPieces, FletchTicket, MemoryLimit, PieceId, ReleaseQuery, ResultRead,
     ResultTicket, TaskDefinition, fletch_ticket,
 };
-use crate::status::{FailureReason, OUTSIDE_TASKS, TaskFailure, bad_request};
+use fletch_transport::{
+    ClusterSecret, Dictionaries, FailureReason, OUTSIDE_TASKS, TaskFailure, bad_request,
+    decode_validated, encode_batches, require_member,
+};
+
 use crate::task::TaskRunner;
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;

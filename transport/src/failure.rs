@@ -267,7 +267,8 @@ pub fn find_failure(err: &DataFusionError) -> Option<&TaskFailure> {
     }
 }
 
-pub(crate) fn bad_request(message: impl Into<String>) -> Status {
+/// A refusal of a malformed request, with Fletch's typed reason (`BadRequest`).
+pub fn bad_request(message: impl Into<String>) -> Status {
     TaskFailure::new(FailureReason::BadRequest, message, 0, 0, "").to_status()
 }
 

@@ -1,6 +1,6 @@
 //! What a request's `authorization` header presents: `Basic` user credentials (a
 //! client's handshake with the coordinator), `Bearer` with a session token the
-//! coordinator gave, or a cluster member's proof ([`super::member`]). Schemes are
+//! coordinator gave, or a cluster member's proof ([`crate::member`]). Schemes are
 //! matched without regard to case (RFC 9110).
 
 use base64::Engine;

@@ -10,9 +10,7 @@ use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 use tonic::{Request, Status};
 
-use super::MAX_FRAME_BYTES;
-pub use super::MAX_MESSAGE_BYTES;
-use super::client::{KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT};
+use crate::endpoint::{KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT, MAX_FRAME_BYTES, MAX_MESSAGE_BYTES};
 
 /// A server's TLS certificate chain and private key, PEM-encoded.
 #[derive(Clone)]

@@ -20,9 +20,9 @@ use ring::hmac;
 use tonic::Status;
 use tonic::metadata::MetadataMap;
 
-use super::auth::authorization;
+use crate::auth::authorization;
+use crate::failure::{FailureReason, TaskFailure};
 use crate::protocol::ResultTicket;
-use crate::status::{FailureReason, TaskFailure};
 
 /// The `authorization` scheme of a member's proof.
 const MEMBER_SCHEME: &str = "Fletch-Member";

@@ -150,7 +150,7 @@ mod tests {
     use arrow::datatypes::{Field, Int32Type};
 
     use super::*;
-    use crate::flight::client::decode_validated;
+    use crate::decode::decode_validated;
 
     fn large_list() -> ArrayRef {
         let mut builder = LargeListBuilder::new(Float64Builder::new());

@@ -1,0 +1,207 @@
+//! [`ExecutorClient`]: the calls a coordinator or another executor makes on an
+//! executor: run a task, wait for a served result's reader, release a query, move,
+//! copy and drop table pieces, set the memory limit, and fetch partitions and pieces.
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use arrow_flight::{FlightDescriptor, Ticket};
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use futures::{Stream, StreamExt, TryStreamExt};
+use prost::Message;
+
+use crate::caller::{Caller, Deadline};
+use crate::encode::{Dictionaries, encode_batches};
+use crate::endpoint::ClusterSecurity;
+use crate::failure::TaskFailure;
+use crate::protocol::{
+    self, CopyPiece, DropPieces, FletchTicket, MemoryLimit, PartitionTicket, PieceId, ReleaseQuery,
+    TaskDefinition, fletch_ticket,
+};
+
+/// Calls one executor.
+#[derive(Debug, Clone)]
+pub struct ExecutorClient {
+    caller: Caller,
+}
+
+impl ExecutorClient {
+    /// A client that presents nothing over plain `http://`: enough for an open cluster.
+    pub fn new(url: &str) -> Result<Self, TaskFailure> {
+        Self::member(url, &ClusterSecurity::open())
+    }
+
+    /// A client of a cluster member: every call proves membership with `security`'s
+    /// secret (none: an open cluster), and `https://` trusts its certificate.
+    pub fn member(url: &str, security: &ClusterSecurity) -> Result<Self, TaskFailure> {
+        Ok(Self {
+            caller: Caller::member(url, security)?,
+        })
+    }
+
+    /// This client, sending `header` as `authorization` with every call.
+    pub fn with_authorization(self, header: String) -> Self {
+        Self {
+            caller: self.caller.with_authorization(header),
+        }
+    }
+
+    pub fn url(&self) -> &str {
+        self.caller.url()
+    }
+
+    /// Runs a task; returns when it has finished writing all its output.
+    pub async fn run_task(&self, task: &TaskDefinition) -> Result<(), TaskFailure> {
+        self.caller
+            .action(
+                protocol::RUN_TASK,
+                task.encode_to_vec(),
+                Deadline::OpenEnded,
+            )
+            .await
+    }
+
+    /// Returns once a client has read the query result `partition` names to its end;
+    /// fails if no reader came within `unread`, or it left before the end.
+    pub async fn await_result_read(
+        &self,
+        partition: &PartitionTicket,
+        unread: std::time::Duration,
+    ) -> Result<(), TaskFailure> {
+        let body = protocol::ResultRead {
+            partition: Some(partition.clone()),
+            unread_ms: u64::try_from(unread.as_millis()).unwrap_or(u64::MAX),
+        };
+        self.caller
+            .action(
+                protocol::AWAIT_RESULT_READ,
+                body.encode_to_vec(),
+                Deadline::OpenEnded,
+            )
+            .await
+    }
+
+    /// Frees a query's buffers and aborts its tasks on this executor.
+    pub async fn release(&self, query_id: &str) -> Result<(), TaskFailure> {
+        let body = ReleaseQuery {
+            query_id: query_id.to_string(),
+        };
+        self.caller
+            .action(
+                protocol::RELEASE_QUERY,
+                body.encode_to_vec(),
+                Deadline::Control,
+            )
+            .await
+    }
+
+    /// Has this executor copy a table piece from the executor at `from`; lasts as long
+    /// as the copy.
+    pub async fn copy_piece(&self, piece: &PieceId, from: &str) -> Result<(), TaskFailure> {
+        let body = CopyPiece {
+            piece: Some(piece.clone()),
+            from: from.to_string(),
+        };
+        self.caller
+            .action(
+                protocol::COPY_PIECE,
+                body.encode_to_vec(),
+                Deadline::OpenEnded,
+            )
+            .await
+    }
+
+    /// Sets this executor's memory limit.
+    pub async fn set_memory_limit(&self, bytes: usize) -> Result<(), TaskFailure> {
+        let body = MemoryLimit {
+            bytes: bytes as u64,
+        };
+        self.caller
+            .action(
+                protocol::SET_MEMORY_LIMIT,
+                body.encode_to_vec(),
+                Deadline::Control,
+            )
+            .await
+    }
+
+    /// Frees every fragment of a table incarnation on this executor, or only the pieces
+    /// one load wrote.
+    pub async fn drop_pieces(&self, table_uid: &str, load: Option<u64>) -> Result<(), TaskFailure> {
+        let action = match load {
+            Some(_) => protocol::DROP_LOAD,
+            None => protocol::DROP_TABLE,
+        };
+        let body = DropPieces {
+            table_uid: table_uid.to_string(),
+            load,
+        };
+        self.caller
+            .action(action, body.encode_to_vec(), Deadline::Control)
+            .await
+    }
+
+    /// Stores a replica of a table piece on this executor.
+    pub async fn put_piece(
+        &self,
+        id: &PieceId,
+        schema: SchemaRef,
+        batches: Vec<RecordBatch>,
+    ) -> Result<(), TaskFailure> {
+        let descriptor = FlightDescriptor::new_cmd(id.encode_to_vec());
+        let data = encode_batches(
+            Some(schema),
+            futures::stream::iter(batches.into_iter().map(Ok)),
+            Dictionaries::Resend,
+            Some(descriptor),
+        );
+        let mut results = self
+            .caller
+            .flight()
+            .do_put(data)
+            .await
+            .map_err(|e| self.caller.failure(e))?;
+        while let Some(result) = results.next().await {
+            result.map_err(|e| self.caller.failure(e))?;
+        }
+        Ok(())
+    }
+
+    /// Streams a table piece this executor holds.
+    pub async fn fetch_piece(
+        &self,
+        id: &PieceId,
+    ) -> Result<impl Stream<Item = Result<RecordBatch, TaskFailure>> + use<>, TaskFailure> {
+        let ticket = FletchTicket {
+            kind: Some(fletch_ticket::Kind::Piece(id.clone())),
+        };
+        let batches = self
+            .caller
+            .do_get(Ticket::new(ticket.encode_to_vec()))
+            .await
+            .map_err(|e| self.caller.failure(e))?;
+        let caller = self.caller.clone();
+        Ok(batches.map_err(move |e| caller.failure(e)))
+    }
+
+    /// Streams one task output partition.
+    pub fn fetch(&self, ticket: PartitionTicket, schema: SchemaRef) -> SendableRecordBatchStream {
+        let caller = self.caller.clone();
+        let stream = futures::stream::once(async move {
+            let ticket = FletchTicket {
+                kind: Some(fletch_ticket::Kind::Partition(ticket)),
+            };
+            let ticket = Ticket::new(ticket.encode_to_vec());
+            let batches = caller
+                .do_get(ticket)
+                .await
+                .map_err(|e| caller.failure(e).into_datafusion())?;
+            let failing = caller.clone();
+            Ok::<_, datafusion::error::DataFusionError>(
+                batches.map_err(move |e| failing.failure(e).into_datafusion()),
+            )
+        })
+        .try_flatten();
+        Box::pin(RecordBatchStreamAdapter::new(schema, stream.boxed()))
+    }
+}
