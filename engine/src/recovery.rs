@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
-use fletch_planner::{DistributedPlan, StageId};
+use fletch_planner::StageId;
 
 /// One task: (stage, task).
 pub(crate) type TaskKey = (StageId, usize);
@@ -32,14 +32,6 @@ pub(crate) struct Lineage {
 }
 
 impl Lineage {
-    pub(crate) fn of(plan: &DistributedPlan) -> Self {
-        Self::new(
-            plan.stages
-                .iter()
-                .map(|s| (s.id, s.task_count, s.inputs.clone())),
-        )
-    }
-
     /// Stages as (id, task count, input stage ids), upstream first; the last is final.
     pub(crate) fn new(stages: impl IntoIterator<Item = (StageId, usize, Vec<StageId>)>) -> Self {
         let mut tasks = HashMap::new();
