@@ -17,7 +17,7 @@ use fletch_transport::protocol::{ConfigEntry, ExecutorStatus};
 use fletch_transport::{ClientPool, ClusterSecret, ClusterSecurity, ExecutorClient, TaskFailure};
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use parking_lot::{Mutex, RwLock};
+use parking_lot::Mutex;
 use tokio::sync::broadcast;
 
 use crate::catalog::ClusterSchema;
@@ -28,7 +28,6 @@ use crate::replication::rereplicate;
 
 /// Schedules distributed plans onto executors. Shared by every session of a cluster.
 pub struct Coordinator {
-    executors: Arc<RwLock<Vec<ExecutorClient>>>,
     clients: ClientPool,
     /// The cluster's tables, shared by every session.
     tables: Arc<ClusterSchema>,
@@ -86,14 +85,16 @@ impl Coordinator {
         security: ClusterSecurity,
     ) -> std::result::Result<Arc<Self>, TaskFailure> {
         let clients = ClientPool::new(security);
-        let executors = urls
-            .iter()
-            .map(|u| clients.get(u))
-            .collect::<std::result::Result<Vec<_>, _>>()?;
-        let executors = Arc::new(RwLock::new(executors));
+        let members = Arc::new(Members::default());
+        for url in urls {
+            // A URL that does not parse is refused here, before it is a member.
+            clients.get(url)?;
+            members.add_static(url);
+        }
         let (janitor_handle, mut pending) = Janitor::new();
         let tables = Arc::new(ClusterSchema::new(janitor_handle.clone()));
-        let janitor_executors = Arc::clone(&executors);
+        let janitor_members = Arc::clone(&members);
+        let janitor_clients = clients.clone();
         let janitor_tables = Arc::clone(&tables);
         let janitor = SpawnedTask::spawn(async move {
             // Jobs run side by side, so one executor that does not answer (each call
@@ -106,7 +107,7 @@ impl Coordinator {
                     Some(_) = running.join_next(), if !running.is_empty() => continue,
                 };
                 let Some(job) = job else { break };
-                let executors = janitor_executors.read().clone();
+                let executors = placeable(&janitor_members, &janitor_clients);
                 match job {
                     JanitorJob::Release(query_id) => {
                         running.spawn(async move {
@@ -145,14 +146,9 @@ impl Coordinator {
                 }
             }
         });
-        let members = Arc::new(Members::default());
-        for url in urls {
-            members.add_static(url);
-        }
         let (silenced, _) = broadcast::channel(64);
         let reaper = {
             let members = Arc::clone(&members);
-            let executors = Arc::clone(&executors);
             let janitor = janitor_handle.clone();
             let silenced = silenced.clone();
             SpawnedTask::spawn(async move {
@@ -161,7 +157,7 @@ impl Coordinator {
                     ticks.tick().await;
                     for url in members.declare_lost(options.silence_before_lost()) {
                         tracing::warn!(%url, "executor lost: no heartbeat for {:?}", options.silence_before_lost());
-                        forget_executor(&executors, &janitor, &url);
+                        janitor.send(JanitorJob::Rereplicate(url.clone()));
                         // No running query may be listening: nothing to tell then.
                         let _ = silenced.send(url);
                     }
@@ -169,7 +165,6 @@ impl Coordinator {
             })
         };
         Ok(Arc::new(Self {
-            executors,
             clients,
             tables,
             applied_memory_limit: Arc::default(),
@@ -205,8 +200,9 @@ impl Coordinator {
     /// held onto other executors (in the background: [`Self::wait_for_releases`] waits
     /// for it); returns whether it was known.
     pub fn remove_executor(&self, url: &str) -> bool {
-        self.members.mark(url, MemberState::Left);
-        forget_executor(&self.executors, &self.janitor, url)
+        let placed_on = self.members.mark(url, MemberState::Left);
+        self.janitor.send(JanitorJob::Rereplicate(url.to_string()));
+        placed_on
     }
 
     /// The executor at `url` leaves cleanly: it gets no more work, and every table
@@ -215,8 +211,7 @@ impl Coordinator {
     /// their tasks there; the executor lets them finish before it stops.
     pub async fn executor_leaving(&self, url: &str) {
         self.members.mark(url, MemberState::Left);
-        self.executors.write().retain(|e| e.url() != url);
-        let executors = self.executors.read().clone();
+        let executors = self.live_executors();
         let leaving = self.clients.get(url).ok();
         rereplicate(&self.tables, &executors, url, leaving.as_ref()).await;
     }
@@ -228,13 +223,11 @@ impl Coordinator {
         status: ExecutorStatus,
         registering: bool,
     ) -> std::result::Result<(), TaskFailure> {
-        let client = self.clients.get(&status.url)?;
+        // A URL that does not parse is refused here, before it is a member.
+        self.clients.get(&status.url)?;
+        let url = status.url.clone();
         if self.members.heard_from(status, registering) {
-            let mut executors = self.executors.write();
-            if !executors.iter().any(|e| e.url() == client.url()) {
-                tracing::info!(url = %client.url(), "executor joined");
-                executors.push(client);
-            }
+            tracing::info!(%url, "executor joined");
         }
         Ok(())
     }
@@ -246,13 +239,9 @@ impl Coordinator {
         url: &str,
         source: StatusSource,
     ) -> std::result::Result<(), TaskFailure> {
-        let client = self.clients.get(url)?;
+        self.clients.get(url)?;
         self.members.add_static(url);
         self.members.set_source(url, source);
-        let mut executors = self.executors.write();
-        if !executors.iter().any(|e| e.url() == url) {
-            executors.push(client);
-        }
         Ok(())
     }
 
@@ -268,12 +257,9 @@ impl Coordinator {
         self.members.list()
     }
 
+    /// The executors work may be placed on now, in the order they joined.
     pub fn executor_urls(&self) -> Vec<String> {
-        self.executors
-            .read()
-            .iter()
-            .map(|e| e.url().to_string())
-            .collect()
+        self.members.placeable()
     }
 
     /// Takes an executor that broke a query's connections out of placement, unless it
@@ -281,13 +267,13 @@ impl Coordinator {
     pub(crate) fn suspect_lost(&self, url: &str) {
         if self.members.suspect_lost(url) {
             tracing::warn!(%url, "executor lost: its connections broke");
-            forget_executor(&self.executors, &self.janitor, url);
+            self.janitor.send(JanitorJob::Rereplicate(url.to_string()));
         }
     }
 
     /// The executors work may be placed on now.
     pub(crate) fn live_executors(&self) -> Vec<ExecutorClient> {
-        self.executors.read().clone()
+        placeable(&self.members, &self.clients)
     }
 
     /// Tells of executors declared lost for silence from now on.
@@ -497,17 +483,14 @@ impl Slots {
 /// TCP, deaf to everything) must not hold up the query or the janitor.
 const CONTROL_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Takes the executor at `url` out of placement and has the janitor copy the table
-/// fragments it held onto others; returns whether it was placed on.
-fn forget_executor(executors: &RwLock<Vec<ExecutorClient>>, janitor: &Janitor, url: &str) -> bool {
-    let known = {
-        let mut executors = executors.write();
-        let before = executors.len();
-        executors.retain(|e| e.url() != url);
-        executors.len() != before
-    };
-    janitor.send(JanitorJob::Rereplicate(url.to_string()));
-    known
+/// The clients of the executors work may be placed on: the membership table's
+/// placeable view (every URL in it parsed when it joined).
+fn placeable(members: &Members, clients: &ClientPool) -> Vec<ExecutorClient> {
+    members
+        .placeable()
+        .iter()
+        .filter_map(|url| clients.get(url).ok())
+        .collect()
 }
 
 /// Calls `call` on every executor at once, each given [`CONTROL_TIMEOUT`]; failures are

@@ -1,7 +1,9 @@
-//! Cluster membership on the coordinator: which executors there are, their last
-//! reported status, and whether they are alive, lost (missed heartbeats) or left
-//! (said goodbye). Executors started with the coordinator (the embedded cluster) are
-//! members without heartbeats and are never declared lost.
+//! Cluster membership on the coordinator, the one table of who is in the cluster:
+//! which executors there are, their last reported status, and whether they are alive,
+//! lost (missed heartbeats, or broke a query's connections) or left (said goodbye).
+//! Work is placed on [`Members::placeable`], a view derived from it. Executors started
+//! with the coordinator (the embedded cluster) are members without heartbeats and are
+//! never declared lost.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -60,6 +62,9 @@ struct Member {
     sends_heartbeats: bool,
     /// For executors in this process: their live status, read when listed.
     source: Option<StatusSource>,
+    /// When it last became alive, in joins counted by this table: placement takes
+    /// executors in this order.
+    joined: u64,
 }
 
 impl std::fmt::Debug for Member {
@@ -73,7 +78,20 @@ impl std::fmt::Debug for Member {
 
 #[derive(Debug, Default)]
 pub(crate) struct Members {
-    members: Mutex<HashMap<String, Member>>,
+    members: Mutex<Table>,
+}
+
+#[derive(Debug, Default)]
+struct Table {
+    by_url: HashMap<String, Member>,
+    joins: u64,
+}
+
+impl Table {
+    fn next_join(&mut self) -> u64 {
+        self.joins += 1;
+        self.joins
+    }
 }
 
 impl Members {
@@ -83,7 +101,9 @@ impl Members {
             url: url.to_string(),
             ..ExecutorStatus::default()
         };
-        self.members.lock().insert(
+        let mut table = self.members.lock();
+        let joined = table.next_join();
+        table.by_url.insert(
             url.to_string(),
             Member {
                 status,
@@ -91,13 +111,14 @@ impl Members {
                 last_heard: Instant::now(),
                 sends_heartbeats: false,
                 source: None,
+                joined,
             },
         );
     }
 
     /// Where the coordinator reads the status of an executor in its own process.
     pub(crate) fn set_source(&self, url: &str, source: StatusSource) {
-        if let Some(m) = self.members.lock().get_mut(url) {
+        if let Some(m) = self.members.lock().by_url.get_mut(url) {
             m.source = Some(source);
         }
     }
@@ -107,18 +128,17 @@ impl Members {
     /// left comes back only by registering again: a heartbeat sent while it was leaving
     /// is ignored.
     pub(crate) fn heard_from(&self, status: ExecutorStatus, registering: bool) -> bool {
-        let mut members = self.members.lock();
+        let mut table = self.members.lock();
         let url = status.url.clone();
-        let left = members
-            .get(&url)
-            .is_some_and(|m| m.state == MemberState::Left);
-        if left && !registering {
+        let before = table.by_url.get(&url).map(|m| (m.state, m.joined));
+        if before.is_some_and(|(state, _)| state == MemberState::Left) && !registering {
             return false;
         }
-        let was_alive = members
-            .get(&url)
-            .is_some_and(|m| m.state == MemberState::Alive);
-        members.insert(
+        let (was_alive, joined) = match before {
+            Some((MemberState::Alive, joined)) => (true, joined),
+            _ => (false, table.next_join()),
+        };
+        table.by_url.insert(
             url,
             Member {
                 status,
@@ -126,21 +146,24 @@ impl Members {
                 last_heard: Instant::now(),
                 sends_heartbeats: true,
                 source: None,
+                joined,
             },
         );
         !was_alive
     }
 
-    pub(crate) fn mark(&self, url: &str, state: MemberState) {
-        if let Some(m) = self.members.lock().get_mut(url) {
-            m.state = state;
+    /// Sets the state of the member at `url`; returns whether it was alive before.
+    pub(crate) fn mark(&self, url: &str, state: MemberState) -> bool {
+        match self.members.lock().by_url.get_mut(url) {
+            Some(m) => std::mem::replace(&mut m.state, state) == MemberState::Alive,
+            None => false,
         }
     }
 
     /// A query found the executor unreachable. One that sends heartbeats is declared
     /// lost now (its next heartbeat brings it back); returns whether it was.
     pub(crate) fn suspect_lost(&self, url: &str) -> bool {
-        match self.members.lock().get_mut(url) {
+        match self.members.lock().by_url.get_mut(url) {
             Some(m) if m.sends_heartbeats && m.state == MemberState::Alive => {
                 m.state = MemberState::Lost;
                 true
@@ -152,7 +175,7 @@ impl Members {
     /// Executors whose heartbeats stopped for longer than `silence`; they are now lost.
     pub(crate) fn declare_lost(&self, silence: Duration) -> Vec<String> {
         let mut lost = Vec::new();
-        for (url, m) in self.members.lock().iter_mut() {
+        for (url, m) in self.members.lock().by_url.iter_mut() {
             if m.sends_heartbeats
                 && m.state == MemberState::Alive
                 && m.last_heard.elapsed() > silence
@@ -169,6 +192,7 @@ impl Members {
         let mut list: Vec<ExecutorStatus> = self
             .members
             .lock()
+            .by_url
             .values()
             .map(|m| match &m.source {
                 Some(source) => ExecutorStatus {
@@ -184,5 +208,80 @@ impl Members {
             .collect();
         list.sort_by(|a, b| a.url.cmp(&b.url));
         list
+    }
+
+    /// The executors work may be placed on: alive members, in the order they (re)joined.
+    pub(crate) fn placeable(&self) -> Vec<String> {
+        let table = self.members.lock();
+        let mut alive: Vec<(u64, &String)> = table
+            .by_url
+            .iter()
+            .filter(|(_, m)| m.state == MemberState::Alive)
+            .map(|(url, m)| (m.joined, url))
+            .collect();
+        alive.sort();
+        alive.into_iter().map(|(_, url)| url.clone()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(url: &str) -> ExecutorStatus {
+        ExecutorStatus {
+            url: url.to_string(),
+            slots: 2,
+            ..ExecutorStatus::default()
+        }
+    }
+
+    #[test]
+    fn placement_sees_alive_members_in_the_order_they_joined() {
+        let members = Members::default();
+        members.add_static("s");
+        assert!(members.heard_from(status("b"), true), "b joins");
+        assert!(members.heard_from(status("a"), true), "a joins");
+        assert!(
+            !members.heard_from(status("b"), false),
+            "a heartbeat of a member"
+        );
+        assert_eq!(members.placeable(), ["s", "b", "a"]);
+
+        assert!(members.suspect_lost("b"), "b broke a query's connections");
+        assert!(
+            !members.suspect_lost("s"),
+            "static members are never declared lost"
+        );
+        assert_eq!(members.placeable(), ["s", "a"]);
+        assert!(
+            members.heard_from(status("b"), false),
+            "b's heartbeat brings it back"
+        );
+        assert_eq!(members.placeable(), ["s", "a", "b"], "as the newest member");
+
+        assert!(members.mark("a", MemberState::Left), "a was alive");
+        assert!(
+            !members.heard_from(status("a"), false),
+            "no return by heartbeat"
+        );
+        assert_eq!(members.placeable(), ["s", "b"]);
+        assert!(members.heard_from(status("a"), true), "registering again");
+        assert_eq!(members.placeable(), ["s", "b", "a"]);
+        let states: Vec<String> = members.list().into_iter().map(|s| s.state).collect();
+        assert_eq!(states, ["alive", "alive", "alive"]);
+    }
+
+    #[test]
+    fn silent_members_are_declared_lost_once() {
+        let members = Members::default();
+        members.heard_from(status("a"), true);
+        members.add_static("s");
+        assert!(members.declare_lost(Duration::from_secs(3600)).is_empty());
+        // Silence of any length at all: a heartbeat is never heard at the same instant.
+        std::thread::sleep(Duration::from_millis(2));
+        assert_eq!(members.declare_lost(Duration::ZERO), ["a"]);
+        assert!(members.declare_lost(Duration::ZERO).is_empty(), "lost once");
+        assert_eq!(members.placeable(), ["s"]);
     }
 }
