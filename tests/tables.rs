@@ -442,3 +442,32 @@ async fn a_table_with_two_replicas_answers_without_one_of_its_executors_and_is_r
     assert_eq!(common::sorted(rows(&ctx, query).await), before);
     cluster.shutdown().await;
 }
+
+/// DataFusion's own `SessionContext::sql("CREATE TABLE ...")` on a Fletch session would
+/// keep the rows on the coordinator and copy them into every plan: it is refused with
+/// a pointer to `fletch::sql`, which makes the same table in the executors' memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bare_create_table_is_refused_with_the_way_that_works() {
+    let cluster = LocalCluster::start(2).await.expect("cluster");
+    let ctx = cluster.session();
+    let err = ctx
+        .sql("CREATE TABLE bare AS VALUES (1), (2)")
+        .await
+        .expect_err("refused")
+        .to_string();
+    assert!(err.contains("fletch::sql"), "{err}");
+    assert!(
+        cluster.coordinator().tables().get("bare").is_none(),
+        "nothing was registered"
+    );
+    must(&ctx, "CREATE TABLE bare AS VALUES (1), (2)").await;
+    assert_eq!(
+        rows(&ctx, "SELECT sum(column1) AS s FROM bare").await,
+        ["3"],
+        "the same statement through fletch::sql"
+    );
+    assert!(
+        held_bytes(&cluster).iter().sum::<usize>() > 0,
+        "its rows are in the executors"
+    );
+}

@@ -9,8 +9,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::catalog::{SchemaProvider, TableProvider};
-use datafusion::common::{DataFusionError, Result, exec_err};
+use datafusion::catalog::{MemTable, SchemaProvider, TableProvider};
+use datafusion::common::{DataFusionError, Result, exec_err, plan_err};
 use parking_lot::RwLock;
 
 pub use load::LoadCommitExec;
@@ -105,6 +105,14 @@ impl SchemaProvider for ClusterSchema {
         name: String,
         table: Arc<dyn TableProvider>,
     ) -> Result<Option<Arc<dyn TableProvider>>> {
+        if table.as_ref().downcast_ref::<MemTable>().is_some() {
+            // DataFusion's own CREATE TABLE (a bare `SessionContext::sql`) and
+            // `register_batch` make one: its rows would stay on the coordinator and be
+            // copied into every plan that reads them.
+            return plan_err!(
+                "table '{name}' would live on the coordinator and travel inside every                  plan: on a Fletch session, create tables with fletch::sql (the shell and                  Flight SQL use it), which loads them into the executors' memory, or                  register a file-backed table"
+            );
+        }
         let mut tables = self.tables.write();
         if tables.contains_key(&name) {
             return exec_err!("The table {name} already exists");

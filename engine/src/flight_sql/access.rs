@@ -194,11 +194,11 @@ pub(crate) fn authorize(
 }
 
 fn needs(ctx: &SessionContext, sql: &str) -> Result<Needs, Status> {
-    if let Some(kind) = fletch_statement_kind(sql) {
+    if let Some(kind) = fletch_statement_kind(ctx, sql) {
         return Ok(match kind {
             FletchStatementKind::Show => Needs::new(Privilege::Read, "list tables or executors"),
             FletchStatementKind::Change => {
-                match fletch_statement_target(sql) {
+                match fletch_statement_target(ctx, sql) {
                     Some(name) => {
                         Needs::new(Privilege::Write, "create, cache, uncache or drop tables")
                             .changing(name, Change::Create)

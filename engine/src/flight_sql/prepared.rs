@@ -39,7 +39,7 @@ impl CoordinatorService {
                     ),
                     parameter_schema(&plan)?,
                 ),
-                Err(e) if crate::statements::is_fletch_statement(&sql) => {
+                Err(e) if crate::statements::is_fletch_statement(&session.ctx, &sql) => {
                     tracing::debug!("prepared as a Fletch statement: {e}");
                     (Schema::empty(), Schema::empty())
                 }
