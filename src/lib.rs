@@ -1,5 +1,7 @@
-//! Fletch, a distributed SQL engine on Apache DataFusion and Arrow Flight: this facade
-//! re-exports the public API of its crates.
+//! Fletch, a distributed SQL engine on Apache DataFusion and Arrow Flight. This facade
+//! owns the public API: what an application (and Fletch's own tests in `tests/`) needs
+//! to run SQL on a cluster, re-exported from the crates that implement it. Reach into
+//! those crates only for what the facade does not offer.
 
 pub use fletch_engine::{
     ClusterSchema, Coordinator, DEFAULT_EXECUTORS, DistributeRule, DistributedExec, ExchangeReads,

@@ -1,4 +1,8 @@
-//! `fletch`: the Fletch SQL shell on an embedded cluster, and one-shot `-c` / `-f` modes.
+//! `fletch`, the one binary: it owns the command line (flags with environment and
+//! config-file fallbacks), the SQL shell on an embedded cluster or `--connect`ed to a
+//! coordinator, the one-shot `-c` / `-f` modes, and the `serve`, `coordinator`,
+//! `executor`, `bench` and `hash-password` subcommands. Engine logic lives in the
+//! engine; this crate only wires it to a terminal and to processes.
 
 mod bench;
 mod cluster;
