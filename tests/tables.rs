@@ -466,8 +466,23 @@ async fn a_bare_create_table_is_refused_with_the_way_that_works() {
         ["3"],
         "the same statement through fletch::sql"
     );
+    // DataFusion's own replace would free the table before refusing its MemTable.
+    let replace = "CREATE OR REPLACE TABLE bare AS VALUES (5)";
+    let err = ctx.sql(replace).await.expect_err(replace).to_string();
+    assert!(err.contains("through fletch::sql"), "{err}");
+    // Its DROP TABLE is refused too; DataFusion reports any refusal as "doesn't exist".
+    assert!(ctx.sql("DROP TABLE bare").await.is_err());
+    for bare in [replace, "DROP TABLE bare"] {
+        assert_eq!(
+            rows(&ctx, "SELECT sum(column1) AS s FROM bare").await,
+            ["3"],
+            "{bare} left the table as it was"
+        );
+    }
     assert!(
         held_bytes(&cluster).iter().sum::<usize>() > 0,
         "its rows are in the executors"
     );
+    must(&ctx, "DROP TABLE bare").await;
+    assert_nothing_held(&cluster, "after DROP TABLE through fletch::sql");
 }

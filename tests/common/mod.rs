@@ -30,7 +30,7 @@ pub fn sorted(mut rows: Vec<String>) -> Vec<String> {
 pub async fn run_statements(ctx: &SessionContext, statements: &[&str]) -> Result<Vec<RecordBatch>> {
     let mut answer = Vec::new();
     for statement in statements {
-        let batches = ctx.sql(statement).await?.collect().await?;
+        let batches = statement_frame(ctx, statement).await?.collect().await?;
         if batches.iter().any(|b| b.num_columns() > 0) {
             answer = batches;
         }
@@ -38,10 +38,29 @@ pub async fn run_statements(ctx: &SessionContext, statements: &[&str]) -> Result
     Ok(answer)
 }
 
-/// Runs one statement to completion; panics with the error if it fails.
+/// One statement's data frame: through `fletch::sql` on a Fletch session (which
+/// refuses DataFusion's own coordinator-held `CREATE TABLE`), `SessionContext::sql` on
+/// the single-node oracle.
+pub async fn statement_frame(
+    ctx: &SessionContext,
+    sql: &str,
+) -> datafusion::error::Result<datafusion::dataframe::DataFrame> {
+    let fletch_session = ctx
+        .state()
+        .config()
+        .get_extension::<fletch::Coordinator>()
+        .is_some();
+    if fletch_session {
+        fletch::sql(ctx, sql).await
+    } else {
+        ctx.sql(sql).await
+    }
+}
+
+/// Runs one statement to completion, through `fletch::sql` on a Fletch session and
+/// `SessionContext::sql` on the single-node oracle; panics with the error if it fails.
 pub async fn query(ctx: &SessionContext, sql: &str) -> Vec<RecordBatch> {
-    let df = ctx
-        .sql(sql)
+    let df = statement_frame(ctx, sql)
         .await
         .unwrap_or_else(|e| panic!("planning {sql}: {e}"));
     df.collect()

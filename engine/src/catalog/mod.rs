@@ -20,6 +20,19 @@ pub use table::{FletchTable, TableLayout};
 
 use crate::janitor::{Janitor, JanitorJob};
 
+tokio::task_local! {
+    /// Set while `fletch::sql` runs a statement: only then may DataFusion's own
+    /// statements drop an in-memory table.
+    static THROUGH_FLETCH: ();
+}
+
+/// Runs `statement` as `fletch::sql` does: DataFusion's `DROP TABLE` may then free an
+/// in-memory table. A bare `SessionContext::sql("CREATE OR REPLACE TABLE t ...")`
+/// would otherwise drop `t` before its MemTable is refused.
+pub(crate) async fn through_fletch<F: Future>(statement: F) -> F::Output {
+    THROUGH_FLETCH.scope((), statement).await
+}
+
 /// `datafusion.public` of every Fletch session of one cluster. Dropping or replacing
 /// an in-memory table frees its fragments on every executor (in the background; the
 /// SQL statements wait for it).
@@ -110,7 +123,10 @@ impl SchemaProvider for ClusterSchema {
             // `register_batch` make one: its rows would stay on the coordinator and be
             // copied into every plan that reads them.
             return plan_err!(
-                "table '{name}' would live on the coordinator and travel inside every                  plan: on a Fletch session, create tables with fletch::sql (the shell and                  Flight SQL use it), which loads them into the executors' memory, or                  register a file-backed table"
+                "table '{name}' would live on the coordinator and travel inside every \
+                 plan: on a Fletch session, create tables with fletch::sql (the shell and \
+                 Flight SQL use it), which loads them into the executors' memory, or \
+                 register a file-backed table"
             );
         }
         let mut tables = self.tables.write();
@@ -121,6 +137,15 @@ impl SchemaProvider for ClusterSchema {
     }
 
     fn deregister_table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        let in_memory = self
+            .get(name)
+            .is_some_and(|t| as_fletch_table(&t).is_some());
+        if in_memory && THROUGH_FLETCH.try_with(|_| ()).is_err() {
+            return plan_err!(
+                "in-memory table '{name}' is dropped or replaced through fletch::sql (the \
+                 shell and Flight SQL use it), which frees its fragments on every executor"
+            );
+        }
         let old = self.tables.write().remove(name);
         if let Some(old) = &old {
             self.free_if_replaced(old, None);

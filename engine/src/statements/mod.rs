@@ -25,6 +25,7 @@ use fletch_planner::FletchOptions;
 
 use self::parse::FletchStatement;
 pub(crate) use self::parse::FletchStatementKind;
+use crate::catalog::through_fletch;
 use crate::coordinator::Coordinator;
 
 /// Splits SQL text into statements at top-level semicolons, each with its own text;
@@ -125,7 +126,7 @@ async fn run(ctx: &SessionContext, statement: FletchStatement) -> Result<DataFra
         }
         FletchStatement::ResetFletchSetting(name) => reset_fletch_setting(ctx, &name),
         FletchStatement::DataFusion(statement) => {
-            let result = run_datafusion(ctx, statement).await?;
+            let result = through_fletch(run_datafusion(ctx, statement)).await?;
             if drops_table {
                 // The fragments are freed in the background; the statement ends when
                 // they are.

@@ -43,7 +43,8 @@ pub(crate) enum FletchStatement {
     },
     ShowTables,
     ShowExecutors,
-    /// `RESET fletch.<name>`, which DataFusion's `RESET` cannot do for an extension.
+    /// `RESET fletch.<name>` (the name after `fletch.`), which DataFusion's `RESET`
+    /// cannot do for an extension.
     ResetFletchSetting(String),
     /// Anything else, planned by DataFusion as it is.
     DataFusion(DFStatement),
@@ -96,8 +97,8 @@ impl FletchStatement {
             }
             ["CACHE", "TABLE", ..] => parse_cache_table(parser)?,
             ["UNCACHE", "TABLE", ..] => parse_uncache_table(parser)?,
-            ["SHOW", "EXECUTORS", "", ..] => Self::ShowExecutors,
-            ["SHOW", "TABLES", "", ..] => Self::ShowTables,
+            ["SHOW", "EXECUTORS", "", ..] => skip_words(parser, 2, Self::ShowExecutors),
+            ["SHOW", "TABLES", "", ..] => skip_words(parser, 2, Self::ShowTables),
             ["RESET", "FLETCH", ".", ..] => parse_reset(parser),
             _ => return Self::datafusion(df),
         };
@@ -197,6 +198,14 @@ fn leading_words(parser: &Parser, n: usize) -> Vec<String> {
             other => other.to_string(),
         })
         .collect()
+}
+
+/// `statement`, once its `n` words are read.
+fn skip_words(parser: &mut Parser, n: usize, statement: FletchStatement) -> FletchStatement {
+    for _ in 0..n {
+        parser.next_token();
+    }
+    statement
 }
 
 fn parse_error(e: ParserError) -> DataFusionError {
@@ -349,9 +358,12 @@ fn parse_uncache_table(parser: &mut Parser) -> Result<FletchStatement> {
     })
 }
 
-/// `RESET fletch.<name>`: the setting's name as written after `RESET`.
+/// `RESET fletch.<name>`: the setting's name after `fletch.`.
 fn parse_reset(parser: &mut Parser) -> FletchStatement {
-    parser.next_token();
+    // RESET, fletch and the dot.
+    for _ in 0..3 {
+        parser.next_token();
+    }
     let mut name = String::new();
     while !matches!(parser.peek_token_ref().token, Token::EOF | Token::SemiColon) {
         name.push_str(&parser.next_token().token.to_string());
@@ -424,7 +436,7 @@ mod tests {
         assert_eq!(parse("SHOW TABLES"), FletchStatement::ShowTables);
         assert_eq!(
             parse("RESET fletch.result_buffer"),
-            FletchStatement::ResetFletchSetting("fletch.result_buffer".into())
+            FletchStatement::ResetFletchSetting("result_buffer".into())
         );
         let drop = parse("DROP TABLE IF EXISTS t");
         assert!(drop.drops_table() && drop.changes_catalog());
