@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
+use crate::client::ExecutorClient;
 use crate::endpoint::ClusterSecurity;
-use crate::executor_client::ExecutorClient;
 use crate::failure::TaskFailure;
 
 #[derive(Debug, Clone, Default)]

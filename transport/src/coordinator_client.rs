@@ -3,42 +3,12 @@
 
 use prost::Message;
 
-use crate::caller::{Caller, Deadline};
-use crate::endpoint::ClusterSecurity;
+use crate::caller::Deadline;
+use crate::client::CoordinatorClient;
 use crate::failure::TaskFailure;
 use crate::protocol::{self, ExecutorStatus, QueryLease};
 
-/// Calls the coordinator's membership actions.
-#[derive(Debug, Clone)]
-pub struct CoordinatorClient {
-    caller: Caller,
-}
-
 impl CoordinatorClient {
-    /// A client that presents nothing over plain `http://`: enough for an open cluster.
-    pub fn new(url: &str) -> Result<Self, TaskFailure> {
-        Self::member(url, &ClusterSecurity::open())
-    }
-
-    /// A client of a cluster member: every call proves membership with `security`'s
-    /// secret (none: an open cluster), and `https://` trusts its certificate.
-    pub fn member(url: &str, security: &ClusterSecurity) -> Result<Self, TaskFailure> {
-        Ok(Self {
-            caller: Caller::member(url, security)?,
-        })
-    }
-
-    /// This client, sending `header` as `authorization` with every call.
-    pub fn with_authorization(self, header: String) -> Self {
-        Self {
-            caller: self.caller.with_authorization(header),
-        }
-    }
-
-    pub fn url(&self) -> &str {
-        self.caller.url()
-    }
-
     /// Joins the cluster (or rejoins after being declared lost) as `status` describes.
     pub async fn register(&self, status: &ExecutorStatus) -> Result<(), TaskFailure> {
         self.caller

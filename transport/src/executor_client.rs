@@ -10,46 +10,16 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use futures::{Stream, StreamExt, TryStreamExt};
 use prost::Message;
 
-use crate::caller::{Caller, Deadline};
+use crate::caller::Deadline;
+use crate::client::ExecutorClient;
 use crate::encode::{Dictionaries, encode_batches};
-use crate::endpoint::ClusterSecurity;
 use crate::failure::TaskFailure;
 use crate::protocol::{
     self, CopyPiece, DropPieces, FletchTicket, MemoryLimit, PartitionTicket, PieceId, ReleaseQuery,
     TaskDefinition, fletch_ticket,
 };
 
-/// Calls one executor.
-#[derive(Debug, Clone)]
-pub struct ExecutorClient {
-    caller: Caller,
-}
-
 impl ExecutorClient {
-    /// A client that presents nothing over plain `http://`: enough for an open cluster.
-    pub fn new(url: &str) -> Result<Self, TaskFailure> {
-        Self::member(url, &ClusterSecurity::open())
-    }
-
-    /// A client of a cluster member: every call proves membership with `security`'s
-    /// secret (none: an open cluster), and `https://` trusts its certificate.
-    pub fn member(url: &str, security: &ClusterSecurity) -> Result<Self, TaskFailure> {
-        Ok(Self {
-            caller: Caller::member(url, security)?,
-        })
-    }
-
-    /// This client, sending `header` as `authorization` with every call.
-    pub fn with_authorization(self, header: String) -> Self {
-        Self {
-            caller: self.caller.with_authorization(header),
-        }
-    }
-
-    pub fn url(&self) -> &str {
-        self.caller.url()
-    }
-
     /// Runs a task; returns when it has finished writing all its output.
     pub async fn run_task(&self, task: &TaskDefinition) -> Result<(), TaskFailure> {
         self.caller

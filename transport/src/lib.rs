@@ -6,12 +6,14 @@
 //! [`ClusterSecurity`], what a process presents and trusts, passed in rather than held
 //! in globals), record batches as Flight data both ways ([`encode_batches`],
 //! [`decode_validated`]), and the plumbing: [`connect`] for every channel,
-//! [`FlightServer`] for every server, [`ExecutorClient`] and [`CoordinatorClient`] for
-//! the calls. It knows nothing of plans, stages or stores: the planner, the executor and
-//! the engine build on it; it depends on none of them.
+//! [`FlightServer`] for every server, and [`Client`] in its two roles for the calls
+//! ([`ExecutorClient`], [`CoordinatorClient`]). It knows nothing of plans, stages or
+//! stores: the planner, the executor and the engine build on it; it depends on none of
+//! them.
 
 mod auth;
 mod caller;
+mod client;
 mod client_pool;
 mod coordinator_client;
 mod decode;
@@ -26,15 +28,14 @@ mod server;
 mod validate;
 
 pub use auth::{Credentials, Presented, authorization};
+pub use client::{Client, CoordinatorClient, CoordinatorRole, ExecutorClient, ExecutorRole};
 pub use client_pool::ClientPool;
-pub use coordinator_client::CoordinatorClient;
 pub use decode::decode_validated;
 pub use encode::{Dictionaries, encode_batches};
 pub use endpoint::{
     CONNECT_TIMEOUT, CONTROL_CALL_TIMEOUT, ClusterSecurity, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT,
     MAX_MESSAGE_BYTES, connect,
 };
-pub use executor_client::ExecutorClient;
 pub use failure::{
     FailureReason, OUTSIDE_TASKS, TaskFailure, bad_request, find_failure, is_data_error,
 };

@@ -424,49 +424,27 @@ impl Run {
                         return Event::Failed(e);
                     }
                 }
-                Phase::Running { results } => {
-                    tokio::select! {
-                        biased;
-                        Some(outcome) = self.calls.next(), if !self.calls.is_empty() => {
-                            if let Some(event) = self.attempt_ended(outcome) {
-                                return event;
-                            }
-                        }
-                        Ok(url) = self.silenced.recv() => {
-                            if let Some(event) = self.silence(url) {
-                                return event;
-                            }
-                        }
-                        item = next_result(results) => match item {
-                            Some(Ok(batch)) => return Event::Batch(batch),
-                            Some(Err(e)) => return self.root_cause(e).await,
-                            None => {
-                                self.phase = Phase::Ended;
-                                return Event::End;
-                            }
-                        }
+                Phase::Running { .. } | Phase::AwaitingRead(_) => {}
+            }
+            tokio::select! {
+                biased;
+                Some(outcome) = self.calls.next(), if !self.calls.is_empty() => {
+                    if let Some(event) = self.attempt_ended(outcome) {
+                        return event;
                     }
                 }
-                Phase::AwaitingRead(read) => {
-                    tokio::select! {
-                        biased;
-                        Some(outcome) = self.calls.next(), if !self.calls.is_empty() => {
-                            if let Some(event) = self.attempt_ended(outcome) {
-                                return event;
-                            }
-                        }
-                        Ok(url) = self.silenced.recv() => {
-                            if let Some(event) = self.silence(url) {
-                                return event;
-                            }
-                        }
-                        read = read => {
-                            if let Err(failure) = read {
-                                return self.stopped(failure, None);
-                            }
-                            self.phase = Phase::Ended;
-                            return Event::End;
-                        }
+                Ok(url) = self.silenced.recv() => {
+                    if let Some(event) = self.silence(url) {
+                        return event;
+                    }
+                }
+                step = phase_step(&mut self.phase) => match step {
+                    Step::Result(Some(Ok(batch))) => return Event::Batch(batch),
+                    Step::Result(Some(Err(e))) => return self.root_cause(e).await,
+                    Step::Read(Err(failure)) => return self.stopped(failure, None),
+                    Step::Result(None) | Step::Read(Ok(())) => {
+                        self.phase = Phase::Ended;
+                        return Event::End;
                     }
                 }
             }
@@ -590,6 +568,22 @@ fn placeable(coordinator: &Coordinator, tasks: &TaskTable) -> Vec<ExecutorClient
         .into_iter()
         .filter(|e| !tasks.is_lost(e.url()))
         .collect()
+}
+
+/// What the running phases wait for besides task calls and silenced executors.
+enum Step {
+    /// The coordinator's read of the final stage moved.
+    Result(Option<Result<RecordBatch>>),
+    /// A served result's client finished (or failed) reading it.
+    Read(std::result::Result<(), TaskFailure>),
+}
+
+async fn phase_step(phase: &mut Phase) -> Step {
+    match phase {
+        Phase::Running { results } => Step::Result(next_result(results).await),
+        Phase::AwaitingRead(read) => Step::Read(read.await),
+        Phase::Prelude(_) | Phase::Ended => std::future::pending().await,
+    }
 }
 
 /// The next item of the coordinator's read of the final stage; pending until it starts.
