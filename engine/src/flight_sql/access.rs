@@ -18,7 +18,7 @@ use datafusion::sql::sqlparser::ast::{ObjectName, Set, Statement, TableObject};
 use tonic::Status;
 
 use super::users::{Role, User};
-use crate::statements::{FletchStatementKind, fletch_statement_kind, fletch_statement_target};
+use crate::statements::{FletchStatement, FletchStatementKind, parse_statement};
 
 /// Where remote users may read and write files (`--allow-location`).
 #[derive(Debug, Clone, Default)]
@@ -194,32 +194,27 @@ pub(crate) fn authorize(
 }
 
 fn needs(ctx: &SessionContext, sql: &str) -> Result<Needs, Status> {
-    if let Some(kind) = fletch_statement_kind(ctx, sql) {
-        return Ok(match kind {
-            FletchStatementKind::Show => Needs::new(Privilege::Read, "list tables or executors"),
-            FletchStatementKind::Change => {
-                match fletch_statement_target(ctx, sql) {
-                    Some(name) => {
-                        Needs::new(Privilege::Write, "create, cache, uncache or drop tables")
-                            .changing(name, Change::Create)
-                    }
-                    // DROP TABLE: DataFusion's own statement, whose AST names it.
-                    None => parsed_needs(ctx, sql).unwrap_or_else(|| {
-                        Needs::new(Privilege::Admin, "change a table whose name cannot be read")
-                    }),
-                }
-            }
-        });
+    // A statement that does not parse changes nothing; running it fails with the
+    // parser's own message.
+    let Ok(statement) = parse_statement(ctx, sql) else {
+        return Ok(Needs::new(Privilege::Read, "run it"));
+    };
+    if statement.kind() == Some(FletchStatementKind::Show) {
+        return Ok(Needs::new(Privilege::Read, "list tables or executors"));
     }
-    // A statement that does not parse is refused by DataFusion with its own message.
-    Ok(parsed_needs(ctx, sql).unwrap_or_else(|| Needs::new(Privilege::Read, "run it")))
-}
-
-fn parsed_needs(ctx: &SessionContext, sql: &str) -> Option<Needs> {
-    let state = ctx.state();
-    let dialect = state.config().options().sql_parser.dialect;
-    let statement = state.sql_to_statement(sql, &dialect).ok()?;
-    Some(statement_needs(&statement))
+    if let Some(name) = statement.target() {
+        return Ok(
+            Needs::new(Privilege::Write, "create, cache, uncache or drop tables")
+                .changing(name.to_string(), Change::Create),
+        );
+    }
+    Ok(match &statement {
+        // DROP TABLE too: DataFusion's own statement, whose AST names the tables.
+        FletchStatement::DataFusion(statement) => statement_needs(statement),
+        FletchStatement::ResetFletchSetting(name) => setting_needs(&format!("fletch.{name}")),
+        // SHOW and the table statements were read above.
+        _ => Needs::new(Privilege::Admin, "run this kind of statement"),
+    })
 }
 
 /// The name a table has in the cluster schema (unquoted parts folded to lower case,
@@ -243,7 +238,7 @@ fn statement_needs(statement: &DFStatement) -> Needs {
         DFStatement::Explain(explain) => statement_needs(&explain.statement),
         DFStatement::Reset(reset) => {
             let datafusion::sql::parser::ResetStatement::Variable(name) = reset;
-            setting_needs(name)
+            setting_needs(&name.to_string())
         }
     }
 }
@@ -288,7 +283,7 @@ fn sql_statement_needs(statement: &Statement) -> Needs {
 
 fn set_needs(set: &Set) -> Needs {
     match set {
-        Set::SingleAssignment { variable, .. } => setting_needs(variable),
+        Set::SingleAssignment { variable, .. } => setting_needs(&variable.to_string()),
         Set::SetTimeZone { .. } => Needs::new(Privilege::Read, "change session settings"),
         _ => Needs::new(Privilege::Admin, "run this kind of SET"),
     }
@@ -296,8 +291,8 @@ fn set_needs(set: &Set) -> Needs {
 
 /// Settings that change more than the session: every executor's memory, and the
 /// coordinator's runtime.
-fn setting_needs(name: &ObjectName) -> Needs {
-    let name = name.to_string().to_ascii_lowercase();
+fn setting_needs(name: &str) -> Needs {
+    let name = name.to_ascii_lowercase();
     if name == "fletch.executor_memory" || name.starts_with("datafusion.runtime.") {
         Needs::new(
             Privilege::Admin,

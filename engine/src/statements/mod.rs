@@ -23,8 +23,7 @@ use datafusion::sql::sqlparser::parser::ParserError;
 use datafusion::sql::sqlparser::tokenizer::{Location, Token, TokenWithSpan, Tokenizer};
 use fletch_planner::FletchOptions;
 
-use self::parse::FletchStatement;
-pub(crate) use self::parse::FletchStatementKind;
+pub(crate) use self::parse::{FletchStatement, FletchStatementKind};
 use crate::catalog::through_fletch;
 use crate::coordinator::Coordinator;
 
@@ -54,22 +53,10 @@ pub fn split_statements(sql: &str) -> Result<Vec<String>> {
     Ok(statements)
 }
 
-/// The kind of `statement` if Fletch runs it itself (including `DROP TABLE`, which
-/// DataFusion plans but Fletch waits on), parsed in `ctx`'s dialect.
-pub(crate) fn fletch_statement_kind(
-    ctx: &SessionContext,
-    statement: &str,
-) -> Option<FletchStatementKind> {
-    FletchStatement::parse(&ctx.state(), statement).ok()?.kind()
-}
-
-/// The table a `CREATE TABLE`, `CACHE TABLE` or `UNCACHE TABLE` statement writes, by
-/// its name in the cluster's schema (for access checks); `None` for other statements.
-pub(crate) fn fletch_statement_target(ctx: &SessionContext, statement: &str) -> Option<String> {
+/// `statement` parsed in `ctx`'s dialect, as [`sql`] will parse it: for access checks
+/// that must read the same statement that runs.
+pub(crate) fn parse_statement(ctx: &SessionContext, statement: &str) -> Result<FletchStatement> {
     FletchStatement::parse(&ctx.state(), statement)
-        .ok()?
-        .target()
-        .map(str::to_string)
 }
 
 /// The table a `CREATE TABLE` or `CACHE TABLE` statement loads (for a shell to say
