@@ -14,16 +14,20 @@ use datafusion::error::Result;
 use datafusion::execution::TaskContext;
 use fletch_planner::{ByteSize, FletchOptions};
 use fletch_transport::protocol::{ConfigEntry, ExecutorStatus};
-use fletch_transport::{ClientPool, ClusterSecret, ClusterSecurity, ExecutorClient, TaskFailure};
+use fletch_transport::{
+    ClientPool, ClusterSecret, ClusterSecurity, ExecutorClient, FailureReason, TaskFailure,
+};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use parking_lot::Mutex;
 use tokio::sync::broadcast;
 
-use crate::catalog::ClusterSchema;
+use crate::catalog::{ClusterSchema, as_fletch_table};
 use crate::janitor::{Janitor, JanitorJob, LiveQueries, ReleaseGuard};
 use crate::membership::{MemberState, Members, MembershipOptions, StatusSource};
+use crate::metrics::{ClusterNow, CoordinatorMetrics};
 use crate::progress::{Progress, QueryProgress};
+use crate::query_log::QueryLog;
 use crate::replication::rereplicate;
 
 /// Schedules distributed plans onto executors. Shared by every session of a cluster.
@@ -43,6 +47,9 @@ pub struct Coordinator {
     _reaper: SpawnedTask<()>,
     janitor: Janitor,
     recoveries: RecoveryCounters,
+    /// The queries running and the last ones finished (`fletch.queries`).
+    query_log: QueryLog,
+    metrics: CoordinatorMetrics,
     /// Held by every statement that changes the catalog (create, drop, alter, cache,
     /// uncache), so `IF [NOT] EXISTS` checks and the change they guard are one step
     /// for every session of the cluster.
@@ -146,6 +153,13 @@ impl Coordinator {
                 }
             }
         });
+        let metrics = CoordinatorMetrics::new().map_err(|e| {
+            TaskFailure::outside_tasks(
+                FailureReason::TaskFailed,
+                format!("setting up the coordinator's metrics: {e}"),
+                "",
+            )
+        })?;
         let (silenced, _) = broadcast::channel(64);
         let reaper = {
             let members = Arc::clone(&members);
@@ -174,6 +188,8 @@ impl Coordinator {
             _reaper: reaper,
             janitor: janitor_handle,
             recoveries: RecoveryCounters::default(),
+            query_log: QueryLog::default(),
+            metrics,
             catalog_changes: tokio::sync::Mutex::new(()),
             _janitor: janitor,
         }))
@@ -297,6 +313,30 @@ impl Coordinator {
 
     pub(crate) fn recovery_counters(&self) -> &RecoveryCounters {
         &self.recoveries
+    }
+
+    /// The queries running and the last ones finished.
+    pub fn query_log(&self) -> &QueryLog {
+        &self.query_log
+    }
+
+    pub(crate) fn metrics(&self) -> &CoordinatorMetrics {
+        &self.metrics
+    }
+
+    /// The coordinator's metrics now, as Prometheus families (gauges read now).
+    pub fn gather_metrics(&self) -> Vec<prometheus::proto::MetricFamily> {
+        let fragment_bytes = self
+            .tables
+            .all()
+            .iter()
+            .filter_map(|(_, table)| as_fletch_table(table))
+            .map(|t| t.fragment_sizes().iter().map(|s| s.1 as u64).sum::<u64>())
+            .sum();
+        self.metrics.gather(ClusterNow {
+            executors: self.executors(),
+            fragment_bytes,
+        })
     }
 
     /// Releases `query_id` on every executor if dropped armed; while it lives, the

@@ -23,6 +23,7 @@ use fletch_planner::{
 };
 
 use crate::coordinator::Coordinator;
+use crate::query_record::QueryRecord;
 use crate::query_run::ServedResult;
 
 /// A query cut into stages, ready to run on the cluster.
@@ -96,9 +97,32 @@ impl DistributedExec {
     }
 }
 
+impl DistributedExec {
+    /// Runs the query as `execute` does, recording every task attempt in `record`.
+    pub(crate) fn execute_recorded(
+        &self,
+        context: Arc<TaskContext>,
+        record: Arc<QueryRecord>,
+    ) -> Result<SendableRecordBatchStream> {
+        let Some(coordinator) = context.session_config().get_extension::<Coordinator>() else {
+            return exec_err!("a distributed plan needs a Fletch session (no coordinator)");
+        };
+        coordinator.run_recorded(
+            Arc::clone(&self.plan),
+            Arc::clone(&self.encoded),
+            context,
+            record,
+        )
+    }
+}
+
 impl DisplayAs for DistributedExec {
-    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+    fn fmt_as(&self, t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
         let tasks: usize = self.plan.stages.iter().map(|s| s.task_count).sum();
+        if t == DisplayFormatType::TreeRender {
+            writeln!(f, "stages={}", self.plan.stages.len())?;
+            return writeln!(f, "tasks={tasks}");
+        }
         write!(
             f,
             "DistributedExec: stages={}, tasks={tasks}",

@@ -8,15 +8,20 @@
 //! optimizer rule ([`DistributeRule`]) and the [`Coordinator`] as a config extension, so
 //! anything that drives a `SessionContext` drives Fletch unchanged.
 
+mod analyze;
 mod catalog;
 mod coordinator;
 mod distributed_exec;
 mod flight_sql;
+mod http;
 mod janitor;
 mod local_cluster;
 mod local_plan;
 mod membership;
+mod metrics;
 mod progress;
+mod query_log;
+mod query_record;
 mod query_run;
 mod recovery;
 mod replication;
@@ -32,6 +37,7 @@ pub use flight_sql::{
     CoordinatorServer, Credentials, EndpointOptions, Locations, Role, SessionLimits, User, Users,
     hash_password, serve_coordinator, serve_coordinator_with,
 };
+pub use http::{MetricsSource, serve_http};
 pub use local_cluster::{DEFAULT_EXECUTORS, LocalCluster, LocalClusterOptions};
 pub use local_plan::LocalPlanExec;
 pub use membership::{MemberState, MembershipOptions, StatusSource};

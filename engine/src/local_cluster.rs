@@ -12,9 +12,10 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use fletch_executor::{
     ExchangeReads, ExecutorHandle, ExecutorOptions, FragmentStats, StoreStats, start_executor_with,
 };
-use fletch_transport::{ClusterSecret, ClusterSecurity};
+use fletch_transport::{ClusterSecret, ClusterSecurity, HttpServer};
 
 use crate::coordinator::Coordinator;
+use crate::http::{MetricsSource, serve_http};
 use crate::membership::MembershipOptions;
 use crate::session::{default_session_config, fletch_session};
 
@@ -47,6 +48,8 @@ pub struct LocalCluster {
     executors: Vec<ExecutorHandle>,
     memory_limit: usize,
     slots: usize,
+    /// The coordinator's HTTP port, once [`Self::serve_http`] opened it.
+    http: Option<HttpServer>,
 }
 
 async fn start_local_executor(
@@ -122,7 +125,36 @@ impl LocalCluster {
             executors: handles,
             memory_limit,
             slots,
+            http: None,
         })
+    }
+
+    /// Opens the coordinator's HTTP port on `addr` (port 0: any free port): its
+    /// metrics page shows the coordinator's metrics and every embedded executor's
+    /// (those running now). Returns the address bound.
+    pub async fn serve_http(&mut self, addr: SocketAddr) -> Result<SocketAddr> {
+        let executors = self
+            .executors
+            .iter()
+            .map(|e| Arc::new(e.metrics_reader()) as MetricsSource)
+            .collect();
+        let server = serve_http(Arc::clone(&self.coordinator), addr, executors).await?;
+        let bound = server.local_addr();
+        self.http = Some(server);
+        Ok(bound)
+    }
+
+    /// Opens executor `index`'s own metrics port on loopback; returns its address.
+    pub async fn serve_executor_metrics(&mut self, index: usize) -> Result<SocketAddr> {
+        let count = self.executors.len();
+        let executor = self.executors.get_mut(index).ok_or_else(|| {
+            DataFusionError::Configuration(format!(
+                "the cluster has {count} executors, no executor {index}"
+            ))
+        })?;
+        Ok(executor
+            .serve_metrics(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+            .await?)
     }
 
     /// Starts one more executor (same memory limit and slots as the others) and adds it

@@ -6,7 +6,8 @@
 //! always, anything else (a node datafusion-proto cannot encode, a cutter failure) only
 //! while `fletch.allow_local_fallback` is on, with a warning; otherwise it is refused
 //! with that reason. A sink it cannot encode stays on the coordinator over a distributed
-//! input. `EXPLAIN` output itself is never distributed.
+//! input. `EXPLAIN` output itself is never distributed (`EXPLAIN ANALYZE` is planned
+//! around an optimized input: see [`crate::analyze::FletchQueryPlanner`]).
 
 use std::sync::Arc;
 

@@ -7,6 +7,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 
 use fletch_planner::FletchOptions;
 
+use crate::analyze::FletchQueryPlanner;
 use crate::coordinator::Coordinator;
 use crate::rule::DistributeRule;
 use crate::system_tables::SystemSchema;
@@ -52,6 +53,7 @@ pub fn fletch_session(coordinator: Arc<Coordinator>, config: SessionConfig) -> S
         .with_default_features()
         .with_config(config)
         .with_physical_optimizer_rule(Arc::new(DistributeRule))
+        .with_query_planner(Arc::new(FletchQueryPlanner))
         .build();
     let ctx = SessionContext::new_with_state(state);
     let catalog_name = ctx

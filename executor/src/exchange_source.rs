@@ -8,12 +8,13 @@ use arrow::datatypes::SchemaRef;
 use datafusion::common::{Result, exec_datafusion_err};
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use fletch_planner::ExchangeSource;
+use fletch_planner::{ExchangeSource, ReadCounters, ReadOrigin};
 use fletch_transport::protocol::{PartitionTicket, StageLocations};
 use fletch_transport::{ClientPool, TaskFailure};
 use futures::TryStreamExt;
 
 use crate::store::PartitionStore;
+use crate::task_report::TaskReads;
 
 /// Reads exchanges of one query over Flight, wherever the upstream tasks ran; inside an
 /// executor, partitions written by that same executor are read straight from its store.
@@ -24,6 +25,8 @@ pub struct FlightExchangeSource {
     locations: HashMap<u64, StageLocations>,
     clients: ClientPool,
     local: Option<LocalPartitions>,
+    /// Every reader partition's counters this source counted into: the task's reads.
+    reads: TaskReads,
 }
 
 /// The partitions of the executor this source runs on, and the URL tasks know it by.
@@ -49,7 +52,14 @@ impl FlightExchangeSource {
             locations,
             clients,
             local: None,
+            reads: TaskReads::default(),
         }
+    }
+
+    /// Records the counters of every read in `reads` too (the task's own figures).
+    pub(crate) fn with_reads(mut self, reads: TaskReads) -> Self {
+        self.reads = reads;
+        self
     }
 
     /// Reads partitions that `local` holds from memory: no IPC, no copy, no socket.
@@ -66,6 +76,7 @@ impl ExchangeSource for FlightExchangeSource {
         task: usize,
         output_partition: usize,
         schema: SchemaRef,
+        counters: &ReadCounters,
     ) -> Result<SendableRecordBatchStream> {
         let location = self.locations.get(&(stage as u64));
         let url = location
@@ -89,12 +100,16 @@ impl ExchangeSource for FlightExchangeSource {
                 .read_partition(&ticket, true)
                 .map_err(TaskFailure::into_datafusion)?
                 .map_err(TaskFailure::into_datafusion);
-            return Ok(Box::pin(RecordBatchStreamAdapter::new(schema, batches)));
+            let batches = Box::pin(RecordBatchStreamAdapter::new(schema, batches));
+            self.reads.record(counters);
+            return Ok(counters.count(batches, ReadOrigin::Local));
         }
         let client = self
             .clients
             .get(url)
             .map_err(TaskFailure::into_datafusion)?;
-        Ok(client.fetch(ticket, schema))
+        let batches = client.fetch_counted(ticket, schema, Some(counters.remote_bytes.clone()));
+        self.reads.record(counters);
+        Ok(counters.count(batches, ReadOrigin::Remote))
     }
 }

@@ -9,11 +9,12 @@ use arrow::datatypes::SchemaRef;
 use datafusion::common::{DataFusionError, Result};
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use fletch_planner::{FragmentStore, PieceRef};
+use fletch_planner::{FragmentStore, PieceRef, ReadCounters, ReadOrigin};
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt, TryStreamExt};
 
 use crate::fragments::FragmentPieces;
+use crate::task_report::TaskReads;
 use fletch_transport::ClientPool;
 use fletch_transport::protocol::PieceId;
 use fletch_transport::{FailureReason, TaskFailure};
@@ -22,6 +23,8 @@ pub(crate) struct ExecutorFragments {
     pub(crate) url: String,
     pub(crate) pieces: Arc<FragmentPieces>,
     pub(crate) clients: ClientPool,
+    /// The counters of every read of this task's scans.
+    pub(crate) reads: TaskReads,
 }
 
 impl std::fmt::Debug for ExecutorFragments {
@@ -47,13 +50,21 @@ fn describe(piece: &PieceRef) -> String {
 }
 
 impl FragmentStore for ExecutorFragments {
-    fn read(&self, piece: &PieceRef, schema: SchemaRef) -> Result<SendableRecordBatchStream> {
+    fn read(
+        &self,
+        piece: &PieceRef,
+        schema: SchemaRef,
+        counters: &ReadCounters,
+    ) -> Result<SendableRecordBatchStream> {
         let id = piece_id(piece);
+        self.reads.record(counters);
         if let Some(local) = self.pieces.get(&id, true) {
             let batches = local.batches.clone();
             let stream = futures::stream::iter(batches.into_iter().map(Ok));
-            return Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)));
+            let stream = Box::pin(RecordBatchStreamAdapter::new(schema, stream));
+            return Ok(counters.count(stream, ReadOrigin::Local));
         }
+        let wire_bytes = counters.remote_bytes.clone();
         let remote: Vec<String> = piece
             .holders
             .iter()
@@ -67,7 +78,7 @@ impl FragmentStore for ExecutorFragments {
             let mut failures = Vec::new();
             for holder in &remote {
                 let attempt = match clients.get(holder) {
-                    Ok(client) => client.fetch_piece(&id).await,
+                    Ok(client) => client.fetch_piece(&id, Some(wire_bytes.clone())).await,
                     Err(e) => Err(e),
                 };
                 match attempt {
@@ -88,7 +99,8 @@ impl FragmentStore for ExecutorFragments {
             .into_datafusion())
         })
         .try_flatten();
-        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
+        let stream = Box::pin(RecordBatchStreamAdapter::new(schema, stream));
+        Ok(counters.count(stream, ReadOrigin::Remote))
     }
 
     fn write(

@@ -18,13 +18,16 @@ mod flight;
 mod fragment_io;
 mod fragments;
 mod memory;
+mod metrics;
 mod recent;
 mod server;
 mod store;
 mod task;
+mod task_report;
 
 pub use exchange_source::FlightExchangeSource;
 pub use fragments::FragmentStats;
+pub use metrics::duration_buckets;
 pub use server::{
     ExecutorHandle, ExecutorOptions, start_executor, start_executor_with, system_memory,
 };

@@ -15,10 +15,13 @@ use fletch_transport::{
     ClientPool, ClusterSecurity, CoordinatorClient, FlightServer, MAX_MESSAGE_BYTES, TaskFailure,
     TlsIdentity, member_check, require_loopback_without_secret,
 };
+use fletch_transport::{HttpServer, metrics_response};
+use prometheus::proto::MetricFamily;
 
 use crate::flight::service::ExecutorService;
 use crate::fragments::{FragmentPieces, FragmentStats};
 use crate::memory::ExecutorMemoryPool;
+use crate::metrics::ExecutorMetrics;
 use crate::store::{ExchangeReads, PartitionStore, StoreStats};
 use crate::task::{TaskLimits, TaskRunner};
 
@@ -31,6 +34,9 @@ pub struct ExecutorHandle {
     store: Arc<PartitionStore>,
     fragments: Arc<FragmentPieces>,
     pool: Arc<ExecutorMemoryPool>,
+    metrics: Arc<ExecutorMetrics>,
+    /// The metrics port, once [`Self::serve_metrics`] opened it.
+    http: Option<HttpServer>,
     server: FlightServer,
 }
 
@@ -77,6 +83,34 @@ impl Default for ExecutorOptions {
     }
 }
 
+/// Reads an executor's metrics, its gauges as they are when read.
+#[derive(Clone)]
+struct ExecutorMetricsSource {
+    metrics: Arc<ExecutorMetrics>,
+    store: Arc<PartitionStore>,
+    fragments: Arc<FragmentPieces>,
+    pool: Arc<ExecutorMemoryPool>,
+}
+
+fn gauge(value: usize) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+impl ExecutorMetricsSource {
+    fn gather(&self) -> Vec<MetricFamily> {
+        let metrics = &self.metrics;
+        let store = self.store.stats();
+        metrics.memory_used.set(gauge(self.pool.reserved()));
+        metrics.memory_limit.set(gauge(self.pool.limit()));
+        metrics.running_tasks.set(gauge(store.running_tasks));
+        metrics.buffered_bytes.set(gauge(store.buffered_bytes));
+        metrics
+            .fragment_bytes
+            .set(gauge(self.fragments.stats().bytes));
+        metrics.registry().gather()
+    }
+}
+
 /// Total physical memory, where the platform says.
 pub fn system_memory() -> Option<usize> {
     let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
@@ -110,6 +144,7 @@ pub async fn start_executor_with(
         .build_arc()
         .map_err(std::io::Error::other)?;
     let store = Arc::new(PartitionStore::new(Arc::clone(&pool) as _));
+    let metrics = Arc::new(ExecutorMetrics::new(&url).map_err(std::io::Error::other)?);
     let fragments = Arc::new(FragmentPieces::new(Arc::clone(&pool) as _));
     let runner = Arc::new(TaskRunner {
         url: url.clone(),
@@ -119,6 +154,7 @@ pub async fn start_executor_with(
         session: SessionContext::new_with_config_rt(SessionConfig::new(), runtime),
         clients: ClientPool::new(options.security.clone()),
         limits: options.task_limits,
+        metrics: Arc::clone(&metrics),
     });
     let service = ExecutorService {
         runner,
@@ -139,6 +175,8 @@ pub async fn start_executor_with(
         store,
         fragments,
         pool,
+        metrics,
+        http: None,
         server,
     })
 }
@@ -167,6 +205,44 @@ impl ExecutorHandle {
     /// How many exchange partitions were read here locally and served over Flight.
     pub fn exchange_reads(&self) -> ExchangeReads {
         self.store.exchange_reads()
+    }
+
+    /// This executor's metrics now, as Prometheus families (gauges read now).
+    pub fn gather_metrics(&self) -> Vec<MetricFamily> {
+        self.metrics_source().gather()
+    }
+
+    /// A function that reads this executor's metrics, for a server in the same process
+    /// that shows them with its own (`fletch serve`).
+    pub fn metrics_reader(&self) -> impl Fn() -> Vec<MetricFamily> + Send + Sync + use<> {
+        let source = self.metrics_source();
+        move || source.gather()
+    }
+
+    fn metrics_source(&self) -> ExecutorMetricsSource {
+        ExecutorMetricsSource {
+            metrics: Arc::clone(&self.metrics),
+            store: Arc::clone(&self.store),
+            fragments: Arc::clone(&self.fragments),
+            pool: Arc::clone(&self.pool),
+        }
+    }
+
+    /// Serves this executor's Prometheus metrics at `/metrics` on `addr` (port 0: any
+    /// free port) until the handle drops; returns the address bound.
+    pub async fn serve_metrics(&mut self, addr: SocketAddr) -> std::io::Result<SocketAddr> {
+        let source = self.metrics_source();
+        let router = axum::Router::new().route(
+            "/metrics",
+            axum::routing::get(move || {
+                let families = source.gather();
+                async move { metrics_response(families) }
+            }),
+        );
+        let server = HttpServer::bind(addr, router).await?;
+        let bound = server.local_addr();
+        self.http = Some(server);
+        Ok(bound)
     }
 
     /// What this executor tells a coordinator about itself.

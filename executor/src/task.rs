@@ -9,6 +9,7 @@ use datafusion::common::runtime::SpawnedTask;
 use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::coop::CooperativeExec;
 use datafusion::prelude::{SessionConfig, SessionContext};
@@ -18,15 +19,19 @@ use fletch_planner::{
 };
 use futures::StreamExt;
 use futures::future::BoxFuture;
+use std::time::{Instant, SystemTime};
 use tokio::sync::oneshot;
+use tracing::Instrument;
 
 use crate::exchange_source::{FlightExchangeSource, LocalPartitions};
 use crate::fragment_io::ExecutorFragments;
 use crate::fragments::FragmentPieces;
 use crate::memory::ExecutorMemoryPool;
+use crate::metrics::ExecutorMetrics;
 use crate::store::{OutputId, PartitionBuffer, PartitionStore, QueryState};
+use crate::task_report::{TaskFigures, TaskMemory, TaskReads, TaskWrites};
 use fletch_transport::ClientPool;
-use fletch_transport::protocol::{StageLocations, TaskDefinition};
+use fletch_transport::protocol::{StageLocations, TaskDefinition, TaskReport};
 use fletch_transport::{FailureReason, OUTSIDE_TASKS, TaskFailure};
 
 pub(crate) struct TaskRunner {
@@ -37,6 +42,7 @@ pub(crate) struct TaskRunner {
     pub(crate) session: SessionContext,
     pub(crate) clients: ClientPool,
     pub(crate) limits: TaskLimits,
+    pub(crate) metrics: Arc<ExecutorMetrics>,
 }
 
 /// What one task definition may ask of an executor, checked before anything is
@@ -60,6 +66,7 @@ impl Default for TaskLimits {
 
 struct TaskSink {
     outputs: Vec<Arc<PartitionBuffer>>,
+    writes: Arc<TaskWrites>,
 }
 
 impl std::fmt::Debug for TaskSink {
@@ -81,13 +88,43 @@ impl ExchangeSink for TaskSink {
                     self.outputs.len()
                 )));
             };
-            out.push(batch).await
+            let waiting = Instant::now();
+            let rows = batch.num_rows();
+            let bytes = batch.get_array_memory_size();
+            let pushed = out.push(batch).await;
+            self.writes
+                .wrote(output_partition, rows, bytes, waiting.elapsed());
+            pushed
         })
     }
 }
 
 impl TaskRunner {
-    pub(crate) async fn run(&self, def: TaskDefinition) -> Result<(), TaskFailure> {
+    /// Runs one task to its end, counting how it ended in the executor's metrics.
+    pub(crate) async fn run(&self, def: TaskDefinition) -> Result<TaskReport, TaskFailure> {
+        let started = Instant::now();
+        let span = tracing::info_span!(
+            "task",
+            query_id = %def.query_id,
+            stage = def.stage,
+            task = def.task,
+            attempt = def.attempt,
+            executor = %self.url,
+        );
+        let ended = self.run_task(def).instrument(span).await;
+        let state = match &ended {
+            Ok(_) => "finished",
+            Err(failure) if failure.reason == FailureReason::Cancelled => "cancelled",
+            Err(_) => "failed",
+        };
+        let report = ended.as_ref().ok();
+        self.metrics.task_ended(state, started.elapsed(), report);
+        ended
+    }
+
+    async fn run_task(&self, def: TaskDefinition) -> Result<TaskReport, TaskFailure> {
+        let started = Instant::now();
+        let started_at = SystemTime::now();
         let stage = usize::try_from(def.stage).unwrap_or(OUTSIDE_TASKS);
         let task = usize::try_from(def.task).unwrap_or(OUTSIDE_TASKS);
         let fail =
@@ -130,17 +167,20 @@ impl TaskRunner {
             .enable_file_stream_work_stealing = false;
         let locations: HashMap<u64, StageLocations> =
             def.inputs.iter().map(|l| (l.stage, l.clone())).collect();
+        let reads = TaskReads::default();
         let source =
             FlightExchangeSource::new(def.query_id.clone(), locations, self.clients.clone())
                 .with_local(LocalPartitions {
                     url: self.url.clone(),
                     store: Arc::clone(&self.store),
-                });
+                })
+                .with_reads(reads.clone());
         let config = config.with_extension(Arc::new(ExchangeSourceExt(Arc::new(source))));
         let fragments = ExecutorFragments {
             url: self.url.clone(),
             pieces: Arc::clone(&self.fragments),
             clients: self.clients.clone(),
+            reads: reads.clone(),
         };
         let config = config.with_extension(Arc::new(FragmentStoreExt(Arc::new(fragments))));
 
@@ -190,11 +230,27 @@ impl TaskRunner {
                 self.store.buffer(&query, output, def.retain_outputs)
             })
             .collect();
+        let writes = Arc::new(TaskWrites::new(outputs.len()));
         let sink = TaskSink {
             outputs: outputs.clone(),
+            writes: Arc::clone(&writes),
         };
         let config = config.with_extension(Arc::new(ExchangeSinkExt(Arc::new(sink))));
-        let ctx = Arc::new(self.task_context(config, &def));
+        let memory = Arc::new(TaskMemory::new(
+            self.session.runtime_env().memory_pool.clone(),
+        ));
+        let ctx = self
+            .task_context(config, &def, Some(Arc::clone(&memory)))
+            .map_err(|e| fail(FailureReason::TaskFailed, format!("task context: {e}")))?;
+        let ctx = Arc::new(ctx);
+        let figures = TaskFigures {
+            started,
+            started_at,
+            reads,
+            writes,
+            memory,
+        };
+        let tasks = writer.task_count();
 
         let (done_tx, done_rx) = oneshot::channel();
         let Some(running) = query.task_started() else {
@@ -203,16 +259,16 @@ impl TaskRunner {
         let url = self.url.clone();
         let work = async move {
             let _running = running;
-            let result = drive(plan, task, ctx).await;
+            let result = drive(Arc::clone(&plan), task, ctx).await;
             let end = result.map_err(|e| TaskFailure::from_task_error(&e, stage, task, &url));
             for output in &outputs {
                 output.finish(end.clone());
             }
             // The coordinator may have stopped waiting; the outputs carry the end anyway.
-            let _ = done_tx.send(end);
+            let _ = done_tx.send(end.map(|()| figures.report(&plan, task, tasks)));
         };
         // Owned by the query: releasing the query aborts the task.
-        query.own_task(SpawnedTask::spawn(work));
+        query.own_task(SpawnedTask::spawn(work.in_current_span()));
         match done_rx.await {
             Ok(end) => end,
             Err(_) => Err(fail(FailureReason::Cancelled, "query released".to_string())),
@@ -229,7 +285,7 @@ impl TaskRunner {
         if let Some(plan) = query.plans.lock().get(&key) {
             return Ok(Arc::clone(plan));
         }
-        let decode_ctx = self.task_context(config.clone(), def);
+        let decode_ctx = self.task_context(config.clone(), def, None)?;
         let plan = decode_stage_plan(&def.plan, &decode_ctx)?;
         if cfg!(debug_assertions) {
             let stage = usize::try_from(def.stage).unwrap_or(OUTSIDE_TASKS);
@@ -241,9 +297,22 @@ impl TaskRunner {
         Ok(Arc::clone(query.plans.lock().entry(key).or_insert(plan)))
     }
 
-    fn task_context(&self, config: SessionConfig, def: &TaskDefinition) -> TaskContext {
+    /// The context a task runs in; its operators reserve memory through `memory`, when
+    /// given, so the task's own peak is known.
+    fn task_context(
+        &self,
+        config: SessionConfig,
+        def: &TaskDefinition,
+        memory: Option<Arc<TaskMemory>>,
+    ) -> Result<TaskContext> {
         let state = self.session.state();
-        TaskContext::new(
+        let runtime = match memory {
+            None => Arc::clone(state.runtime_env()),
+            Some(memory) => RuntimeEnvBuilder::from_runtime_env(state.runtime_env())
+                .with_memory_pool(memory)
+                .build_arc()?,
+        };
+        Ok(TaskContext::new(
             Some(format!(
                 "{}/{}/{}/{}",
                 def.query_id, def.stage, def.task, def.attempt
@@ -254,8 +323,8 @@ impl TaskRunner {
             state.higher_order_functions().clone(),
             state.aggregate_functions().clone(),
             state.window_functions().clone(),
-            state.runtime_env().clone(),
-        )
+            runtime,
+        ))
     }
 }
 

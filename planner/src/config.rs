@@ -29,7 +29,13 @@ pub struct FletchOptions {
     /// A join's build side estimated under this size is broadcast even where it could
     /// be shuffled to the probe side's fragments.
     pub small_build_side: ByteSize,
+    /// Finished queries the coordinator keeps in `fletch.queries` and `fletch.tasks`.
+    pub query_history: usize,
 }
+
+/// The most finished queries `fletch.query_history` may keep: each keeps its tasks'
+/// reports, so the log's memory stays bounded whatever a session sets.
+pub const MAX_QUERY_HISTORY: usize = 10_000;
 
 impl Default for FletchOptions {
     fn default() -> Self {
@@ -41,6 +47,7 @@ impl Default for FletchOptions {
             client_string_type: ClientStringType::Utf8,
             allow_local_fallback: true,
             small_build_side: ByteSize(1 << 20),
+            query_history: 100,
         }
     }
 }
@@ -122,6 +129,10 @@ pub const SETTINGS: &[Setting] = &[
             row per 8 bytes of it) is shuffled to those fragments, sent once; a smaller one \
             is broadcast whole to every task. Bytes or a size such as '1MiB' (the default).",
     },
+    Setting {
+        name: "query_history",
+        description: "How many finished queries the coordinator keeps, with their tasks, in             fletch.queries and fletch.tasks (running queries are always there); the oldest             go first. From 0 to 10000; the default is 100. It applies to the whole cluster.",
+    },
 ];
 
 impl FletchOptions {
@@ -158,6 +169,14 @@ impl FletchOptions {
             "client_string_type" => {
                 self.client_string_type = value.parse().map_err(|_| invalid("'view' or 'utf8'"))?
             }
+            "query_history" => {
+                self.query_history = value
+                    .trim()
+                    .parse()
+                    .ok()
+                    .filter(|n| *n <= MAX_QUERY_HISTORY)
+                    .ok_or_else(|| invalid("a number of queries from 0 to 10000"))?
+            }
             _ => return Err(unknown_setting(&key)),
         }
         Ok(())
@@ -176,6 +195,7 @@ impl FletchOptions {
             "client_string_type" => self.client_string_type = defaults.client_string_type,
             "allow_local_fallback" => self.allow_local_fallback = defaults.allow_local_fallback,
             "small_build_side" => self.small_build_side = defaults.small_build_side,
+            "query_history" => self.query_history = defaults.query_history,
             _ => return Err(unknown_setting(&key)),
         }
         Ok(())
@@ -190,6 +210,7 @@ impl FletchOptions {
             "client_string_type" => Some(self.client_string_type.to_string()),
             "allow_local_fallback" => Some(self.allow_local_fallback.to_string()),
             "small_build_side" => Some(self.small_build_side.to_string()),
+            "query_history" => Some(self.query_history.to_string()),
             _ => None,
         }
     }

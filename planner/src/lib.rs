@@ -12,6 +12,8 @@
 //! - [`FragmentScanExec`] / [`FragmentWriterExec`] and [`FragmentStore`]: in-memory
 //!   tables, cut into fragments held by executors; [`preferred_holders`] tells the
 //!   scheduler where a stage's tasks find their fragments.
+//! - [`ReadCounters`]: what those nodes read, by origin, for `EXPLAIN ANALYZE` and for
+//!   each task's report.
 //! - [`NotDistributable`]: why a plan cannot leave the coordinator.
 
 mod codec;
@@ -22,11 +24,13 @@ mod fidelity;
 mod fragment;
 mod not_distributable;
 mod placement;
+mod read_counters;
 mod stage;
 
 pub use codec::{FletchCodec, decode_stage_plan, encode_stage_plan};
 pub use config::{
-    ByteSize, ClientStringType, FletchOptions, ResultEndpoints, SETTINGS, Setting, parse_size,
+    ByteSize, ClientStringType, FletchOptions, MAX_QUERY_HISTORY, ResultEndpoints, SETTINGS,
+    Setting, parse_size,
 };
 pub use declared::DeclaredPropertiesExec;
 pub use exchange::{
@@ -40,4 +44,5 @@ pub use fragment::{
 };
 pub use not_distributable::NotDistributable;
 pub use placement::preferred_holders;
+pub use read_counters::{ReadCounters, ReadOrigin};
 pub use stage::{DistributedPlan, Stage, StageId, distribute};

@@ -13,14 +13,25 @@ use anyhow::{Context, Result};
 
 use fletch_engine::{
     ClusterSecurity, Coordinator, EndpointOptions, LocalCluster, MembershipOptions,
-    serve_coordinator_with,
+    serve_coordinator_with, serve_http,
 };
 use fletch_executor::{ExecutorOptions, start_executor_with};
+use fletch_transport::HttpServer;
 
 fn announce(url: &str) -> Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(out, "listening on {url}")?;
     out.flush()?;
+    Ok(())
+}
+
+/// Prints where the metrics are served, after `listening on` (which comes first).
+fn announce_metrics(addr: Option<SocketAddr>) -> Result<()> {
+    if let Some(addr) = addr {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "metrics on http://{addr}/metrics")?;
+        out.flush()?;
+    }
     Ok(())
 }
 
@@ -49,14 +60,25 @@ pub async fn run_embedded_server(
     executors: usize,
     memory: Option<usize>,
     options: EndpointOptions,
+    metrics_listen: Option<SocketAddr>,
 ) -> Result<()> {
-    let cluster = LocalCluster::start_with(executors, memory)
+    let mut cluster = LocalCluster::start_with(executors, memory)
         .await
         .context("starting the embedded cluster")?;
+    let metrics = match metrics_listen {
+        Some(addr) => Some(
+            cluster
+                .serve_http(addr)
+                .await
+                .with_context(|| format!("serving metrics on {addr}"))?,
+        ),
+        None => None,
+    };
     let server = serve_coordinator_with(Arc::clone(cluster.coordinator()), listen, options)
         .await
         .with_context(|| format!("serving on {listen}"))?;
     announce(server.url())?;
+    announce_metrics(metrics)?;
     stop_signal().await?;
     server.shutdown().await;
     cluster.shutdown().await;
@@ -68,13 +90,23 @@ pub async fn run_coordinator(
     membership: MembershipOptions,
     security: ClusterSecurity,
     endpoint: EndpointOptions,
+    metrics_listen: Option<SocketAddr>,
 ) -> Result<()> {
     let coordinator = Coordinator::with_security(&[], membership, security)
         .context("starting the coordinator")?;
+    let http = match metrics_listen {
+        Some(addr) => Some(
+            serve_http(Arc::clone(&coordinator), addr, Vec::new())
+                .await
+                .with_context(|| format!("serving metrics on {addr}"))?,
+        ),
+        None => None,
+    };
     let server = serve_coordinator_with(coordinator, listen, endpoint)
         .await
         .with_context(|| format!("serving on {listen}"))?;
     announce(server.url())?;
+    announce_metrics(http.as_ref().map(HttpServer::local_addr))?;
     stop_signal().await?;
     server.shutdown().await;
     Ok(())
@@ -90,6 +122,8 @@ pub struct Membership<'a> {
     pub heartbeat_interval: Duration,
     /// How long queries running here may take to finish once told to stop.
     pub drain: Duration,
+    /// Where to serve this executor's Prometheus metrics, if anywhere.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 pub async fn run_executor(
@@ -102,15 +136,26 @@ pub async fn run_executor(
         slots,
         heartbeat_interval,
         drain,
+        metrics_listen,
     } = membership;
     let mut executor = start_executor_with(listen, options)
         .await
         .with_context(|| format!("serving on {listen}"))?;
+    let metrics = match metrics_listen {
+        Some(addr) => Some(
+            executor
+                .serve_metrics(addr)
+                .await
+                .with_context(|| format!("serving metrics on {addr}"))?,
+        ),
+        None => None,
+    };
     executor
         .join(coordinator, slots, heartbeat_interval)
         .await
         .with_context(|| format!("joining the coordinator at {coordinator}"))?;
     announce(executor.url())?;
+    announce_metrics(metrics)?;
     stop_signal().await?;
     // The coordinator answers once it has copied this executor's fragments elsewhere.
     match tokio::time::timeout(LEAVE_TIMEOUT, executor.leave()).await {

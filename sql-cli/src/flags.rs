@@ -29,6 +29,7 @@ const APPLIES: &[(&str, &[&str])] = &[
     ("tls_key", &["serve", "coordinator", "executor"]),
     ("tls_ca", &[SHELL, "coordinator", "executor"]),
     ("session_idle_secs", &["serve", "coordinator"]),
+    ("metrics_listen", &["serve", "coordinator", "executor"]),
 ];
 
 /// Options never listed in help (set through the environment).

@@ -48,6 +48,22 @@ pub struct Args {
     #[arg(long, env = "FLETCH_CONNECT", value_name = "URL")]
     connect: Option<String>,
 
+    /// `serve`, `coordinator` and `executor`: serve Prometheus metrics over HTTP at
+    /// `/metrics` on this address (port 0: any free port; the address bound is printed
+    /// as `metrics on http://ADDR/metrics`). Off unless given.
+    #[arg(
+        long,
+        env = "FLETCH_METRICS_LISTEN",
+        value_name = "ADDR",
+        global = true
+    )]
+    metrics_listen: Option<SocketAddr>,
+
+    /// How log lines are written: `text` for people, `json` (one object a line, with
+    /// the spans' fields: query id, stage, task, executor) for machines.
+    #[arg(long, env = "FLETCH_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+
     /// Executors in the embedded cluster.
     #[arg(long, env = "FLETCH_EXECUTORS", default_value_t = DEFAULT_EXECUTORS, global = true)]
     executors: usize,
@@ -203,6 +219,12 @@ pub struct Args {
 
     #[command(subcommand)]
     command: Option<Command>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -447,6 +469,7 @@ fn main_inner() -> Result<ExitCode> {
                 args.executors,
                 args.memory,
                 endpoint_options(&args)?,
+                args.metrics_listen,
             ))?;
             return Ok(ExitCode::SUCCESS);
         }
@@ -456,6 +479,7 @@ fn main_inner() -> Result<ExitCode> {
                 heartbeats.options(),
                 cluster_security(&args)?,
                 endpoint_options(&args)?,
+                args.metrics_listen,
             ))?;
             return Ok(ExitCode::SUCCESS);
         }
@@ -485,6 +509,7 @@ fn main_inner() -> Result<ExitCode> {
                 slots,
                 heartbeat_interval: heartbeats.options().heartbeat_interval,
                 drain: Duration::from_secs(*drain_secs),
+                metrics_listen: args.metrics_listen,
             };
             runtime.block_on(cluster::run_executor(*listen, options, membership))?;
             return Ok(ExitCode::SUCCESS);
@@ -670,6 +695,7 @@ fn init_logging(args: &Args, data_dir: &std::path::Path) -> Option<PathBuf> {
             .clone()
             .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("warn"))
     };
+    let json = args.log_format == LogFormat::Json;
     if interactive && std::env::var_os("FLETCH_LOG").is_none() {
         let path = data_dir.join("fletch.log");
         let file = std::fs::create_dir_all(data_dir).and_then(|_| {
@@ -679,19 +705,31 @@ fn init_logging(args: &Args, data_dir: &std::path::Path) -> Option<PathBuf> {
                 .open(&path)
         });
         if let Ok(file) = file {
-            tracing_subscriber::fmt()
-                .with_env_filter(filter())
-                .with_ansi(false)
-                .with_writer(std::sync::Mutex::new(file))
-                .init();
+            install_logging(filter(), false, std::sync::Mutex::new(file), json);
             return Some(path);
         }
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(filter())
-        .with_writer(std::io::stderr)
-        .init();
+    install_logging(filter(), !json, std::io::stderr, json);
     None
+}
+
+fn install_logging<W>(filter: tracing_subscriber::EnvFilter, ansi: bool, writer: W, json: bool)
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(writer);
+    if json {
+        builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .init();
+    } else {
+        builder.init();
+    }
 }
 
 fn parse_memory(text: &str) -> Result<usize, String> {

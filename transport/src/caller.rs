@@ -5,6 +5,7 @@
 use arrow::array::RecordBatch;
 use arrow_flight::flight_service_client::FlightServiceClient;
 use arrow_flight::{Action, FlightClient, Ticket, error::FlightError};
+use datafusion::physical_plan::metrics::Count;
 use futures::{Stream, StreamExt, TryStreamExt};
 use prost::Message;
 use tonic::transport::Channel;
@@ -78,10 +79,12 @@ impl Caller {
         client
     }
 
-    /// The batches of a `DoGet`, each fully validated before anyone reads it.
+    /// The batches of a `DoGet`, each fully validated before anyone reads it; the
+    /// encoded bytes received are added to `wire_bytes`, when given.
     pub(crate) async fn do_get(
         &self,
         ticket: Ticket,
+        wire_bytes: Option<Count>,
     ) -> Result<impl Stream<Item = Result<RecordBatch, FlightError>> + use<>, FlightError> {
         let mut request = tonic::Request::new(ticket);
         if let Some(header) = self.authorization() {
@@ -93,7 +96,12 @@ impl Caller {
         let response = self.service().do_get(request).await?;
         let flight_data = response
             .into_inner()
-            .map_err(|status| FlightError::Tonic(Box::new(status)));
+            .map_err(|status| FlightError::Tonic(Box::new(status)))
+            .inspect_ok(move |data| {
+                if let Some(wire) = &wire_bytes {
+                    wire.add(data.data_header.len() + data.data_body.len());
+                }
+            });
         Ok(decode_validated(flight_data))
     }
 
@@ -121,6 +129,37 @@ impl Caller {
             Deadline::OpenEnded => call.await,
             Deadline::Control => self.within_deadline(r#type, call).await,
         }
+    }
+
+    /// Performs an action whose one reply body is a `T` (`what`, for errors); an empty
+    /// reply stream gives `T::default()`.
+    pub(crate) async fn action_reply<T: Message + Default>(
+        &self,
+        r#type: &str,
+        body: Vec<u8>,
+        what: &str,
+    ) -> Result<T, TaskFailure> {
+        let mut reply = T::default();
+        self.each_reply(r#type, body, |bytes| {
+            reply = self.decode_reply(bytes, what)?;
+            Ok(())
+        })
+        .await?;
+        Ok(reply)
+    }
+
+    fn decode_reply<T: Message + Default>(
+        &self,
+        bytes: bytes::Bytes,
+        what: &str,
+    ) -> Result<T, TaskFailure> {
+        T::decode(bytes).map_err(|e| {
+            TaskFailure::outside_tasks(
+                FailureReason::BadRequest,
+                format!("malformed {what} from {}: {e}", self.url),
+                &self.url,
+            )
+        })
     }
 
     /// Sends an action and hands each reply body to `each` until the stream ends.
@@ -173,13 +212,7 @@ impl Caller {
         let call = async {
             let mut decoded = Vec::new();
             self.each_reply(r#type, body, |bytes| {
-                decoded.push(T::decode(bytes).map_err(|e| {
-                    TaskFailure::outside_tasks(
-                        FailureReason::BadRequest,
-                        format!("malformed {what} from {}: {e}", self.url),
-                        &self.url,
-                    )
-                })?);
+                decoded.push(self.decode_reply(bytes, what)?);
                 Ok(())
             })
             .await?;

@@ -16,18 +16,16 @@ use crate::encode::{Dictionaries, encode_batches};
 use crate::failure::TaskFailure;
 use crate::protocol::{
     self, CopyPiece, DropPieces, FletchTicket, MemoryLimit, PartitionTicket, PieceId, ReleaseQuery,
-    TaskDefinition, fletch_ticket,
+    TaskDefinition, TaskReport, fletch_ticket,
 };
+use datafusion::physical_plan::metrics::Count;
 
 impl ExecutorClient {
-    /// Runs a task; returns when it has finished writing all its output.
-    pub async fn run_task(&self, task: &TaskDefinition) -> Result<(), TaskFailure> {
+    /// Runs a task; returns when it has finished writing all its output, with what its
+    /// executor measured of it.
+    pub async fn run_task(&self, task: &TaskDefinition) -> Result<TaskReport, TaskFailure> {
         self.caller
-            .action(
-                protocol::RUN_TASK,
-                task.encode_to_vec(),
-                Deadline::OpenEnded,
-            )
+            .action_reply(protocol::RUN_TASK, task.encode_to_vec(), "task report")
             .await
     }
 
@@ -137,17 +135,19 @@ impl ExecutorClient {
         Ok(())
     }
 
-    /// Streams a table piece this executor holds.
+    /// Streams a table piece this executor holds, adding the encoded bytes received to
+    /// `wire_bytes`, when given.
     pub async fn fetch_piece(
         &self,
         id: &PieceId,
+        wire_bytes: Option<Count>,
     ) -> Result<impl Stream<Item = Result<RecordBatch, TaskFailure>> + use<>, TaskFailure> {
         let ticket = FletchTicket {
             kind: Some(fletch_ticket::Kind::Piece(id.clone())),
         };
         let batches = self
             .caller
-            .do_get(Ticket::new(ticket.encode_to_vec()))
+            .do_get(Ticket::new(ticket.encode_to_vec()), wire_bytes)
             .await
             .map_err(|e| self.caller.failure(e))?;
         let caller = self.caller.clone();
@@ -156,6 +156,17 @@ impl ExecutorClient {
 
     /// Streams one task output partition.
     pub fn fetch(&self, ticket: PartitionTicket, schema: SchemaRef) -> SendableRecordBatchStream {
+        self.fetch_counted(ticket, schema, None)
+    }
+
+    /// Streams one task output partition, adding the encoded bytes received to
+    /// `wire_bytes`, when given.
+    pub fn fetch_counted(
+        &self,
+        ticket: PartitionTicket,
+        schema: SchemaRef,
+        wire_bytes: Option<Count>,
+    ) -> SendableRecordBatchStream {
         let caller = self.caller.clone();
         let stream = futures::stream::once(async move {
             let ticket = FletchTicket {
@@ -163,7 +174,7 @@ impl ExecutorClient {
             };
             let ticket = Ticket::new(ticket.encode_to_vec());
             let batches = caller
-                .do_get(ticket)
+                .do_get(ticket, wire_bytes)
                 .await
                 .map_err(|e| caller.failure(e).into_datafusion())?;
             let failing = caller.clone();

@@ -5,7 +5,8 @@
 //! (user [`Credentials`], the [`ClusterSecret`] members prove themselves with, and
 //! [`ClusterSecurity`], what a process presents and trusts, passed in rather than held
 //! in globals), record batches as Flight data both ways ([`encode_batches`],
-//! [`decode_validated`]), and the plumbing: [`connect`] for every channel,
+//! [`decode_validated`]), DataFusion metrics as task reports carry them
+//! ([`metrics_wire`]), and the plumbing: [`connect`] for every channel,
 //! [`FlightServer`] for every server, and [`Client`] in its two roles for the calls
 //! ([`ExecutorClient`], [`CoordinatorClient`]). It knows nothing of plans, stages or
 //! stores: the planner, the executor and the engine build on it; it depends on none of
@@ -21,7 +22,9 @@ mod encode;
 mod endpoint;
 mod executor_client;
 mod failure;
+mod http;
 mod member;
+pub mod metrics_wire;
 pub mod protocol;
 mod raised;
 mod server;
@@ -39,6 +42,7 @@ pub use endpoint::{
 pub use failure::{
     FailureReason, OUTSIDE_TASKS, TaskFailure, bad_request, find_failure, is_data_error,
 };
+pub use http::{HttpServer, metrics_response};
 pub use member::{
     ClusterSecret, MIN_SECRET_BYTES, Member, check_member_proof, member_check, member_proof,
     require_loopback_without_secret, require_member,

@@ -276,3 +276,96 @@ pub struct ErrorDetail {
     #[prost(string, tag = "7")]
     pub error_text: String,
 }
+
+/// The reply to [`RUN_TASK`]: how the task went, measured on its executor.
+#[derive(Clone, PartialEq, Message)]
+pub struct TaskReport {
+    /// When the task started, in milliseconds since the Unix epoch (executor clock).
+    #[prost(uint64, tag = "1")]
+    pub started_at_ms: u64,
+    /// From the task's start to its last output written, in microseconds.
+    #[prost(uint64, tag = "2")]
+    pub duration_us: u64,
+    /// Rows written to each output partition, indexed by partition.
+    #[prost(uint64, repeated, tag = "3")]
+    pub rows_out: Vec<u64>,
+    /// Bytes (Arrow memory size) written to each output partition.
+    #[prost(uint64, repeated, tag = "4")]
+    pub bytes_out: Vec<u64>,
+    /// What the task read from exchanges and table fragments, by origin.
+    #[prost(message, optional, tag = "5")]
+    pub reads: Option<ReadFigures>,
+    /// Rows the task's own scans produced (files and fragments), plus exchange reads.
+    #[prost(uint64, tag = "6")]
+    pub rows_in: u64,
+    /// Time the task's writer waited for room in a full output partition (backpressure).
+    #[prost(uint64, tag = "7")]
+    pub output_wait_us: u64,
+    /// The most memory the task's operators and outputs held at once, in bytes.
+    #[prost(uint64, tag = "8")]
+    pub peak_memory: u64,
+    /// The metrics of the stage plan instance this task ran in on its executor, every
+    /// operator in pre-order. Tasks of a stage share one instance per executor, so
+    /// these are cumulative over that executor's tasks so far; the snapshot with the
+    /// highest `snapshot` number is the most complete.
+    #[prost(message, repeated, tag = "9")]
+    pub operators: Vec<OperatorMetrics>,
+    /// Orders the snapshots one executor takes: a later snapshot has a higher number.
+    #[prost(uint64, tag = "10")]
+    pub snapshot: u64,
+}
+
+/// Rows and bytes read, kept apart by where they came from.
+#[derive(Clone, PartialEq, Message)]
+pub struct ReadFigures {
+    /// Read from this executor's own memory (no copy, no socket).
+    #[prost(uint64, tag = "1")]
+    pub local_rows: u64,
+    /// Arrow memory size of what was read locally.
+    #[prost(uint64, tag = "2")]
+    pub local_bytes: u64,
+    /// Read from another process over Flight.
+    #[prost(uint64, tag = "3")]
+    pub remote_rows: u64,
+    /// Encoded IPC bytes received over Flight.
+    #[prost(uint64, tag = "4")]
+    pub remote_bytes: u64,
+    /// Time spent waiting for input to arrive, in microseconds.
+    #[prost(uint64, tag = "5")]
+    pub input_wait_us: u64,
+}
+
+/// One operator's metrics, summed over its partitions.
+#[derive(Clone, PartialEq, Message)]
+pub struct OperatorMetrics {
+    /// `ExecutionPlan::name`, to align the snapshot with the coordinator's plan.
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(message, repeated, tag = "2")]
+    pub metrics: Vec<MetricEntry>,
+}
+
+/// One DataFusion metric value, as `fletch_transport::metrics_wire` maps it.
+#[derive(Clone, PartialEq, Message)]
+pub struct MetricEntry {
+    /// A `metrics_wire::Kind` as i32.
+    #[prost(int32, tag = "1")]
+    pub kind: i32,
+    /// The metric's name (for the kinds that carry one).
+    #[prost(string, tag = "2")]
+    pub name: String,
+    #[prost(uint64, tag = "3")]
+    pub value: u64,
+    /// Second number of two-part values: matched (pruning), total (ratio).
+    #[prost(uint64, tag = "4")]
+    pub second: u64,
+    /// Third number: fully matched (pruning).
+    #[prost(uint64, tag = "5")]
+    pub third: u64,
+    /// `true` for a dev-level metric (DataFusion's `MetricType::Dev`).
+    #[prost(bool, tag = "6")]
+    pub dev: bool,
+    /// DataFusion's `MetricCategory` as its text (`rows`, `bytes`, `timing`), if any.
+    #[prost(string, tag = "7")]
+    pub category: String,
+}

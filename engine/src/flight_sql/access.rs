@@ -293,7 +293,10 @@ fn set_needs(set: &Set) -> Needs {
 /// coordinator's runtime.
 fn setting_needs(name: &str) -> Needs {
     let name = name.to_ascii_lowercase();
-    if name == "fletch.executor_memory" || name.starts_with("datafusion.runtime.") {
+    if name == "fletch.executor_memory"
+        || name == "fletch.query_history"
+        || name.starts_with("datafusion.runtime.")
+    {
         Needs::new(
             Privilege::Admin,
             format!("set {name}, which changes the whole cluster"),
@@ -416,6 +419,7 @@ mod tests {
             "SET fletch.executor_memory = '1'",
             "SET FLETCH.EXECUTOR_MEMORY = '1'",
             "RESET fletch.executor_memory",
+            "SET fletch.query_history = 5",
             "SET datafusion.runtime.memory_limit = '1G'",
         ];
         for sql in reads {

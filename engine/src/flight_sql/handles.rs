@@ -22,6 +22,7 @@ use parking_lot::Mutex;
 use tonic::Status;
 
 use super::users::User;
+use crate::query_log::SessionUser;
 use crate::query_run::ServedResult;
 
 /// How many of each kind of handle a session keeps, and how many sessions a user may
@@ -137,6 +138,11 @@ pub(crate) type ClientSession = Arc<Session>;
 impl Session {
     pub(crate) fn new(ctx: SessionContext, user: Arc<User>, limits: &SessionLimits) -> Self {
         let handles = limits.handles_per_session;
+        // The query log names who ran each statement.
+        ctx.state_ref()
+            .write()
+            .config_mut()
+            .set_extension(Arc::new(SessionUser(user.name.clone())));
         Self {
             ctx,
             user,

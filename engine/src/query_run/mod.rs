@@ -33,10 +33,13 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use fletch_planner::{DistributedPlan, FletchOptions};
 use fletch_transport::TaskFailure;
 use fletch_transport::protocol::PartitionTicket;
+use tracing::Instrument;
 
 use self::held_results::HeldResults;
 use self::run::{Event, Run};
 use crate::coordinator::Coordinator;
+use crate::query_log::{LOCAL_USER, LoggedQuery, QueryLabel, QueryState};
+use crate::query_record::QueryRecord;
 use crate::recovery::TaskKey;
 
 /// Running a plan is this module's job; these are the coordinator's doors to it.
@@ -49,7 +52,19 @@ impl Coordinator {
         encoded: Arc<Vec<Bytes>>,
         ctx: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
-        QueryRun::start(self, plan, encoded, ctx, false).map(|(stream, _)| stream)
+        self.run_recorded(plan, encoded, ctx, Arc::default())
+    }
+
+    /// [`Self::run`], recording every attempt into `record`; once the stream has
+    /// ended, the record is complete (see [`run::Run::finish`]).
+    pub(crate) fn run_recorded(
+        self: Arc<Self>,
+        plan: Arc<DistributedPlan>,
+        encoded: Arc<Vec<Bytes>>,
+        ctx: Arc<TaskContext>,
+        record: Arc<QueryRecord>,
+    ) -> Result<SendableRecordBatchStream> {
+        QueryRun::start(self, plan, encoded, ctx, false, record).map(|(stream, _)| stream)
     }
 
     /// Runs a query whose result a client reads straight from the executor of its final
@@ -62,7 +77,7 @@ impl Coordinator {
         encoded: Arc<Vec<Bytes>>,
         ctx: Arc<TaskContext>,
     ) -> Result<(SendableRecordBatchStream, ServedResult)> {
-        let (stream, served) = QueryRun::start(self, plan, encoded, ctx, true)?;
+        let (stream, served) = QueryRun::start(self, plan, encoded, ctx, true, Arc::default())?;
         let served = served.ok_or_else(|| {
             DataFusionError::Internal("a served query has no result place".to_string())
         })?;
@@ -92,6 +107,20 @@ struct QueryRun {
     held: HeldResults,
     /// The query has ended: what is held is all that is left to return.
     over: bool,
+    /// The query as `fletch.queries` shows it.
+    logged: Arc<LoggedQuery>,
+    /// Finished queries the log keeps (`fletch.query_history`).
+    keep: usize,
+}
+
+impl Drop for QueryRun {
+    /// A query whose stream is dropped before its end was cancelled by its caller.
+    fn drop(&mut self) {
+        self.end(QueryState::Cancelled, None);
+        for cancelled in self.run.record().cancel_running() {
+            self.coordinator.metrics().attempt_ended(&cancelled);
+        }
+    }
 }
 
 impl QueryRun {
@@ -101,6 +130,7 @@ impl QueryRun {
         encoded: Arc<Vec<Bytes>>,
         ctx: Arc<TaskContext>,
         serve: bool,
+        record: Arc<QueryRecord>,
     ) -> Result<(SendableRecordBatchStream, Option<ServedResult>)> {
         let options = FletchOptions::of(ctx.session_config().options());
         let stage_recovery = options.stage_recovery && !plan.writes_fragments();
@@ -113,18 +143,39 @@ impl QueryRun {
             stage_recovery,
             Default::default(),
             serve,
-        )?;
+        )?
+        .recorded_in(record, 0);
         let served = run.served().cloned();
+        let label = ctx
+            .session_config()
+            .get_extension::<QueryLabel>()
+            .map(|label| (*label).clone())
+            .unwrap_or_else(|| QueryLabel {
+                user: LOCAL_USER.to_string(),
+                sql: String::new(),
+            });
+        let logged = coordinator.query_log().begin(
+            run.query_id().to_string(),
+            label,
+            plan.stages.len(),
+            plan.stages.iter().map(|s| s.task_count).sum(),
+            Arc::clone(run.record()),
+        );
+        coordinator.metrics().query_started();
         let query = Self {
             coordinator,
             run,
             recoveries: 0,
             held: HeldResults::new(hold_back),
             over: false,
+            logged,
+            keep: options.query_history,
         };
-        let stream = futures::stream::unfold(query, |mut query| async move {
-            let item = query.next().await?;
-            Some((item, query))
+        // Every log line of the query's coordinator side names it.
+        let span = tracing::info_span!("query", query_id = %query.logged.id);
+        let stream = futures::stream::unfold((query, span), |(mut query, span)| async move {
+            let item = query.next().instrument(span.clone()).await?;
+            Some((item, (query, span)))
         });
         Ok((
             Box::pin(RecordBatchStreamAdapter::new(plan.root.schema(), stream)),
@@ -135,6 +186,8 @@ impl QueryRun {
     async fn next(&mut self) -> Option<Result<RecordBatch>> {
         loop {
             if let Some(batch) = self.held.pop() {
+                self.logged
+                    .returned(batch.num_rows(), batch.get_array_memory_size());
                 return Some(Ok(batch));
             }
             if self.over {
@@ -156,13 +209,30 @@ impl QueryRun {
             self.run.finish().await;
             self.over = true;
             match ending {
-                Ok(()) => self.held.end(),
+                Ok(()) => {
+                    self.held.end();
+                    if self.run.served().is_some() {
+                        let (rows, bytes) = self.run.record().final_output();
+                        self.logged.returned(rows, bytes);
+                    }
+                    self.end(QueryState::Succeeded, None);
+                }
                 Err(error) => {
                     self.held.discard();
+                    self.end(QueryState::Failed, Some(error.to_string()));
                     return Some(Err(error));
                 }
             }
         }
+    }
+
+    /// The query ended as `state`: logged, counted, and the log trimmed (once).
+    fn end(&self, state: QueryState, error: Option<String>) {
+        if self.logged.ended(state, error) {
+            let duration = self.logged.snapshot().duration;
+            self.coordinator.metrics().query_ended(state, duration);
+        }
+        self.coordinator.query_log().trim(self.keep);
     }
 
     /// Recovers from the loss of the executor at `url`: a new round that runs again
@@ -211,6 +281,7 @@ impl QueryRun {
                 self.held.discard();
             }
             self.recoveries += 1;
+            self.logged.recovered();
             tracing::warn!(
                 %url,
                 recovery = self.recoveries,
@@ -220,6 +291,14 @@ impl QueryRun {
             self.coordinator
                 .recovery_counters()
                 .lineage(round.tasks.len());
+            self.coordinator
+                .metrics()
+                .lineage_recovery(round.tasks.len());
+            self.run.record().recovered(format!(
+                "recovery {}: executor {url} lost; {} tasks run again in a new round",
+                self.recoveries,
+                round.tasks.len()
+            ));
             return self.run.recovery_round(&round.tasks).map_err(|e| {
                 e.context(format!("running tasks again after executor {url} was lost"))
             });
@@ -232,9 +311,18 @@ impl QueryRun {
         }
         self.run.finish().await;
         self.recoveries += 1;
+        self.logged.recovered();
         tracing::warn!(%url, recovery = self.recoveries, "executor lost during a query; running it again");
         self.held.discard();
         self.coordinator.recovery_counters().whole();
+        self.coordinator.metrics().whole_recovery();
+        let record = Arc::clone(self.run.record());
+        record.recovered(format!(
+            "recovery {}: executor {url} lost; the whole plan runs again (run {})",
+            self.recoveries,
+            self.run.index() + 1
+        ));
+        let index = self.run.index() + 1;
         let next = Run::new(
             &self.coordinator,
             self.run.plan(),
@@ -248,7 +336,8 @@ impl QueryRun {
             e.context(format!(
                 "running the query again after executor {url} was lost"
             ))
-        })?;
+        })?
+        .recorded_in(record, index);
         self.run = next;
         Ok(())
     }

@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use arrow::array::RecordBatch;
 use bytes::Bytes;
@@ -13,7 +14,7 @@ use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use fletch_executor::FlightExchangeSource;
 use fletch_planner::{DistributedPlan, ExchangeSourceExt, Stage, StageId, preferred_holders};
 use fletch_transport::protocol::{
-    ConfigEntry, ExecutorStatus, PartitionTicket, StageLocations, TaskDefinition,
+    ConfigEntry, ExecutorStatus, PartitionTicket, StageLocations, TaskDefinition, TaskReport,
 };
 use fletch_transport::{ClientPool, ExecutorClient, FailureReason, TaskFailure};
 use futures::future::{AbortHandle, BoxFuture};
@@ -26,9 +27,15 @@ use super::{ServedResult, UNREAD_RESULT};
 use crate::coordinator::{Coordinator, Slots, release_everywhere, shipped_config, with_extension};
 use crate::janitor::ReleaseGuard;
 use crate::progress::QueryProgress;
+use crate::query_record::QueryRecord;
 use crate::recovery::TaskKey;
 
 type Call = BoxFuture<'static, std::result::Result<(), TaskFailure>>;
+
+/// How long a finished run waits for the task calls still out after releasing their
+/// executors (which stops those tasks at once): their reports complete the record. A
+/// bound, because an executor that stopped answering must not hold the query's end.
+const LATE_REPORTS: Duration = Duration::from_secs(2);
 
 /// What a run waits for.
 enum Phase {
@@ -67,7 +74,7 @@ pub(super) enum Event {
 struct AttemptOutcome {
     key: TaskKey,
     attempt: u64,
-    result: std::result::Result<(), TaskFailure>,
+    result: std::result::Result<TaskReport, TaskFailure>,
 }
 
 pub(super) struct Run {
@@ -98,6 +105,10 @@ pub(super) struct Run {
     released: bool,
     guard: ReleaseGuard,
     progress: Arc<QueryProgress>,
+    /// Where every attempt's launch, end and report go.
+    record: Arc<QueryRecord>,
+    /// Which run of its query this is (see [`crate::query_record::AttemptRecord::run`]).
+    index: usize,
 }
 
 fn is_root_cause(failure: &TaskFailure) -> bool {
@@ -168,11 +179,32 @@ impl Run {
             released: false,
             guard: coordinator.release_guard(query_id, Arc::clone(&progress)),
             progress,
+            record: Arc::default(),
+            index: 0,
         };
         if serve {
             run.served = Some(run.pin_result(&executors)?);
         }
         Ok(run)
+    }
+
+    /// The same run, recording into `record` as run `index` of its query.
+    pub(super) fn recorded_in(mut self, record: Arc<QueryRecord>, index: usize) -> Self {
+        self.record = record;
+        self.index = index;
+        self
+    }
+
+    pub(super) fn record(&self) -> &Arc<QueryRecord> {
+        &self.record
+    }
+
+    pub(super) fn index(&self) -> usize {
+        self.index
+    }
+
+    pub(super) fn query_id(&self) -> &str {
+        &self.query_id
     }
 
     pub(super) fn served(&self) -> Option<&ServedResult> {
@@ -368,6 +400,7 @@ impl Run {
             retain_outputs: self.retains(stage),
             attempt,
         };
+        self.record.launched(self.index, key, attempt, &run.url);
         self.tasks.launched(key);
         let (call, handle) = futures::future::abortable(async move { client.run_task(&def).await });
         if let Some(superseded) = self.aborts.insert(key, handle) {
@@ -470,11 +503,11 @@ impl Run {
     /// (whose output nobody needs, or they would have run again), are ignored.
     fn attempt_ended(&mut self, outcome: AttemptOutcome) -> Option<Event> {
         let key = outcome.key;
-        match (
-            self.tasks
-                .ended(key, outcome.attempt, outcome.result.is_ok()),
-            outcome.result,
-        ) {
+        let ended = self
+            .tasks
+            .ended(key, outcome.attempt, outcome.result.is_ok());
+        let result = record_outcome(&self.record, &self.coordinator, self.index, outcome);
+        match (ended, result) {
             (Ended::Finished, _) => {
                 self.progress.task_finished(key.0);
                 if key.0 == self.tasks.final_stage()
@@ -544,21 +577,72 @@ impl Run {
     }
 
     /// Stops waiting for tasks and frees the run on every executor still reachable.
-    /// The one release of a run; later calls do nothing.
+    /// The one release of a run; later calls do nothing. Calls still out to reachable
+    /// executors end as soon as the release stops their tasks; their outcomes are
+    /// recorded, within [`LATE_REPORTS`].
     pub(super) async fn finish(&mut self) {
         self.phase = Phase::Ended;
         if std::mem::replace(&mut self.released, true) {
             return;
         }
-        for call in self.aborts.values() {
-            call.abort();
+        for (key, call) in &self.aborts {
+            let on_lost = self
+                .tasks
+                .current(*key)
+                .is_none_or(|run| self.tasks.is_lost(&run.url));
+            if on_lost {
+                call.abort();
+            }
         }
-        self.calls = FuturesUnordered::new();
         let tasks = &self.tasks;
         self.touched.retain(|e| !tasks.is_lost(e.url()));
         release_everywhere(&self.touched, &self.query_id).await;
         self.guard.disarm();
+        let mut calls = std::mem::take(&mut self.calls);
+        let (record, coordinator, index) = (
+            Arc::clone(&self.record),
+            Arc::clone(&self.coordinator),
+            self.index,
+        );
+        let late = async move {
+            while let Some(outcome) = calls.next().await {
+                let _ = record_outcome(&record, &coordinator, index, outcome);
+            }
+        };
+        let _ = tokio::time::timeout(LATE_REPORTS, late).await;
+        for call in self.aborts.values() {
+            call.abort();
+        }
+        for cancelled in self.record.cancel_running() {
+            self.coordinator.metrics().attempt_ended(&cancelled);
+        }
     }
+}
+
+/// Records how an attempt of run `index` ended, in the query's record and the
+/// coordinator's metrics; gives back its failure, if it failed.
+fn record_outcome(
+    record: &QueryRecord,
+    coordinator: &Coordinator,
+    index: usize,
+    outcome: AttemptOutcome,
+) -> std::result::Result<(), TaskFailure> {
+    let AttemptOutcome {
+        key,
+        attempt,
+        result,
+    } = outcome;
+    let (recorded, result) = match result {
+        Ok(report) => (record.ended(index, key, attempt, Ok(report)), Ok(())),
+        Err(failure) => (
+            record.ended(index, key, attempt, Err(&failure)),
+            Err(failure),
+        ),
+    };
+    if let Some(recorded) = recorded {
+        coordinator.metrics().attempt_ended(&recorded);
+    }
+    result
 }
 
 /// The executors the coordinator places work on, but those this run lost.

@@ -26,6 +26,7 @@ use fletch_planner::FletchOptions;
 pub(crate) use self::parse::{FletchStatement, FletchStatementKind};
 use crate::catalog::through_fletch;
 use crate::coordinator::Coordinator;
+use crate::query_log::{LOCAL_USER, QueryLabel, SessionUser};
 
 /// Splits SQL text into statements at top-level semicolons, each with its own text;
 /// statements of nothing but whitespace and comments are left out.
@@ -78,6 +79,7 @@ pub(crate) fn is_fletch_statement(ctx: &SessionContext, statement: &str) -> bool
 /// run one at a time across the cluster's sessions, so an `IF NOT EXISTS` never
 /// fails because another session created the same name meanwhile.
 pub async fn sql(ctx: &SessionContext, statement: &str) -> Result<DataFrame> {
+    label_session(ctx, statement);
     let parsed = FletchStatement::parse(&ctx.state(), statement)?;
     if parsed.changes_catalog()
         && let Ok(coordinator) = coordinator(ctx)
@@ -86,6 +88,33 @@ pub async fn sql(ctx: &SessionContext, statement: &str) -> Result<DataFrame> {
         return run(ctx, parsed).await;
     }
     run(ctx, parsed).await
+}
+
+/// The most of a statement's text the query log keeps.
+const LOGGED_SQL_BYTES: usize = 64 << 10;
+
+/// Marks `ctx` as running `statement`, so the queries it runs (the one a data frame
+/// runs later too: it plans with a copy of the session's state) are logged with its
+/// text and the session's user.
+fn label_session(ctx: &SessionContext, statement: &str) {
+    let state = ctx.state_ref();
+    let mut state = state.write();
+    let user = state
+        .config()
+        .get_extension::<SessionUser>()
+        .map_or_else(|| LOCAL_USER.to_string(), |u| u.0.clone());
+    let mut sql = statement.trim().to_string();
+    if sql.len() > LOGGED_SQL_BYTES {
+        let mut cut = LOGGED_SQL_BYTES;
+        while !sql.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        sql.truncate(cut);
+        sql.push_str(" …");
+    }
+    state
+        .config_mut()
+        .set_extension(Arc::new(QueryLabel { user, sql }));
 }
 
 async fn run(ctx: &SessionContext, statement: FletchStatement) -> Result<DataFrame> {

@@ -58,7 +58,7 @@ impl ExecutorService {
     /// Fetches a piece from the executor at `from` and keeps it, reserving its memory.
     async fn copy_piece(&self, id: PieceId, from: &str) -> Result<(), TaskFailure> {
         let source = self.runner.clients.get(from)?;
-        let batches = source.fetch_piece(&id).await?;
+        let batches = source.fetch_piece(&id, None).await?;
         self.store_piece(id, batches).await
     }
 
@@ -252,7 +252,11 @@ impl FlightService for ExecutorService {
                 if task.query_id.is_empty() {
                     return Err(bad_request("task definition without a query id"));
                 }
-                self.runner.run(task).await.map_err(|f| f.to_status())?;
+                let report = self.runner.run(task).await.map_err(|f| f.to_status())?;
+                let reply = arrow_flight::Result::new(report.encode_to_vec());
+                return Ok(Response::new(
+                    futures::stream::once(async { Ok(reply) }).boxed(),
+                ));
             }
             protocol::RELEASE_QUERY => {
                 let release = ReleaseQuery::decode(action.body)

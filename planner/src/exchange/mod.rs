@@ -21,7 +21,7 @@ use futures::future::BoxFuture;
 
 pub use reader::{ExchangeMode, ExchangeReaderExec};
 
-use crate::StageId;
+use crate::{ReadCounters, StageId};
 pub use writer::ShuffleWriterExec;
 
 /// Where a running task's writer puts its output partitions. The executor provides one
@@ -34,13 +34,15 @@ pub trait ExchangeSink: Debug + Send + Sync {
 
 /// Where readers pull upstream output partitions from.
 pub trait ExchangeSource: Debug + Send + Sync {
-    /// Streams output partition `output_partition` of task `task` of stage `stage`.
+    /// Streams output partition `output_partition` of task `task` of stage `stage`,
+    /// counting what it reads into `counters`.
     fn fetch(
         &self,
         stage: StageId,
         task: usize,
         output_partition: usize,
         schema: SchemaRef,
+        counters: &ReadCounters,
     ) -> Result<SendableRecordBatchStream>;
 }
 

@@ -12,7 +12,7 @@ use datafusion::execution::memory_pool::MemoryConsumer;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::{LexOrdering, PhysicalExpr};
 use datafusion::physical_plan::coop::make_cooperative;
-use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet};
+use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
 use datafusion::physical_plan::sorts::streaming_merge::StreamingMergeBuilder;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
@@ -22,6 +22,8 @@ use datafusion::physical_plan::{
 use futures::StreamExt;
 
 use super::{ExchangeSourceExt, ShuffleWriterExec};
+use crate::ReadCounters;
+use crate::read_counters::observed;
 
 /// How reader partitions map onto upstream task outputs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +45,7 @@ pub struct ExchangeReaderExec {
     /// For a sort-preserving shuffle: every upstream task's output partition is sorted
     /// on this ordering, and the reader merges them so that its partition is too.
     merge_by: Option<LexOrdering>,
+    metrics: ExecutionPlanMetricsSet,
 }
 
 impl ExchangeReaderExec {
@@ -58,6 +61,7 @@ impl ExchangeReaderExec {
             properties,
             upstream,
             merge_by: None,
+            metrics: ExecutionPlanMetricsSet::new(),
         }
     }
 
@@ -107,6 +111,7 @@ impl ExchangeReaderExec {
         &self,
         streams: Vec<SendableRecordBatchStream>,
         ordering: &LexOrdering,
+        baseline: BaselineMetrics,
         partition: usize,
         context: &Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
@@ -119,10 +124,7 @@ impl ExchangeReaderExec {
             .with_streams(streams)
             .with_schema(self.schema())
             .with_expressions(ordering)
-            .with_metrics(BaselineMetrics::new(
-                &ExecutionPlanMetricsSet::new(),
-                partition,
-            ))
+            .with_metrics(baseline)
             .with_batch_size(context.session_config().batch_size())
             .with_reservation(reservation)
             .build()
@@ -130,8 +132,23 @@ impl ExchangeReaderExec {
 }
 
 impl DisplayAs for ExchangeReaderExec {
-    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+    fn fmt_as(&self, t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
         let partitions = self.properties.partitioning.partition_count();
+        if t == DisplayFormatType::TreeRender {
+            writeln!(f, "stage={}", self.stage_id)?;
+            match self.mode {
+                ExchangeMode::Shuffle { upstream_tasks } => {
+                    writeln!(f, "mode=shuffle")?;
+                    writeln!(f, "upstream_tasks={upstream_tasks}")?;
+                }
+                ExchangeMode::Forward => writeln!(f, "mode=forward")?,
+            }
+            writeln!(f, "partitioning={}", self.properties.partitioning)?;
+            if let Some(ordering) = &self.merge_by {
+                writeln!(f, "merging_on=[{ordering}]")?;
+            }
+            return Ok(());
+        }
         match self.mode {
             ExchangeMode::Shuffle { upstream_tasks } => {
                 write!(
@@ -218,33 +235,51 @@ impl ExecutionPlan for ExchangeReaderExec {
             );
         };
         let schema = self.schema();
+        let counters = ReadCounters::register(&self.metrics, partition);
+        let baseline = BaselineMetrics::new(&self.metrics, partition);
         // Batches already buffered here arrive without a pause; a consumer that
         // never waits (a join emitting, an aggregate pulling) would never reach an
         // await point, and aborting the task on release would never take effect.
         // The tokio budget makes the stream yield now and then.
         let stream = match self.mode {
-            ExchangeMode::Forward => source.0.fetch(self.stage_id, partition, 0, schema)?,
+            ExchangeMode::Forward => observed(
+                source
+                    .0
+                    .fetch(self.stage_id, partition, 0, schema, &counters)?,
+                baseline,
+            ),
             ExchangeMode::Shuffle { upstream_tasks } => {
                 let streams = (0..upstream_tasks)
                     .map(|task| {
-                        source
-                            .0
-                            .fetch(self.stage_id, task, partition, Arc::clone(&schema))
+                        source.0.fetch(
+                            self.stage_id,
+                            task,
+                            partition,
+                            Arc::clone(&schema),
+                            &counters,
+                        )
                     })
                     .collect::<Result<Vec<_>>>()?;
                 match &self.merge_by {
+                    // The merge records its own output rows and compute time.
                     Some(ordering) if streams.len() > 1 => {
-                        self.merge_sorted(streams, ordering, partition, &context)?
+                        self.merge_sorted(streams, ordering, baseline, partition, &context)?
                     }
                     _ => {
                         // Interleave upstream tasks as their batches arrive: no task
                         // waits for a slower sibling.
                         let merged = futures::stream::select_all(streams);
-                        Box::pin(RecordBatchStreamAdapter::new(schema, merged.boxed()))
+                        let merged =
+                            Box::pin(RecordBatchStreamAdapter::new(schema, merged.boxed()));
+                        observed(merged, baseline)
                     }
                 }
             }
         };
         Ok(make_cooperative(stream))
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
     }
 }

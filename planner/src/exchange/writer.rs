@@ -5,6 +5,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Instant;
 
 use arrow::array::RecordBatch;
 use arrow::compute::BatchCoalescer;
@@ -12,7 +13,9 @@ use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{Result, exec_err, plan_err};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::PhysicalExpr;
-use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricBuilder, MetricsSet};
+use datafusion::physical_plan::metrics::{
+    Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet, Time,
+};
 use datafusion::physical_plan::repartition::BatchPartitioner;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
@@ -91,8 +94,48 @@ fn round_robin_slices(batch: RecordBatch, partitions: usize) -> Vec<RecordBatch>
         .collect()
 }
 
+/// What one task's writer has put into its sink: rows and bytes, and the time it
+/// waited for a full output partition to have room (backpressure).
+struct WrittenMetrics {
+    rows: Count,
+    bytes: Count,
+    output_wait: Time,
+}
+
+impl WrittenMetrics {
+    fn register(metrics: &ExecutionPlanMetricsSet, partition: usize) -> Self {
+        Self {
+            rows: MetricBuilder::new(metrics).output_rows(partition),
+            bytes: MetricBuilder::new(metrics).output_bytes(partition),
+            output_wait: MetricBuilder::new(metrics).subset_time("output_wait", partition),
+        }
+    }
+
+    async fn write(
+        &self,
+        sink: &dyn super::ExchangeSink,
+        output_partition: usize,
+        batch: RecordBatch,
+    ) -> Result<()> {
+        self.rows.add(batch.num_rows());
+        self.bytes.add(batch.get_array_memory_size());
+        let waiting = Instant::now();
+        let written = sink.write(output_partition, batch).await;
+        self.output_wait.add_elapsed(waiting);
+        written
+    }
+}
+
 impl DisplayAs for ShuffleWriterExec {
-    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+    fn fmt_as(&self, t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        if t == DisplayFormatType::TreeRender {
+            writeln!(f, "stage={}", self.stage_id)?;
+            writeln!(f, "tasks={}", self.task_count())?;
+            return match &self.output {
+                None => writeln!(f, "output=forward"),
+                Some(p) => writeln!(f, "output={p}"),
+            };
+        }
         write!(
             f,
             "[Stage {}] ShuffleWriterExec: tasks={}, output=",
@@ -173,6 +216,7 @@ impl ExecutionPlan for ShuffleWriterExec {
         };
         let sink = Arc::clone(&sink.0);
         let timer = MetricBuilder::new(&self.metrics).subset_time("repart_time", partition);
+        let written = WrittenMetrics::register(&self.metrics, partition);
         let mut partitioner = match &self.output {
             None => None,
             Some(p) => Some(BatchPartitioner::try_new(
@@ -216,14 +260,14 @@ impl ExecutionPlan for ShuffleWriterExec {
                 for (p, part) in parts {
                     outputs[p].push_batch(part)?;
                     while let Some(full) = outputs[p].next_completed_batch() {
-                        sink.write(p, full).await?;
+                        written.write(sink.as_ref(), p, full).await?;
                     }
                 }
             }
             for (p, output) in outputs.iter_mut().enumerate() {
                 output.finish_buffered_batch()?;
                 while let Some(rest) = output.next_completed_batch() {
-                    sink.write(p, rest).await?;
+                    written.write(sink.as_ref(), p, rest).await?;
                 }
             }
             Ok(())

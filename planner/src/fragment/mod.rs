@@ -23,6 +23,8 @@ use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_plan::Partitioning;
 use futures::future::BoxFuture;
 
+use crate::ReadCounters;
+
 pub use scan::{FragmentScanExec, merge_fragment_statistics};
 pub use writer::{FragmentWriterExec, load_summary_schema};
 
@@ -112,8 +114,14 @@ impl TableSnapshot {
 
 /// The executor's memory for table fragments, as a task sees it.
 pub trait FragmentStore: Debug + Send + Sync {
-    /// Streams one piece, from this executor's memory if it holds it, else from a holder.
-    fn read(&self, piece: &PieceRef, schema: SchemaRef) -> Result<SendableRecordBatchStream>;
+    /// Streams one piece, from this executor's memory if it holds it, else from a
+    /// holder, counting what it reads into `counters`.
+    fn read(
+        &self,
+        piece: &PieceRef,
+        schema: SchemaRef,
+        counters: &ReadCounters,
+    ) -> Result<SendableRecordBatchStream>;
 
     /// Stores `input` as `piece` on every holder; resolves to the bytes one copy takes
     /// once all holders have it. A piece is only ever read through a snapshot that names

@@ -11,6 +11,7 @@ use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::coop::make_cooperative;
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties, ReplaceChildrenOptions,
@@ -18,6 +19,8 @@ use datafusion::physical_plan::{
 use futures::{StreamExt, TryStreamExt};
 
 use super::{FragmentStoreExt, TableSnapshot};
+use crate::ReadCounters;
+use crate::read_counters::observed;
 
 /// The statistics of a whole table from its fragments'. Empty fragments are left out:
 /// they know no min or max, and would make the table's unknown too.
@@ -46,6 +49,7 @@ pub struct FragmentScanExec {
     statistics: Option<Arc<Vec<Statistics>>>,
     projected: SchemaRef,
     properties: Arc<PlanProperties>,
+    metrics: ExecutionPlanMetricsSet,
 }
 
 impl FragmentScanExec {
@@ -92,6 +96,7 @@ impl FragmentScanExec {
             statistics,
             projected,
             properties: Arc::new(properties),
+            metrics: ExecutionPlanMetricsSet::new(),
         })
     }
 
@@ -110,13 +115,18 @@ impl FragmentScanExec {
 }
 
 impl DisplayAs for FragmentScanExec {
-    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+    fn fmt_as(&self, t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
         let columns: Vec<&str> = self
             .projected
             .fields()
             .iter()
             .map(|c| c.name().as_str())
             .collect();
+        if t == DisplayFormatType::TreeRender {
+            writeln!(f, "table={}", self.snapshot.table)?;
+            writeln!(f, "fragments={}", self.snapshot.layout.fragment_count())?;
+            return writeln!(f, "projection=[{}]", columns.join(", "));
+        }
         write!(
             f,
             "FragmentScanExec: table={}, fragments={}, projection=[{}], partitioning={}",
@@ -188,10 +198,11 @@ impl ExecutionPlan for FragmentScanExec {
             );
         };
         let schema = Arc::clone(&self.snapshot.schema);
+        let counters = ReadCounters::register(&self.metrics, partition);
         let pieces = self
             .snapshot
             .pieces(partition)
-            .map(|piece| store.0.read(&piece, Arc::clone(&schema)))
+            .map(|piece| store.0.read(&piece, Arc::clone(&schema), &counters))
             .collect::<Result<Vec<_>>>()?;
         let projection = self.projection.clone();
         let batches = futures::stream::iter(pieces)
@@ -205,10 +216,16 @@ impl ExecutionPlan for FragmentScanExec {
             });
         // Fragments are in memory: without the tokio budget a scan never waits, and
         // a released task could not be aborted (see the exchange reader).
-        Ok(make_cooperative(Box::pin(RecordBatchStreamAdapter::new(
+        let batches = Box::pin(RecordBatchStreamAdapter::new(
             Arc::clone(&self.projected),
             batches,
-        ))))
+        ));
+        let baseline = BaselineMetrics::new(&self.metrics, partition);
+        Ok(make_cooperative(observed(batches, baseline)))
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
     }
 
     fn partition_statistics(&self, partition: Option<usize>) -> Result<Arc<Statistics>> {

@@ -1,8 +1,11 @@
 //! The `fletch` system schema: `fletch.tables` (every table of the cluster, with the
 //! size and layout of in-memory ones), `fletch.fragments` (each fragment of each
-//! in-memory table: rows, bytes, holders) and `fletch.executors` (each executor:
-//! state, slots, memory, running tasks, last heartbeat). Each is a snapshot taken when
-//! a query is planned.
+//! in-memory table: rows, bytes, holders), `fletch.executors` (each executor:
+//! state, slots, memory, running tasks, last heartbeat), and the query history,
+//! `fletch.queries` and `fletch.tasks` ([`history`]). Each is a snapshot taken when a
+//! query is planned.
+
+mod history;
 
 use std::sync::Arc;
 
@@ -185,7 +188,9 @@ impl SchemaProvider for SystemSchema {
         vec![
             EXECUTORS.to_string(),
             FRAGMENTS.to_string(),
+            history::QUERIES.to_string(),
             TABLES.to_string(),
+            history::TASKS.to_string(),
         ]
     }
 
@@ -194,11 +199,24 @@ impl SchemaProvider for SystemSchema {
             TABLES => Ok(Some(as_table(self.tables()?)?)),
             FRAGMENTS => Ok(Some(as_table(self.fragments()?)?)),
             EXECUTORS => Ok(Some(as_table(self.executors()?)?)),
+            history::QUERIES => Ok(Some(as_table(history::queries(
+                self.coordinator.query_log(),
+            )?)?)),
+            history::TASKS => Ok(Some(as_table(history::tasks(
+                self.coordinator.query_log(),
+            )?)?)),
             _ => Ok(None),
         }
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        [TABLES, FRAGMENTS, EXECUTORS].contains(&name)
+        [
+            TABLES,
+            FRAGMENTS,
+            EXECUTORS,
+            history::QUERIES,
+            history::TASKS,
+        ]
+        .contains(&name)
     }
 }
