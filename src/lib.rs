@@ -4,10 +4,10 @@
 //! those crates only for what the facade does not offer.
 
 pub use fletch_engine::{
-    ClusterSchema, Coordinator, DEFAULT_EXECUTORS, DistributeRule, DistributedExec, ExchangeReads,
-    FailureReason, FletchTable, FragmentStats, LocalCluster, LocalClusterOptions, RecoveryStats,
-    StoreStats, TableLayout, TaskFailure, default_session_config, fletch_session, split_statements,
-    sql,
+    ClusterSchema, Coordinator, Credentials, DEFAULT_EXECUTORS, DistributeRule, DistributedExec,
+    ExchangeReads, FailureReason, FletchTable, FragmentStats, LocalCluster, LocalClusterOptions,
+    RecoveryStats, StoreStats, TableLayout, TaskFailure, Users, default_session_config,
+    fletch_session, split_statements, sql,
 };
 pub use fletch_executor::{ExecutorHandle, ExecutorOptions, start_executor, start_executor_with};
 pub use fletch_planner::{DistributedPlan, FletchOptions, Stage, distribute, parse_size};

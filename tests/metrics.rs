@@ -51,7 +51,7 @@ fn histogram_count(scrape: &Scrape, metric: &str) -> f64 {
 async fn counters_move_by_what_the_query_did() {
     let mut cluster = LocalCluster::start(2).await.expect("cluster");
     let coordinator = cluster
-        .serve_http(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .serve_http(SocketAddr::from(([127, 0, 0, 1], 0)), None)
         .await
         .expect("coordinator HTTP port");
     let executor = cluster

@@ -1,7 +1,6 @@
 //! The query history: `fletch.queries` and `fletch.tasks` after a query that succeeds,
 //! one that fails on the executors, and one that recovers from a crashed executor, each
-//! with the state, counts and attempts it really had. (Queries that run whole on the
-//! coordinator, such as reads of the system tables, are not logged.)
+//! with the state, counts and attempts it really had.
 
 mod common;
 

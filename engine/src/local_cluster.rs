@@ -15,6 +15,7 @@ use fletch_executor::{
 use fletch_transport::{ClusterSecret, ClusterSecurity, HttpServer};
 
 use crate::coordinator::Coordinator;
+use crate::flight_sql::Users;
 use crate::http::{MetricsSource, serve_http};
 use crate::membership::MembershipOptions;
 use crate::session::{default_session_config, fletch_session};
@@ -129,16 +130,21 @@ impl LocalCluster {
         })
     }
 
-    /// Opens the coordinator's HTTP port on `addr` (port 0: any free port): its
-    /// metrics page shows the coordinator's metrics and every embedded executor's
-    /// (those running now). Returns the address bound.
-    pub async fn serve_http(&mut self, addr: SocketAddr) -> Result<SocketAddr> {
+    /// Opens the coordinator's HTTP port on `addr` (port 0: any free port), behind
+    /// `users` when given: the web UI, and a metrics page with the coordinator's
+    /// metrics and every embedded executor's (those running now). Returns the address
+    /// bound.
+    pub async fn serve_http(
+        &mut self,
+        addr: SocketAddr,
+        users: Option<Arc<Users>>,
+    ) -> Result<SocketAddr> {
         let executors = self
             .executors
             .iter()
             .map(|e| Arc::new(e.metrics_reader()) as MetricsSource)
             .collect();
-        let server = serve_http(Arc::clone(&self.coordinator), addr, executors).await?;
+        let server = serve_http(Arc::clone(&self.coordinator), addr, executors, users).await?;
         let bound = server.local_addr();
         self.http = Some(server);
         Ok(bound)

@@ -7,6 +7,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use fletch_planner::{DistributedPlan, StageId};
 use parking_lot::Mutex;
 
 use crate::query_record::QueryRecord;
@@ -66,8 +67,40 @@ pub struct LoggedQuery {
     started: Instant,
     pub stages: usize,
     pub tasks: usize,
+    /// Its stages and the exchanges between them, for the stage graph.
+    pub shape: Vec<StageShape>,
     pub record: Arc<QueryRecord>,
     outcome: Mutex<Outcome>,
+}
+
+/// One stage of a logged query: what the stage graph draws.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StageShape {
+    pub id: StageId,
+    pub tasks: usize,
+    /// The stages it reads.
+    pub inputs: Vec<StageId>,
+    /// The operator under its writer, by name: what the stage mainly does.
+    pub top: String,
+}
+
+impl StageShape {
+    /// The shape of every stage of `plan`.
+    pub(crate) fn of(plan: &DistributedPlan) -> Vec<Self> {
+        plan.stages
+            .iter()
+            .map(|stage| Self {
+                id: stage.id,
+                tasks: stage.task_count,
+                inputs: stage.inputs.clone(),
+                top: stage
+                    .plan
+                    .children()
+                    .first()
+                    .map_or_else(|| stage.plan.name().to_string(), |c| c.name().to_string()),
+            })
+            .collect()
+    }
 }
 
 /// What a [`LoggedQuery`] says of itself now.
@@ -134,10 +167,11 @@ impl QueryLog {
         &self,
         id: String,
         label: QueryLabel,
-        stages: usize,
-        tasks: usize,
+        shape: Vec<StageShape>,
         record: Arc<QueryRecord>,
     ) -> Arc<LoggedQuery> {
+        let stages = shape.len();
+        let tasks = shape.iter().map(|s| s.tasks).sum();
         let query = Arc::new(LoggedQuery {
             id,
             label,
@@ -145,6 +179,7 @@ impl QueryLog {
             started: Instant::now(),
             stages,
             tasks,
+            shape,
             record,
             outcome: Mutex::new(Outcome {
                 state: QueryState::Running,
@@ -187,7 +222,12 @@ mod tests {
     use super::*;
 
     fn begin(log: &QueryLog, id: &str) -> Arc<LoggedQuery> {
-        log.begin(id.to_string(), QueryLabel::default(), 1, 1, Arc::default())
+        log.begin(
+            id.to_string(),
+            QueryLabel::default(),
+            Vec::new(),
+            Arc::default(),
+        )
     }
 
     #[test]

@@ -86,6 +86,20 @@ impl AttemptRecord {
     }
 }
 
+/// One stage's figures so far (see [`QueryRecord::stage_figures`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StageFigures {
+    /// Tasks finished (each once), and attempts running now.
+    pub finished: usize,
+    pub running: usize,
+    pub rows_out: u64,
+    pub bytes_out: u64,
+    /// From its first launch to its last end (or to now, while it runs).
+    pub wall: Duration,
+    /// Smallest, median and largest time of its finished tasks.
+    pub task_time: Option<(Duration, Duration, Duration)>,
+}
+
 /// One stage plan instance: the tasks of a stage an executor ran in one attempt share
 /// it, and so its operator metrics.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -223,6 +237,62 @@ impl QueryRecord {
             .fold((0, 0), |(rows, bytes), a| {
                 (rows + a.rows_out() as usize, bytes + a.bytes_out() as usize)
             })
+    }
+
+    /// Tasks of the last run that finished, each counted once.
+    pub fn finished_tasks(&self) -> usize {
+        let inner = self.inner.lock();
+        let last = inner.attempts.iter().map(|a| a.run).max().unwrap_or(0);
+        let mut finished: Vec<TaskKey> = inner
+            .attempts
+            .iter()
+            .filter(|a| a.run == last && a.state == AttemptState::Finished)
+            .map(|a| (a.stage, a.task))
+            .collect();
+        finished.sort_unstable();
+        finished.dedup();
+        finished.len()
+    }
+
+    /// Figures of `stage` in the last run, from its tasks' last finished attempts.
+    pub fn stage_figures(&self, stage: StageId) -> StageFigures {
+        let attempts = self.attempts();
+        let last = attempts.iter().map(|a| a.run).max().unwrap_or(0);
+        let of_stage: Vec<&AttemptRecord> = attempts
+            .iter()
+            .filter(|a| a.run == last && a.stage == stage)
+            .collect();
+        let mut finished: HashMap<usize, &AttemptRecord> = HashMap::new();
+        for attempt in &of_stage {
+            if attempt.state == AttemptState::Finished {
+                finished.insert(attempt.task, attempt);
+            }
+        }
+        let start = of_stage.iter().map(|a| a.launched).min();
+        let end = if of_stage.iter().any(|a| a.ended.is_none()) {
+            Some(Instant::now())
+        } else {
+            of_stage.iter().filter_map(|a| a.ended).max()
+        };
+        let mut times: Vec<Duration> = finished.values().map(|a| a.duration()).collect();
+        times.sort_unstable();
+        StageFigures {
+            finished: finished.len(),
+            running: of_stage
+                .iter()
+                .filter(|a| a.state == AttemptState::Running)
+                .count(),
+            rows_out: finished.values().map(|a| a.rows_out()).sum(),
+            bytes_out: finished.values().map(|a| a.bytes_out()).sum(),
+            wall: match (start, end) {
+                (Some(start), Some(end)) => end.saturating_duration_since(start),
+                _ => Duration::ZERO,
+            },
+            task_time: match (times.first(), times.last()) {
+                (Some(min), Some(max)) => Some((*min, times[(times.len() - 1) / 2], *max)),
+                _ => None,
+            },
+        }
     }
 
     /// What each recovery did, in order.

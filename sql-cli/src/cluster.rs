@@ -68,7 +68,7 @@ pub async fn run_embedded_server(
     let metrics = match metrics_listen {
         Some(addr) => Some(
             cluster
-                .serve_http(addr)
+                .serve_http(addr, options.users.clone())
                 .await
                 .with_context(|| format!("serving metrics on {addr}"))?,
         ),
@@ -96,9 +96,14 @@ pub async fn run_coordinator(
         .context("starting the coordinator")?;
     let http = match metrics_listen {
         Some(addr) => Some(
-            serve_http(Arc::clone(&coordinator), addr, Vec::new())
-                .await
-                .with_context(|| format!("serving metrics on {addr}"))?,
+            serve_http(
+                Arc::clone(&coordinator),
+                addr,
+                Vec::new(),
+                endpoint.users.clone(),
+            )
+            .await
+            .with_context(|| format!("serving metrics on {addr}"))?,
         ),
         None => None,
     };

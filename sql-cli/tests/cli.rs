@@ -414,3 +414,49 @@ fn shared_options_are_accepted_after_the_subcommand() {
         format!("n,m\n3,{}\n", 256u64 << 20)
     );
 }
+
+#[test]
+fn json_logs_are_one_object_a_line_with_the_query_and_task_spans() {
+    let out = Command::new(env!("CARGO_BIN_EXE_fletch"))
+        .args([
+            "--log-format",
+            "json",
+            "-c",
+            "CREATE TABLE t AS SELECT * FROM generate_series(1, 100); SELECT sum(value) FROM t",
+        ])
+        .env(
+            "FLETCH_DATA_DIR",
+            std::env::temp_dir().join("fletch-cli-test"),
+        )
+        .env("FLETCH_LOG", "debug")
+        .output()
+        .expect("run fletch");
+    assert_succeeded(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // Log lines are JSON objects (the shell's own messages share stderr); none is in
+    // the text format, which starts with a timestamp.
+    assert!(
+        !stderr
+            .lines()
+            .any(|l| l.starts_with("20") && l.contains("DEBUG")),
+        "{stderr}"
+    );
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .filter(|line| line.starts_with('{'))
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect();
+    let in_span = |name: &str, fields: &[&str]| {
+        lines.iter().any(|line| {
+            line["span"]["name"] == name && fields.iter().all(|f| !line["span"][f].is_null())
+        })
+    };
+    assert!(in_span("query", &["query_id"]), "{stderr}");
+    assert!(
+        in_span(
+            "task",
+            &["query_id", "stage", "task", "attempt", "executor"]
+        ),
+        "{stderr}"
+    );
+}

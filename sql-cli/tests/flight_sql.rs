@@ -874,3 +874,49 @@ async fn user_errors_travel_with_their_own_codes() {
     drop(server);
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_analyze_reports_every_stage_and_the_history_names_the_user() {
+    let Fixture {
+        cluster: _cluster,
+        server,
+        ..
+    } = fixture().await;
+    let mut client = client(server.url()).await;
+    client.handshake("anyone", "").await.expect("handshake");
+    client
+        .execute_update(
+            format!("CREATE TABLE t PARTITION BY HASH (k) INTO 4 FRAGMENTS AS {DATA}"),
+            None,
+        )
+        .await
+        .expect("CREATE TABLE");
+    let sql = "EXPLAIN ANALYZE SELECT g, count(*) FROM t GROUP BY g";
+    let info = client
+        .execute(sql.to_string(), None)
+        .await
+        .expect("execute");
+    let batches = fetch(&mut client, info).await;
+    let kinds = strings(&batches, "plan_type");
+    let texts = strings(&batches, "plan");
+    assert_eq!(kinds.first().map(String::as_str), Some("Plan with Metrics"));
+    let query = kinds
+        .iter()
+        .position(|k| k == "Query")
+        .expect("a Query row");
+    assert!(texts[query].starts_with("rows=7 "), "{}", texts[query]);
+    let stages = kinds.iter().filter(|k| k.starts_with("Stage ")).count();
+    assert!(stages >= 2, "a row per stage: {kinds:?}");
+    assert!(texts[0].contains("metrics=[output_rows="), "{}", texts[0]);
+
+    let info = client
+        .execute(
+            format!("SELECT user, state FROM fletch.queries WHERE sql = '{sql}'"),
+            None,
+        )
+        .await
+        .expect("execute");
+    let logged = fetch(&mut client, info).await;
+    assert_eq!(strings(&logged, "user"), ["anonymous"]);
+    assert_eq!(strings(&logged, "state"), ["succeeded"]);
+}

@@ -38,7 +38,7 @@ use tracing::Instrument;
 use self::held_results::HeldResults;
 use self::run::{Event, Run};
 use crate::coordinator::Coordinator;
-use crate::query_log::{LOCAL_USER, LoggedQuery, QueryLabel, QueryState};
+use crate::query_log::{LOCAL_USER, LoggedQuery, QueryLabel, QueryState, StageShape};
 use crate::query_record::QueryRecord;
 use crate::recovery::TaskKey;
 
@@ -157,8 +157,7 @@ impl QueryRun {
         let logged = coordinator.query_log().begin(
             run.query_id().to_string(),
             label,
-            plan.stages.len(),
-            plan.stages.iter().map(|s| s.task_count).sum(),
+            StageShape::of(&plan),
             Arc::clone(run.record()),
         );
         coordinator.metrics().query_started();

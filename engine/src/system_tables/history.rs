@@ -80,7 +80,7 @@ pub(super) fn queries(log: &QueryLog) -> Result<RecordBatch> {
         number(&|i| snapshots[i].bytes),
         number(&|i| queries[i].stages as u64),
         number(&|i| queries[i].tasks as u64),
-        number(&|i| tasks_finished(&attempts[i]) as u64),
+        number(&|i| queries[i].record.finished_tasks() as u64),
         number(&|i| attempts[i].len() as u64),
         number(&|i| snapshots[i].recoveries as u64),
         Arc::new(StringArray::from(
@@ -91,19 +91,6 @@ pub(super) fn queries(log: &QueryLog) -> Result<RecordBatch> {
         )),
     ];
     Ok(RecordBatch::try_new(schema, columns)?)
-}
-
-/// Tasks of the query's last run that finished, each counted once.
-fn tasks_finished(attempts: &[AttemptRecord]) -> usize {
-    let last = attempts.iter().map(|a| a.run).max().unwrap_or(0);
-    let mut finished: Vec<(usize, usize)> = attempts
-        .iter()
-        .filter(|a| a.run == last && a.state == AttemptState::Finished)
-        .map(|a| (a.stage, a.task))
-        .collect();
-    finished.sort_unstable();
-    finished.dedup();
-    finished.len()
 }
 
 pub(super) fn tasks(log: &QueryLog) -> Result<RecordBatch> {
